@@ -1,0 +1,302 @@
+/* event.c: form validation of events against schema.c, and their canonical encoding. */
+#include "event.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+#include "util.h"
+
+int fl_mp_streq(const msgpack_object *obj, const char *s)
+{
+    size_t n = strlen(s);
+    return obj->type == MSGPACK_OBJECT_STR && obj->via.str.size == n &&
+           memcmp(obj->via.str.ptr, s, n) == 0;
+}
+
+const struct fl_val *fl_event_get(const struct fl_event *ev, const char *name)
+{
+    int i = fl_event_field_index(ev->type, name);
+    return i < 0 ? NULL : &ev->v[i];
+}
+
+static const char *mp_type_name(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return "null";
+    case MSGPACK_OBJECT_BOOLEAN: return "a boolean";
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "an integer";
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return "a float";
+    case MSGPACK_OBJECT_STR: return "a string";
+    case MSGPACK_OBJECT_ARRAY: return "an array";
+    case MSGPACK_OBJECT_MAP: return "an object";
+    case MSGPACK_OBJECT_BIN: return "binary";
+    default: return "an extension value";
+    }
+}
+
+/* Read an integer object into *out; 0 on success, -1 if not an integer or out of int64 range. */
+static int mp_int(const msgpack_object *o, int64_t *out)
+{
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        *out = o->via.i64;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= (uint64_t)INT64_MAX) {
+        *out = (int64_t)o->via.u64;
+        return 0;
+    }
+    return -1;
+}
+
+static int check_string(const struct fl_field_def *f, const msgpack_object *o, struct fl_val *v,
+                        struct fl_error *err)
+{
+    size_t len = o->via.str.size, lo = 0, hi = FL_TEXT_MAX;
+    const char *p = o->via.str.ptr;
+
+    switch (f->kind) {
+    case FL_FK_ID: lo = 1; hi = FL_ID_MAX; break;
+    case FL_FK_STEP: lo = 1; hi = FL_STEP_MAX; break;
+    case FL_FK_JSON: hi = FL_JSON_MAX; break;
+    default: break;
+    }
+    if (len < lo || len > hi)
+        return fl_error_set(err, len > hi && f->kind != FL_FK_ID && f->kind != FL_FK_STEP
+                                     ? FL_ETOO_LARGE : FL_EBAD_REQUEST,
+                            "data.%s: must be %zu..%zu bytes, got %zu", f->name, lo, hi, len);
+    if (!fl_utf8_valid(p, len))
+        return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: is not valid UTF-8", f->name);
+    if (f->kind == FL_FK_ENUM && fl_enum_index(f->enum_values, p, len) < 0) {
+        char allowed[256] = "";
+        for (int i = 0; f->enum_values[i]; i++) {
+            if (i)
+                strncat(allowed, "|", sizeof allowed - strlen(allowed) - 1);
+            strncat(allowed, f->enum_values[i], sizeof allowed - strlen(allowed) - 1);
+        }
+        return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: \"%.*s\" is not one of %s", f->name,
+                            (int)(len > 64 ? 64 : len), p, allowed);
+    }
+    if (f->kind == FL_FK_JSON) {
+        json_error_t je;
+        json_t *j = json_loadb(p, len, JSON_DECODE_ANY, &je);
+        if (!j)
+            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: is not valid JSON: %s (at byte %d)",
+                                f->name, je.text, je.position);
+        json_decref(j);
+    }
+    v->s.p = p;
+    v->s.len = len;
+    return 0;
+}
+
+/* Check one field value against its definition and store it in v. */
+static int check_field(const struct fl_field_def *f, const msgpack_object *o, struct fl_val *v,
+                       struct fl_error *err)
+{
+    if (o->type == MSGPACK_OBJECT_NIL) {
+        if (f->required)
+            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: is required and may not be null",
+                                f->name);
+        return 0; /* null is the same as absent */
+    }
+    if (f->kind == FL_FK_INT) {
+        int64_t i;
+        if (mp_int(o, &i) != 0)
+            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: must be an integer, got %s",
+                                f->name, mp_type_name(o));
+        if (i < f->min || i > f->max)
+            return fl_error_set(err, FL_EBAD_REQUEST,
+                                "data.%s: %lld is outside %lld..%lld", f->name, (long long)i,
+                                (long long)f->min, (long long)f->max);
+        v->i = i;
+    } else {
+        if (o->type != MSGPACK_OBJECT_STR)
+            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: must be a string, got %s",
+                                f->name, mp_type_name(o));
+        if (check_string(f, o, v, err) != 0)
+            return err ? err->code : FL_EBAD_REQUEST;
+    }
+    v->set = 1;
+    return 0;
+}
+
+/* Pack the set fields in schema order: the one canonical form of a data object. */
+static int encode_canonical(struct fl_event *ev, struct fl_error *err)
+{
+    const struct fl_event_def *d = &fl_event_defs[ev->type];
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    uint32_t n = 0;
+
+    for (size_t i = 0; i < d->nfields; i++)
+        n += ev->v[i].set ? 1 : 0;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, n);
+    for (size_t i = 0; i < d->nfields; i++) {
+        const struct fl_val *v = &ev->v[i];
+        size_t klen = strlen(d->fields[i].name);
+        if (!v->set)
+            continue;
+        msgpack_pack_str(&pk, klen);
+        msgpack_pack_str_body(&pk, d->fields[i].name, klen);
+        if (d->fields[i].kind == FL_FK_INT) {
+            msgpack_pack_int64(&pk, v->i);
+        } else {
+            msgpack_pack_str(&pk, v->s.len);
+            msgpack_pack_str_body(&pk, v->s.p, v->s.len);
+        }
+    }
+    if (!sb.data) {
+        msgpack_sbuffer_destroy(&sb);
+        return fl_error_set(err, FL_EINTERNAL, "out of memory encoding event data");
+    }
+    ev->data_len = sb.size;
+    ev->data = msgpack_sbuffer_release(&sb);
+    fl_hash_payload(d->name, strlen(d->name), ev->data, ev->data_len, ev->payload_hash);
+    return 0;
+}
+
+static int parse_data(struct fl_event *ev, const msgpack_object *data,
+                      const struct fl_event_limits *lim, struct fl_error *err)
+{
+    const struct fl_event_def *d = &fl_event_defs[ev->type];
+    size_t max_event = lim && lim->max_event ? lim->max_event : FL_DEFAULT_MAX_EVENT;
+
+    if (data->type != MSGPACK_OBJECT_MAP)
+        return fl_error_set(err, FL_EBAD_REQUEST, "data: must be an object, got %s",
+                            mp_type_name(data));
+    for (uint32_t k = 0; k < data->via.map.size; k++) {
+        const msgpack_object *key = &data->via.map.ptr[k].key;
+        int fi = -1;
+        if (key->type == MSGPACK_OBJECT_STR)
+            for (size_t i = 0; i < d->nfields; i++)
+                if (fl_mp_streq(key, d->fields[i].name))
+                    fi = (int)i;
+        if (fi < 0)
+            return fl_error_set(err, FL_EBAD_REQUEST, "data.%.*s: unknown field for %s",
+                                key->type == MSGPACK_OBJECT_STR ? (int)(key->via.str.size > 64 ? 64 : key->via.str.size) : 5,
+                                key->type == MSGPACK_OBJECT_STR ? key->via.str.ptr : "(key)",
+                                d->name);
+        if (ev->v[fi].set)
+            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: given twice", d->fields[fi].name);
+        if (check_field(&d->fields[fi], &data->via.map.ptr[k].val, &ev->v[fi], err) != 0)
+            return err ? err->code : FL_EBAD_REQUEST;
+    }
+    for (size_t i = 0; i < d->nfields; i++)
+        if (d->fields[i].required && !ev->v[i].set)
+            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: is required for %s",
+                                d->fields[i].name, d->name);
+    /* Cross-field rule: flow_status goes only with a terminal run status. */
+    if (ev->type == FL_EV_RUN_STATUS && fl_event_get(ev, "flow_status")->set) {
+        const struct fl_str *st = &fl_event_get(ev, "status")->s;
+        if (fl_enum_index((const char *const[]){"CREATING", "QUEUED", "RUNNING", NULL}, st->p,
+                          st->len) >= 0)
+            return fl_error_set(err, FL_EBAD_REQUEST,
+                                "data.flow_status: allowed only with a terminal status "
+                                "(SUCCESS, FAILED, CANCELLED), not %.*s",
+                                (int)st->len, st->p);
+    }
+    if (encode_canonical(ev, err) != 0)
+        return err ? err->code : FL_EINTERNAL;
+    if (ev->data_len > max_event) {
+        size_t got = ev->data_len;
+        fl_event_free(ev);
+        return fl_error_set(err, FL_ETOO_LARGE, "event data is %zu bytes; the limit is %zu", got,
+                            max_event);
+    }
+    return 0;
+}
+
+int fl_event_parse_parts(const char *type, size_t type_len, const char *event_id,
+                         size_t event_id_len, const msgpack_object *data,
+                         const struct fl_event_limits *lim, struct fl_event *ev,
+                         struct fl_error *err)
+{
+    int t = fl_event_type_from_name(type, type_len);
+
+    memset(ev, 0, sizeof *ev);
+    if (t < 0)
+        return fl_error_set(err, FL_EBAD_REQUEST, "type: \"%.*s\" is not an event type",
+                            (int)(type_len > 64 ? 64 : type_len), type);
+    ev->type = (enum fl_event_type)t;
+    if (event_id) {
+        if (event_id_len < 1 || event_id_len > FL_EVENT_ID_MAX)
+            return fl_error_set(err, FL_EBAD_REQUEST, "event_id: must be 1..%d bytes, got %zu",
+                                FL_EVENT_ID_MAX, event_id_len);
+        if (!fl_utf8_valid(event_id, event_id_len))
+            return fl_error_set(err, FL_EBAD_REQUEST, "event_id: is not valid UTF-8");
+        ev->event_id.p = event_id;
+        ev->event_id.len = event_id_len;
+    }
+    return parse_data(ev, data, lim, err);
+}
+
+int fl_event_parse(const msgpack_object *obj, const struct fl_event_limits *lim,
+                   struct fl_event *ev, struct fl_error *err)
+{
+    const msgpack_object *type = NULL, *data = NULL, *eid = NULL, *ver = NULL;
+    int64_t expected = -1;
+    int rc;
+
+    memset(ev, 0, sizeof *ev);
+    if (obj->type != MSGPACK_OBJECT_MAP)
+        return fl_error_set(err, FL_EBAD_REQUEST, "event: must be an object, got %s",
+                            mp_type_name(obj));
+    for (uint32_t k = 0; k < obj->via.map.size; k++) {
+        const msgpack_object *key = &obj->via.map.ptr[k].key, *val = &obj->via.map.ptr[k].val;
+        const msgpack_object **slot = fl_mp_streq(key, "type")               ? &type
+                                      : fl_mp_streq(key, "data")             ? &data
+                                      : fl_mp_streq(key, "event_id")         ? &eid
+                                      : fl_mp_streq(key, "expected_version") ? &ver
+                                                                             : NULL;
+        if (!slot)
+            return fl_error_set(err, FL_EBAD_REQUEST,
+                                "%.*s: unknown key (an event has type, data, event_id, "
+                                "expected_version)",
+                                key->type == MSGPACK_OBJECT_STR ? (int)(key->via.str.size > 64 ? 64 : key->via.str.size) : 5,
+                                key->type == MSGPACK_OBJECT_STR ? key->via.str.ptr : "(key)");
+        if (*slot)
+            return fl_error_set(err, FL_EBAD_REQUEST, "event: a key is given twice");
+        *slot = val;
+    }
+    if (!type || type->type != MSGPACK_OBJECT_STR)
+        return fl_error_set(err, FL_EBAD_REQUEST, "type: is required and must be a string");
+    if (!data || data->type == MSGPACK_OBJECT_NIL)
+        return fl_error_set(err, FL_EBAD_REQUEST, "data: is required");
+    if (eid && eid->type != MSGPACK_OBJECT_NIL && eid->type != MSGPACK_OBJECT_STR)
+        return fl_error_set(err, FL_EBAD_REQUEST, "event_id: must be a string, got %s",
+                            mp_type_name(eid));
+    if (ver && ver->type != MSGPACK_OBJECT_NIL) {
+        if (mp_int(ver, &expected) != 0 || expected < 0)
+            return fl_error_set(err, FL_EBAD_REQUEST,
+                                "expected_version: must be an integer >= 0, got %s",
+                                mp_type_name(ver));
+    }
+    rc = fl_event_parse_parts(type->via.str.ptr, type->via.str.size,
+                              eid && eid->type == MSGPACK_OBJECT_STR
+                                  ? (eid->via.str.ptr ? eid->via.str.ptr : "")
+                                  : NULL,
+                              eid && eid->type == MSGPACK_OBJECT_STR ? eid->via.str.size : 0,
+                              data, lim, ev, err);
+    if (rc != 0)
+        return rc;
+    if (expected >= 0) {
+        ev->has_expected_version = 1;
+        ev->expected_version = expected;
+    }
+    return 0;
+}
+
+void fl_event_free(struct fl_event *ev)
+{
+    if (!ev)
+        return;
+    free(ev->data);
+    ev->data = NULL;
+    ev->data_len = 0;
+}

@@ -1,0 +1,146 @@
+/* schema.c: CONTRACT.md section 2's event table and seed 000's seven tables, as data. */
+#include "schema.h"
+
+#include <stdint.h>
+#include <string.h>
+
+static const char *const flow_statuses[] = {"NOT_STARTED", "RUNNING", "NEEDS_HUMAN", "FAILED",
+                                            "DONE", "STOPPED", NULL};
+static const char *const priorities[] = {"P0", "P1", "P2", NULL};
+static const char *const run_start_statuses[] = {"CREATING", "QUEUED", "RUNNING", NULL};
+static const char *const run_statuses[] = {"CREATING", "QUEUED", "RUNNING", "SUCCESS",
+                                           "FAILED", "CANCELLED", NULL};
+static const char *const step_statuses[] = {"RUNNING", "COMPLETED", "FAILED", NULL};
+static const char *const scan_statuses[] = {"PENDING", "SCANNING", "PASSED", "BLOCKED", NULL};
+static const char *const job_types[] = {"flow_job", "validation_job", NULL};
+static const char *const exec_statuses[] = {"SUCCESS", "FAILED", "TIMEOUT", NULL};
+static const char *const human_reasons[] = {"sast_blocked", "validation_failed", "manual_review",
+                                            NULL};
+static const char *const human_resolutions[] = {"RESOLVED", "IGNORED", NULL};
+
+#define ID(n, req) {n, FL_FK_ID, req, NULL, 0, 0}
+#define TEXT(n, req) {n, FL_FK_TEXT, req, NULL, 0, 0}
+#define ENUM(n, req, v) {n, FL_FK_ENUM, req, v, 0, 0}
+#define INT(n, req, lo, hi) {n, FL_FK_INT, req, NULL, lo, hi}
+#define ITER INT("iteration_num", 1, 1, INT32_MAX)
+
+const struct fl_event_def fl_event_defs[FL_EV_COUNT] = {
+    [FL_EV_FLOW_REGISTERED] = {"flow_registered", 0, 7,
+        {ID("flow_id", 1), TEXT("flow_name", 1), TEXT("server", 0), TEXT("nifi_xml_path", 0),
+         TEXT("description", 0), ENUM("priority", 0, priorities), TEXT("owner", 0)}},
+    [FL_EV_FLOW_UPDATED] = {"flow_updated", 0, 7,
+        {ID("flow_id", 1), TEXT("flow_name", 0), TEXT("server", 0), TEXT("nifi_xml_path", 0),
+         TEXT("description", 0), ENUM("priority", 0, priorities), TEXT("owner", 0)}},
+    [FL_EV_FLOW_STATUS] = {"flow_status", 0, 2,
+        {ID("flow_id", 1), ENUM("migration_status", 1, flow_statuses)}},
+    [FL_EV_RUN_STARTED] = {"run_started", 0, 6,
+        {ID("run_id", 1), ID("flow_id", 1), ID("job_id", 0), ID("job_run_id", 0),
+         ENUM("status", 0, run_start_statuses), TEXT("triggered_by", 0)}},
+    [FL_EV_RUN_STATUS] = {"run_status", 1, 9,
+        {ID("run_id", 1), ENUM("status", 1, run_statuses), ID("job_id", 0), ID("job_run_id", 0),
+         TEXT("status_message", 0), TEXT("error_message", 0),
+         INT("progress_percentage", 0, 0, 100), INT("validation_percentage", 0, 0, 100),
+         ENUM("flow_status", 0, flow_statuses)}},
+    [FL_EV_ITERATION_STEP] = {"iteration_step", 1, 6,
+        {ID("run_id", 1), ITER, {"step", FL_FK_STEP, 1, NULL, 0, 0},
+         ENUM("step_status", 1, step_statuses), TEXT("summary", 0), TEXT("error", 0)}},
+    [FL_EV_PATCH] = {"patch", 1, 5,
+        {ID("run_id", 1), ITER, ID("artifact_ref", 1), TEXT("patch_summary", 0),
+         TEXT("diff_ref", 0)}},
+    [FL_EV_SCAN_VERDICT] = {"scan_verdict", 1, 5,
+        {ID("run_id", 1), ITER, ID("artifact_ref", 1), ENUM("scan_status", 1, scan_statuses),
+         {"findings_json", FL_FK_JSON, 0, NULL, 0, 0}}},
+    [FL_EV_EXEC_RESULT] = {"exec_result", 1, 7,
+        {ID("run_id", 1), ITER, ENUM("job_type", 1, job_types), ENUM("status", 1, exec_statuses),
+         INT("runtime_s", 0, 0, INT64_MAX), TEXT("error", 0), TEXT("logs_ref", 0)}},
+    [FL_EV_HUMAN_REQUEST] = {"human_request", 1, 4,
+        {ID("run_id", 1), ITER, ENUM("reason", 1, human_reasons), TEXT("instructions", 0)}},
+    [FL_EV_HUMAN_RESOLUTION] = {"human_resolution", 1, 3,
+        {ID("run_id", 1), ITER, ENUM("status", 1, human_resolutions)}},
+    [FL_EV_FLOW_ROLLBACK] = {"flow_rollback", 0, 3,
+        {ID("flow_id", 1), INT("to_seq", 1, 1, INT64_MAX), TEXT("reason", 1)}},
+};
+
+#define S(n) {n, FL_CT_STR}
+#define I(n) {n, FL_CT_INT}
+#define T(n) {n, FL_CT_TS}
+
+const struct fl_table_def fl_table_defs[FL_T_LAST + 1] = {
+    [FL_T_FLOWS] = {"migration_flows", FC_FLOW_NCOLS, FC_FLOW_NCOLS, 1,
+        {S("flow_id"), S("flow_name"), S("migration_status"), S("current_run_id"),
+         T("last_update_ts"), S("server"), S("nifi_xml_path"), S("description"), S("priority"),
+         S("owner"), S("current_attempt_id"), I("total_attempts"), I("successful_conversions"),
+         T("first_attempt_at"), T("last_attempt_at")},
+        {[FC_FLOW_NAME] = 1, [FC_FLOW_STATUS] = 1}},
+    [FL_T_RUNS] = {"migration_runs", FC_RUN_NCOLS, 6, 1,
+        {S("run_id"), S("flow_id"), S("job_run_id"), T("start_ts"), T("end_ts"), S("status"),
+         S("job_id"), I("attempt_number"), I("progress_percentage"), I("validation_percentage"),
+         S("error_message"), S("status_message"), S("triggered_by")},
+        {[FC_RUN_FLOW] = 1, [FC_RUN_JOB_RUN_ID] = 1, [FC_RUN_STATUS] = 1}},
+    [FL_T_ITERATIONS] = {"migration_iterations", FC_IT_NCOLS, FC_IT_NCOLS, 2,
+        {S("run_id"), I("iteration_num"), S("step"), S("step_status"), T("ts"), S("summary"),
+         S("error")},
+        {[FC_IT_RUN] = 1, [FC_IT_STEP] = 1}},
+    [FL_T_PATCHES] = {"migration_patches", FC_PA_NCOLS, FC_PA_NCOLS, 3,
+        {S("run_id"), I("iteration_num"), S("artifact_ref"), S("patch_summary"), S("diff_ref"),
+         T("ts")},
+        {[FC_PA_RUN] = 1}},
+    [FL_T_SAST] = {"migration_sast_results", FC_SA_NCOLS, FC_SA_NCOLS, 3,
+        {S("run_id"), I("iteration_num"), S("artifact_ref"), S("scan_status"),
+         S("findings_json"), T("ts")},
+        {[FC_SA_RUN] = 1}},
+    [FL_T_EXEC] = {"migration_exec_results", FC_EX_NCOLS, FC_EX_NCOLS, 3,
+        {S("run_id"), I("iteration_num"), S("job_type"), S("status"), I("runtime_s"), S("error"),
+         S("logs_ref"), T("ts")},
+        {[FC_EX_RUN] = 1}},
+    [FL_T_HUMAN] = {"migration_human_requests", FC_HU_NCOLS, FC_HU_NCOLS, 2,
+        {S("run_id"), I("iteration_num"), S("reason"), S("status"), S("instructions"), T("ts")},
+        {[FC_HU_RUN] = 1}},
+};
+
+static int name_eq(const char *a, const char *b, size_t blen)
+{
+    return strlen(a) == blen && memcmp(a, b, blen) == 0;
+}
+
+int fl_event_type_from_name(const char *name, size_t len)
+{
+    for (int t = 0; t < FL_EV_COUNT; t++)
+        if (name_eq(fl_event_defs[t].name, name, len))
+            return t;
+    return -1;
+}
+
+int fl_event_field_index(enum fl_event_type t, const char *name)
+{
+    const struct fl_event_def *d = &fl_event_defs[t];
+    for (size_t i = 0; i < d->nfields; i++)
+        if (strcmp(d->fields[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+int fl_enum_index(const char *const *values, const char *s, size_t len)
+{
+    for (int i = 0; values[i]; i++)
+        if (name_eq(values[i], s, len))
+            return i;
+    return -1;
+}
+
+int fl_table_from_name(const char *name, size_t len)
+{
+    for (int t = FL_T_FLOWS; t <= FL_T_LAST; t++)
+        if (name_eq(fl_table_defs[t].name, name, len))
+            return t;
+    return -1;
+}
+
+int fl_table_col(enum fl_table t, const char *name, size_t len)
+{
+    const struct fl_table_def *d = &fl_table_defs[t];
+    for (size_t i = 0; i < d->nvisible; i++)
+        if (name_eq(d->cols[i].name, name, len))
+            return (int)i;
+    return -1;
+}

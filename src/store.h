@@ -1,0 +1,85 @@
+/* store.h: the durable record. One LMDB environment in a data directory holding the append-only
+ * log and, maintained in the same transactions, the projections (the seven tables, attempt
+ * history, indexes, as-of versions). No networking here: the server, the tools and the tests
+ * share this API.
+ *
+ * Appends are built for group commit: the caller gathers many independent appends (from many
+ * clients) and hands them to fl_store_commit in one call. They go into one LMDB write
+ * transaction and one durable commit; each append gets its own outcome, and one append failing
+ * never fails the others. Nothing is reported committed before that commit has returned with
+ * LMDB's default (synchronous) flags, unless the store was opened with nosync (tests only). */
+#ifndef FL_STORE_H
+#define FL_STORE_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "event.h"
+
+struct fl_store;
+
+struct fl_store_opts {
+    const char *dir;             /* data directory; created if missing */
+    int nosync;                  /* 1: no fsync (tests and benchmarks only) */
+    size_t map_size;             /* initial LMDB map size in bytes; 0: 256 MiB; grows on demand */
+    size_t max_map_size;         /* growth stops here; 0: 1 TiB */
+    struct fl_event_limits lim;  /* limits applied when replaying the log */
+};
+
+/* Open (creating if needed) the store in o->dir. Fails with a message if the directory holds
+ * a store of an unknown format. */
+int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct fl_error *err);
+/* Close the store; accepts NULL. No transaction may be open. */
+void fl_store_close(struct fl_store *s);
+
+/* The seq and ts given to one event of an append. */
+struct fl_ack {
+    uint64_t seq;
+    int64_t ts;      /* microseconds since the epoch */
+    int duplicate;   /* 1: the event_id was already committed; seq/ts are the original's */
+};
+
+/* One append: 1..n events of one tenant, all committed or none. */
+struct fl_append {
+    struct fl_str tenant;     /* borrowed */
+    struct fl_event *events;  /* borrowed; form already checked by fl_event_parse */
+    size_t n;
+    struct fl_ack *acks;      /* caller-provided array of n; filled on success */
+    struct fl_error err;      /* outcome: err.code == 0 means committed; else err.index names
+                                 the first failing event */
+};
+
+/* Commit apps[0..n) in one durable transaction, in order (each append sees the effects of those
+ * before it). Returns 0 when the transaction committed: each append then carries its own
+ * outcome. Returns a negative fl_err (FL_EUNAVAILABLE for a full disk or an I/O error,
+ * FL_EINTERNAL otherwise) when nothing could be committed: then every append's err says so.
+ * A full LMDB map is grown and the whole group redone transparently. */
+int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err);
+
+/* The seq of the last committed event (0 for an empty log). */
+uint64_t fl_store_head(const struct fl_store *s);
+/* The data directory's path (borrowed). */
+const char *fl_store_dir(const struct fl_store *s);
+
+/* Drop every projection and rebuild it from the log, in chunks; returns the number of events
+ * replayed in *events (may be NULL). For repair and for the rebuild benchmark. */
+int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err);
+
+/* Check every record's checksum, the hash chain and seq/ts order, then rebuild the projections
+ * in a scratch environment and compare them with the live ones. Packs a report map:
+ * {"ok": bool, "events": n, "head_seq": n, "head_hash": "hex", "problems": [str...]}.
+ * Returns 0 if the check ran (whatever it found), or a negative fl_err if it could not run. */
+int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err);
+
+/* Store-wide counters packed as a map. */
+int fl_store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err);
+
+/* ---- for tests only: tamper with the raw log to prove that verify notices ---- */
+/* Replace record seq's stored bytes with bytes[0..len); len 0 deletes the record. */
+int fl_store_debug_put_raw(struct fl_store *s, uint64_t seq, const void *bytes, size_t len);
+/* Copy record seq's stored bytes into *out (caller frees). */
+int fl_store_debug_get_raw(struct fl_store *s, uint64_t seq, void **out, size_t *len);
+
+#endif
