@@ -1,0 +1,470 @@
+/* benchutil.c: clocks, percentiles and the threaded load harness (see benchutil.h). */
+#include "benchutil.h"
+
+#include <ftw.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t bu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void bu_lat_add(struct bu_lat *l, uint64_t ns)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 4096;
+        uint64_t *v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            fprintf(stderr, "bench: out of memory\n");
+            exit(2);
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = ns;
+}
+
+void bu_lat_merge(struct bu_lat *dst, const struct bu_lat *src)
+{
+    for (size_t i = 0; i < src->n; i++)
+        bu_lat_add(dst, src->v[i]);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double bu_lat_pct_ms(struct bu_lat *l, double pct)
+{
+    if (l->n == 0)
+        return 0;
+    qsort(l->v, l->n, sizeof *l->v, cmp_u64);
+    /* nearest rank */
+    size_t rank = (size_t)(pct / 100.0 * (double)l->n + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    if (rank > l->n)
+        rank = l->n;
+    return (double)l->v[rank - 1] / 1e6;
+}
+
+void bu_lat_free(struct bu_lat *l)
+{
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+double bu_median(double *v, size_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_dbl);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+const char *bu_mode_name(enum bu_mode m)
+{
+    return m == BU_STEP ? "step" : "batch";
+}
+
+void bu_opts_default(struct bu_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    wl_params_default(&o->wl);
+    o->conns[0] = 1;
+    o->conns[1] = 16;
+    o->conns[2] = 64;
+    o->nconns = 3;
+    o->modes[0] = BU_STEP;
+    o->modes[1] = BU_BATCH;
+    o->nmodes = 2;
+    o->reps = 3;
+    o->max_seconds = 120;
+}
+
+static void usage_exit(const char *usage, const char *bad)
+{
+    if (bad)
+        fprintf(stderr, "bad option: %s\n\n", bad);
+    fprintf(stderr, "%s", usage);
+    fprintf(stderr,
+            "common options:\n"
+            "  --conns=LIST       writer connections per run [1,16,64]\n"
+            "  --modes=LIST       step and/or batch [step,batch]\n"
+            "  --reps=N           runs per configuration; medians are printed [3]\n"
+            "  --max-events=N     stop each run after about N events [whole workload]\n"
+            "  --max-seconds=S    stop each run after S seconds [120]\n"
+            "  --verify           check the final state after each run (when supported)\n"
+            "  --json             JSON lines instead of a table\n"
+            "  --quiet            no per-run lines on stderr\n%s",
+            wl_params_usage());
+    exit(bad ? 2 : 0);
+}
+
+void bu_parse_args(struct bu_opts *o, int argc, char **argv, const char *usage,
+                   int (*extra)(const char *name, const char *val, void *ctx), void *ctx)
+{
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i], name[64];
+        const char *val = "";
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
+            usage_exit(usage, NULL);
+        if (strncmp(a, "--", 2) != 0)
+            usage_exit(usage, a);
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (nl >= sizeof name)
+            usage_exit(usage, a);
+        memcpy(name, a + 2, nl);
+        name[nl] = '\0';
+        if (eq)
+            val = eq + 1; /* options take "--name=value"; flags have no value */
+        int r;
+        if (strcmp(name, "json") == 0) {
+            o->json = 1;
+        } else if (strcmp(name, "verify") == 0) {
+            o->verify = 1;
+        } else if (strcmp(name, "quiet") == 0) {
+            o->quiet = 1;
+        } else if (strcmp(name, "conns") == 0) {
+            o->nconns = 0;
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", val);
+            for (char *s = strtok(buf, ","); s; s = strtok(NULL, ",")) {
+                int c = atoi(s);
+                if (c < 1 || c > 1024 || o->nconns == 8)
+                    usage_exit(usage, a);
+                o->conns[o->nconns++] = c;
+            }
+            if (!o->nconns)
+                usage_exit(usage, a);
+        } else if (strcmp(name, "modes") == 0) {
+            o->nmodes = 0;
+            if (strstr(val, "step"))
+                o->modes[o->nmodes++] = BU_STEP;
+            if (strstr(val, "batch"))
+                o->modes[o->nmodes++] = BU_BATCH;
+            if (!o->nmodes)
+                usage_exit(usage, a);
+        } else if (strcmp(name, "reps") == 0) {
+            o->reps = atoi(val);
+            if (o->reps < 1 || o->reps > 100)
+                usage_exit(usage, a);
+        } else if (strcmp(name, "max-events") == 0) {
+            o->max_events = strtoull(val, NULL, 10);
+        } else if (strcmp(name, "max-seconds") == 0) {
+            o->max_seconds = atof(val);
+            if (!(o->max_seconds > 0))
+                usage_exit(usage, a);
+        } else if ((r = wl_params_opt(&o->wl, name, val)) != 0) {
+            if (r < 0)
+                usage_exit(usage, a);
+        } else if (extra && (r = extra(name, val, ctx)) != 0) {
+            if (r < 0)
+                usage_exit(usage, a);
+        } else {
+            usage_exit(usage, a);
+        }
+    }
+    char msg[128];
+    if (wl_params_check(&o->wl, msg, sizeof msg) != 0) {
+        fprintf(stderr, "%s\n", msg);
+        exit(2);
+    }
+}
+
+/* ---- the harness ---- */
+
+struct run_shared {
+    const struct bu_driver *d;
+    void *cfg;
+    const struct bu_opts *o;
+    int nconns;
+    enum bu_mode mode;
+    pthread_barrier_t ready;
+    atomic_uint_fast64_t budget; /* events reserved so far (for max_events) */
+    atomic_int stop;
+    uint64_t deadline_ns;        /* set before the barrier releases */
+    atomic_uint_fast64_t start_ns;
+};
+
+struct run_thread {
+    struct run_shared *sh;
+    int w;
+    pthread_t tid;
+    void *conn;
+    struct bu_lat lat;
+    uint64_t events, appends, errors, end_ns;
+    int exhausted; /* the writer sent all its units */
+    char err[BU_ERR];
+    char first_error[BU_ERR];
+};
+
+static void *run_thread_main(void *arg)
+{
+    struct run_thread *t = arg;
+    struct run_shared *sh = t->sh;
+    struct wl_writer it;
+    struct wl_batch *b = malloc(sizeof *b);
+    if (!b) {
+        fprintf(stderr, "bench: out of memory\n");
+        exit(2);
+    }
+    wl_batch_init(b);
+    wl_writer_init(&it, &sh->o->wl, sh->nconns, t->w);
+    pthread_barrier_wait(&sh->ready);
+
+    uint64_t max = sh->o->max_events;
+    while (!atomic_load(&sh->stop)) {
+        if (!wl_writer_next(&it, b)) {
+            t->exhausted = 1;
+            break;
+        }
+        if (max && atomic_fetch_add(&sh->budget, b->n) >= max)
+            break;
+        size_t step = sh->mode == BU_STEP ? 1 : b->n;
+        for (size_t i = 0; i < b->n; i += step) {
+            size_t to = i + step;
+            uint64_t t0 = bu_now_ns();
+            int rc = sh->d->append(t->conn, b, i, to, t->err);
+            uint64_t t1 = bu_now_ns();
+            t->appends++;
+            if (t1 > sh->deadline_ns)
+                atomic_store(&sh->stop, 1);
+            if (rc != 0) {
+                if (!t->errors++)
+                    snprintf(t->first_error, sizeof t->first_error, "%s", t->err);
+                continue;
+            }
+            t->events += to - i;
+            bu_lat_add(&t->lat, t1 - t0);
+        }
+        if (t->errors > 1000) {
+            atomic_store(&sh->stop, 1); /* something is badly wrong: do not spin */
+            break;
+        }
+    }
+    t->end_ns = bu_now_ns();
+    wl_batch_free(b);
+    free(b);
+    return NULL;
+}
+
+int bu_run(const struct bu_driver *d, void *cfg, const struct bu_opts *o, int nconns,
+           enum bu_mode mode, struct bu_result *r)
+{
+    struct run_shared sh;
+    memset(&sh, 0, sizeof sh);
+    memset(r, 0, sizeof *r);
+    sh.d = d;
+    sh.cfg = cfg;
+    sh.o = o;
+    sh.nconns = nconns;
+    sh.mode = mode;
+    atomic_init(&sh.budget, 0);
+    atomic_init(&sh.stop, 0);
+    struct run_thread *th = calloc((size_t)nconns, sizeof *th);
+    if (!th)
+        return -1;
+    for (int w = 0; w < nconns; w++) {
+        th[w].sh = &sh;
+        th[w].w = w;
+        th[w].conn = d->connect(cfg, w, nconns, th[w].err);
+        if (!th[w].conn) {
+            snprintf(r->first_error, sizeof r->first_error, "connect %d: %s", w, th[w].err);
+            for (int j = 0; j < w; j++)
+                d->close(th[j].conn);
+            free(th);
+            r->errors = 1;
+            return -1;
+        }
+    }
+    pthread_barrier_init(&sh.ready, NULL, (unsigned)nconns + 1);
+    for (int w = 0; w < nconns; w++)
+        if (pthread_create(&th[w].tid, NULL, run_thread_main, &th[w]) != 0) {
+            fprintf(stderr, "bench: pthread_create failed\n");
+            exit(2);
+        }
+    uint64_t start = bu_now_ns();
+    sh.deadline_ns = start + (uint64_t)(o->max_seconds * 1e9);
+    pthread_barrier_wait(&sh.ready);
+    start = bu_now_ns();
+    struct bu_lat all = {0};
+    uint64_t end = start;
+    int complete = 1;
+    for (int w = 0; w < nconns; w++) {
+        pthread_join(th[w].tid, NULL);
+        r->events += th[w].events;
+        r->appends += th[w].appends;
+        r->errors += th[w].errors;
+        if (th[w].errors && !r->first_error[0])
+            snprintf(r->first_error, sizeof r->first_error, "%s", th[w].first_error);
+        if (th[w].end_ns > end)
+            end = th[w].end_ns;
+        complete &= th[w].exhausted;
+        bu_lat_merge(&all, &th[w].lat);
+        bu_lat_free(&th[w].lat);
+        d->close(th[w].conn);
+    }
+    pthread_barrier_destroy(&sh.ready);
+    free(th);
+    r->seconds = (double)(end - start) / 1e9;
+    r->ev_per_s = r->seconds > 0 ? (double)r->events / r->seconds : 0;
+    r->p50 = bu_lat_pct_ms(&all, 50);
+    r->p99 = bu_lat_pct_ms(&all, 99);
+    r->p999 = bu_lat_pct_ms(&all, 99.9);
+    r->complete = complete;
+    bu_lat_free(&all);
+    return 0;
+}
+
+void bu_print_header(void)
+{
+    printf("%-10s %-5s %5s %9s %8s %10s %8s %8s %8s %6s\n", "system", "mode", "conns", "events",
+           "secs", "events/s", "p50 ms", "p99 ms", "p99.9 ms", "errors");
+}
+
+void bu_print_row(const char *system, enum bu_mode mode, int conns, const struct bu_result *r,
+                  int reps)
+{
+    printf("%-10s %-5s %5d %9" PRIu64 " %8.2f %10.0f %8.3f %8.3f %8.3f %6" PRIu64 "%s\n", system,
+           bu_mode_name(mode), conns, r->events, r->seconds, r->ev_per_s, r->p50, r->p99, r->p999,
+           r->errors, reps > 1 ? "" : " (1 run)");
+    fflush(stdout);
+}
+
+void bu_print_json(const char *system, enum bu_mode mode, int conns, const struct bu_result *r,
+                   int reps, const struct wl_params *p)
+{
+    char desc[160];
+    wl_params_describe(p, desc, sizeof desc);
+    printf("{\"system\":\"%s\",\"mode\":\"%s\",\"conns\":%d,\"reps\":%d,\"events\":%" PRIu64
+           ",\"seconds\":%.3f,\"events_per_s\":%.1f,\"p50_ms\":%.4f,\"p99_ms\":%.4f,"
+           "\"p999_ms\":%.4f,\"errors\":%" PRIu64 ",\"complete\":%s,\"workload\":\"%s\"}\n",
+           system, bu_mode_name(mode), conns, reps, r->events, r->seconds, r->ev_per_s, r->p50,
+           r->p99, r->p999, r->errors, r->complete ? "true" : "false", desc);
+    fflush(stdout);
+}
+
+int bu_matrix(const struct bu_driver *d, void *cfg, const struct bu_opts *o)
+{
+    int ncfg = o->nmodes * o->nconns, bad = 0;
+    struct bu_result *res = calloc((size_t)(ncfg * o->reps), sizeof *res);
+    if (!res)
+        return 1;
+    char desc[160], err[BU_ERR];
+    wl_params_describe(&o->wl, desc, sizeof desc);
+    if (!o->quiet)
+        fprintf(stderr, "%s: workload %s%s; cap %" PRIu64 " events / %.0f s per run\n", d->name,
+                desc, "", o->max_events, o->max_seconds);
+    for (int rep = 0; rep < o->reps; rep++)
+        for (int m = 0; m < o->nmodes; m++)
+            for (int c = 0; c < o->nconns; c++) {
+                struct bu_result *r = &res[(m * o->nconns + c) * o->reps + rep];
+                if (d->reset && d->reset(cfg, &o->wl, err) != 0) {
+                    fprintf(stderr, "%s: reset failed: %s\n", d->name, err);
+                    free(res);
+                    return 1;
+                }
+                bu_run(d, cfg, o, o->conns[c], (enum bu_mode)o->modes[m], r);
+                if (o->verify && d->verify && r->complete && !r->errors) {
+                    if (d->verify(cfg, &o->wl, o->conns[c], err) != 0) {
+                        fprintf(stderr, "%s: VERIFY FAILED (%s, %d conns): %s\n", d->name,
+                                bu_mode_name((enum bu_mode)o->modes[m]), o->conns[c], err);
+                        r->errors++;
+                    } else if (!o->quiet) {
+                        fprintf(stderr, "%s: verify ok\n", d->name);
+                    }
+                }
+                if (r->errors) {
+                    bad = 1;
+                    fprintf(stderr, "%s: %" PRIu64 " errors; first: %s\n", d->name, r->errors,
+                            r->first_error);
+                }
+                if (!o->quiet)
+                    fprintf(stderr,
+                            "  run %d/%d %-5s conns=%-3d %7" PRIu64 " events %7.2f s %9.0f ev/s "
+                            "p50 %.3f p99 %.3f p99.9 %.3f ms%s\n",
+                            rep + 1, o->reps, bu_mode_name((enum bu_mode)o->modes[m]),
+                            o->conns[c], r->events, r->seconds, r->ev_per_s, r->p50, r->p99,
+                            r->p999, r->complete ? "" : " (capped)");
+            }
+    if (!o->json)
+        bu_print_header();
+    for (int m = 0; m < o->nmodes; m++)
+        for (int c = 0; c < o->nconns; c++) {
+            struct bu_result *rs = &res[(m * o->nconns + c) * o->reps], med;
+            double v[5][100];
+            memset(&med, 0, sizeof med);
+            med.complete = 1;
+            for (int k = 0; k < o->reps; k++) {
+                v[0][k] = rs[k].ev_per_s;
+                v[1][k] = rs[k].p50;
+                v[2][k] = rs[k].p99;
+                v[3][k] = rs[k].p999;
+                v[4][k] = rs[k].seconds;
+                med.errors += rs[k].errors;
+                med.complete &= rs[k].complete;
+                if (rs[k].events > med.events)
+                    med.events = rs[k].events;
+            }
+            med.ev_per_s = bu_median(v[0], (size_t)o->reps);
+            med.p50 = bu_median(v[1], (size_t)o->reps);
+            med.p99 = bu_median(v[2], (size_t)o->reps);
+            med.p999 = bu_median(v[3], (size_t)o->reps);
+            med.seconds = bu_median(v[4], (size_t)o->reps);
+            if (o->json)
+                bu_print_json(d->name, (enum bu_mode)o->modes[m], o->conns[c], &med, o->reps,
+                              &o->wl);
+            else
+                bu_print_row(d->name, (enum bu_mode)o->modes[m], o->conns[c], &med, o->reps);
+        }
+    free(res);
+    return bad;
+}
+
+char *bu_mkdtemp(const char *tag)
+{
+    const char *tmp = getenv("TMPDIR");
+    char *path;
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    if (asprintf(&path, "%s/flowlog-%s.XXXXXX", tmp, tag) < 0)
+        return NULL;
+    if (!mkdtemp(path)) {
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void bu_rmtree(const char *path)
+{
+    if (path)
+        nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}

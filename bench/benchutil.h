@@ -1,0 +1,104 @@
+/* benchutil.h: what every load generator of bench/ shares: clocks, latency percentiles, and the
+ * harness that drives C writer threads (one connection each) through the workload in step or
+ * batch mode, bounded in events and time, then prints one table (or JSON lines).
+ *
+ * A peer plugs in as a struct bu_driver: connect, append a slice of a unit atomically, close,
+ * and reset (drop all state between runs so every run starts from an empty store). Threads with
+ * blocking connections are used on purpose: with 64 connections on 2 cores the generator's own
+ * cost is one syscall pair per append, well below any durable append. */
+#ifndef FL_BENCH_UTIL_H
+#define FL_BENCH_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "workload.h"
+
+/* Monotonic clock in nanoseconds. */
+uint64_t bu_now_ns(void);
+
+/* A growable set of latency samples (nanoseconds). */
+struct bu_lat {
+    uint64_t *v;
+    size_t n, cap;
+};
+void bu_lat_add(struct bu_lat *l, uint64_t ns);
+void bu_lat_merge(struct bu_lat *dst, const struct bu_lat *src);
+/* The pct-th percentile (0..100) in milliseconds; sorts the samples; 0 when empty. */
+double bu_lat_pct_ms(struct bu_lat *l, double pct);
+void bu_lat_free(struct bu_lat *l);
+/* Median of n doubles (reorders v). */
+double bu_median(double *v, size_t n);
+
+enum bu_mode { BU_STEP, BU_BATCH };
+const char *bu_mode_name(enum bu_mode m);
+
+#define BU_ERR 256
+
+struct bu_driver {
+    const char *name;
+    /* Open writer w's connection (of nwriters). Returns a handle, or NULL with err set. */
+    void *(*connect)(void *cfg, int w, int nwriters, char *err);
+    /* Append b->ev[from..to) as one atomic, durable append and wait for its acknowledgement.
+     * Returns 0, or -1 with err set (the harness counts it and carries on). */
+    int (*append)(void *conn, const struct wl_batch *b, size_t from, size_t to, char *err);
+    void (*close)(void *conn);
+    /* Drop all state so the next run starts empty (may be NULL). Returns 0 or -1 with err. */
+    int (*reset)(void *cfg, const struct wl_params *p, char *err);
+    /* Check the state after a run (may be NULL): returns 0 or -1 with err. */
+    int (*verify)(void *cfg, const struct wl_params *p, int nwriters, char *err);
+};
+
+struct bu_opts {
+    struct wl_params wl;
+    int conns[8];
+    int nconns;
+    int modes[2];
+    int nmodes;
+    int reps;              /* runs per configuration; medians are reported [3] */
+    uint64_t max_events;   /* stop a run after about this many events (0: whole workload) */
+    double max_seconds;    /* stop a run after this long [120] */
+    int json;              /* print JSON lines instead of the table */
+    int verify;            /* run the driver's verify after each run */
+    int quiet;
+};
+
+/* The result of one run (or the medians over reps). Latencies in milliseconds. */
+struct bu_result {
+    uint64_t events, appends, errors;
+    double seconds, ev_per_s;
+    double p50, p99, p999;
+    int complete; /* 1: the whole workload was sent (no cap hit) */
+    char first_error[BU_ERR];
+};
+
+void bu_opts_default(struct bu_opts *o);
+/* Parse the shared options (--conns=1,16,64 --modes=step,batch --reps --max-events
+ * --max-seconds --json --verify --quiet and the workload's). Unknown options go to extra(name,
+ * value, ctx) which returns 1 if it took it, 0 if unknown, -1 if the value is bad. Returns 0, or
+ * exits with usage on error. `usage` is the program's own usage text. */
+void bu_parse_args(struct bu_opts *o, int argc, char **argv, const char *usage,
+                   int (*extra)(const char *name, const char *val, void *ctx), void *ctx);
+
+/* One run: nconns threads, one mode. Returns 0 (errors are counted in r). */
+int bu_run(const struct bu_driver *d, void *cfg, const struct bu_opts *o, int nconns,
+           enum bu_mode mode, struct bu_result *r);
+
+/* Every configuration of o, reps times each (reps interleaved so drift hits all configs alike),
+ * reset before each run; prints per-run lines on stderr unless quiet and one median row per
+ * configuration on stdout. Returns 0, or 1 if any run had errors. */
+int bu_matrix(const struct bu_driver *d, void *cfg, const struct bu_opts *o);
+
+/* Print the result header / row (text table) or one JSON line. */
+void bu_print_header(void);
+void bu_print_row(const char *system, enum bu_mode mode, int conns, const struct bu_result *r,
+                  int reps);
+void bu_print_json(const char *system, enum bu_mode mode, int conns, const struct bu_result *r,
+                   int reps, const struct wl_params *p);
+
+/* Make a private temp directory under $TMPDIR (or /tmp); returns a malloc'd path or NULL. */
+char *bu_mkdtemp(const char *tag);
+/* rm -r path (best effort). */
+void bu_rmtree(const char *path);
+
+#endif
