@@ -7,6 +7,7 @@
 #define FL_ERR_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 

@@ -1,0 +1,276 @@
+/* wire.c: frames of proto/PROTOCOL.md, a pre-decoder check against hostile msgpack, and reply
+ * packing helpers. No I/O. */
+#include "wire.h"
+
+#include <msgpack/timestamp.h>
+#include <string.h>
+
+#include "util.h"
+
+uint32_t fl_wire_frame_len(const uint8_t hdr[FL_FRAME_HDR])
+{
+    return fl_get_be32(hdr);
+}
+
+/* Read an n-byte big-endian unsigned integer at p. */
+static uint64_t be_n(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Classify the item at p[0..left): its header size, the payload bytes it carries, and for
+ * containers the number of child objects. Returns 0, or -1 if the header is truncated or the
+ * byte is not valid msgpack. */
+static int item_info(const uint8_t *p, size_t left, size_t *hdr, uint64_t *payload,
+                     uint64_t *children)
+{
+    uint8_t b = p[0];
+    int n = 0;
+
+    *hdr = 1;
+    *payload = 0;
+    *children = 0;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        return 0;
+    if (b >= 0x80 && b <= 0x8f) {
+        *children = 2u * (b & 0x0f);
+        return 0;
+    }
+    if (b >= 0x90 && b <= 0x9f) {
+        *children = b & 0x0f;
+        return 0;
+    }
+    if (b >= 0xa0 && b <= 0xbf) {
+        *payload = b & 0x1f;
+        return 0;
+    }
+    switch (b) {
+    case 0xcc: case 0xd0: *payload = 1; return 0;
+    case 0xcd: case 0xd1: *payload = 2; return 0;
+    case 0xca: case 0xce: case 0xd2: *payload = 4; return 0;
+    case 0xcb: case 0xcf: case 0xd3: *payload = 8; return 0;
+    case 0xd4: *payload = 2; return 0;
+    case 0xd5: *payload = 3; return 0;
+    case 0xd6: *payload = 5; return 0;
+    case 0xd7: *payload = 9; return 0;
+    case 0xd8: *payload = 17; return 0;
+    case 0xc4: case 0xd9: n = 1; break;
+    case 0xc5: case 0xda: n = 2; break;
+    case 0xc6: case 0xdb: n = 4; break;
+    case 0xc7: n = 1; break;
+    case 0xc8: n = 2; break;
+    case 0xc9: n = 4; break;
+    case 0xdc: n = 2; break;
+    case 0xdd: n = 4; break;
+    case 0xde: n = 2; break;
+    case 0xdf: n = 4; break;
+    default: return -1; /* 0xc1 is never used */
+    }
+    if (left < 1 + (size_t)n)
+        return -1;
+    *hdr = 1 + (size_t)n;
+    uint64_t v = be_n(p + 1, n);
+    if (b >= 0xdc && b <= 0xdd)
+        *children = v;
+    else if (b >= 0xde)
+        *children = 2 * v;
+    else if (b >= 0xc7 && b <= 0xc9)
+        *payload = v + 1; /* the ext type byte */
+    else
+        *payload = v;
+    return 0;
+}
+
+int fl_wire_check(const void *buf, size_t len, struct fl_error *err)
+{
+    const uint8_t *p = buf;
+    uint64_t left[FL_WIRE_MAX_DEPTH + 1];
+    uint64_t total = 0;
+    size_t pos = 0;
+    int depth = 0;
+
+    if (len == 0)
+        return fl_error_set(err, FL_EBAD_REQUEST, "empty frame");
+    left[0] = 1;
+    while (depth >= 0) {
+        size_t hdr;
+        uint64_t payload, children;
+
+        if (left[depth] == 0) {
+            depth--;
+            continue;
+        }
+        left[depth]--;
+        if (pos >= len)
+            return fl_error_set(err, FL_EBAD_REQUEST, "truncated msgpack at byte %zu", pos);
+        if (item_info(p + pos, len - pos, &hdr, &payload, &children) != 0)
+            return fl_error_set(err, FL_EBAD_REQUEST, "invalid msgpack at byte %zu", pos);
+        pos += hdr;
+        if (payload > len - pos)
+            return fl_error_set(err, FL_EBAD_REQUEST,
+                                "msgpack item at byte %zu declares %llu bytes, only %zu remain",
+                                pos - hdr, (unsigned long long)payload, len - pos);
+        pos += (size_t)payload;
+        if (children == 0)
+            continue;
+        /* Each child needs at least one byte: a larger count is a lie that would make
+         * msgpack-c allocate count * 24 bytes up front. */
+        if (children > len - pos)
+            return fl_error_set(err, FL_EBAD_REQUEST,
+                                "msgpack container at byte %zu declares %llu elements, only %zu "
+                                "bytes remain",
+                                pos - hdr, (unsigned long long)children, len - pos);
+        total += children;
+        if (total > len)
+            return fl_error_set(err, FL_EBAD_REQUEST, "too many msgpack elements");
+        if (depth + 1 > FL_WIRE_MAX_DEPTH)
+            return fl_error_set(err, FL_EBAD_REQUEST, "msgpack nesting deeper than %d",
+                                FL_WIRE_MAX_DEPTH);
+        left[++depth] = children;
+    }
+    if (pos != len)
+        return fl_error_set(err, FL_EBAD_REQUEST, "%zu trailing bytes after the msgpack object",
+                            len - pos);
+    return 0;
+}
+
+int fl_wire_decode(const void *buf, size_t len, msgpack_unpacked *out, struct fl_error *err)
+{
+    size_t off = 0;
+    int rc;
+
+    msgpack_unpacked_init(out);
+    if ((rc = fl_wire_check(buf, len, err)) != 0)
+        return rc;
+    if (msgpack_unpack_next(out, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len)
+        return fl_error_set(err, FL_EBAD_REQUEST, "malformed msgpack frame");
+    return 0;
+}
+
+const msgpack_object *fl_wire_get(const msgpack_object *map, const char *key)
+{
+    size_t klen = strlen(key);
+
+    if (!map || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
+            memcmp(k->via.str.ptr, key, klen) == 0)
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+size_t fl_wire_frame_begin(msgpack_sbuffer *sb)
+{
+    size_t off = sb->size;
+    msgpack_sbuffer_write(sb, "\0\0\0\0", FL_FRAME_HDR);
+    return off;
+}
+
+int fl_wire_frame_end(msgpack_sbuffer *sb, size_t off, size_t max_frame)
+{
+    size_t n;
+
+    if (!sb->data || sb->size < off + FL_FRAME_HDR)
+        return FL_EINTERNAL;
+    n = sb->size - off - FL_FRAME_HDR;
+    if (n > max_frame || n > UINT32_MAX)
+        return FL_ETOO_LARGE;
+    fl_put_be32((uint8_t *)sb->data + off, (uint32_t)n);
+    return 0;
+}
+
+void fl_wire_pack_strn(msgpack_packer *pk, const char *s, size_t len)
+{
+    msgpack_pack_str(pk, len);
+    msgpack_pack_str_body(pk, s, len);
+}
+
+void fl_wire_pack_cstr(msgpack_packer *pk, const char *s)
+{
+    fl_wire_pack_strn(pk, s, strlen(s));
+}
+
+void fl_wire_pack_ts(msgpack_packer *pk, int64_t us)
+{
+    msgpack_timestamp t;
+    int64_t sec = us / 1000000, rem = us % 1000000;
+
+    if (rem < 0) {
+        rem += 1000000;
+        sec -= 1;
+    }
+    t.tv_sec = sec;
+    t.tv_nsec = (uint32_t)(rem * 1000);
+    msgpack_pack_timestamp(pk, &t);
+}
+
+int fl_wire_read_ts(const msgpack_object *o, int64_t *us)
+{
+    msgpack_timestamp t;
+    char tmp[64];
+
+    if (o->type == MSGPACK_OBJECT_EXT) {
+        if (!msgpack_object_to_timestamp(o, &t))
+            return -1;
+        *us = t.tv_sec * 1000000 + t.tv_nsec / 1000;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= (uint64_t)INT64_MAX) {
+        *us = (int64_t)o->via.u64;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        *us = o->via.i64;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_STR && o->via.str.size < sizeof tmp) {
+        memcpy(tmp, o->via.str.ptr, o->via.str.size);
+        tmp[o->via.str.size] = '\0';
+        return fl_time_parse(tmp, us);
+    }
+    return -1;
+}
+
+void fl_wire_pack_ok_head(msgpack_packer *pk, uint64_t id)
+{
+    msgpack_pack_map(pk, 3);
+    fl_wire_pack_cstr(pk, "id");
+    msgpack_pack_uint64(pk, id);
+    fl_wire_pack_cstr(pk, "ok");
+    msgpack_pack_true(pk);
+    fl_wire_pack_cstr(pk, "result");
+}
+
+void fl_wire_pack_error(msgpack_packer *pk, int64_t id, const struct fl_error *e)
+{
+    msgpack_pack_map(pk, 3);
+    fl_wire_pack_cstr(pk, "id");
+    if (id < 0)
+        msgpack_pack_nil(pk);
+    else
+        msgpack_pack_uint64(pk, (uint64_t)id);
+    fl_wire_pack_cstr(pk, "ok");
+    msgpack_pack_false(pk);
+    fl_wire_pack_cstr(pk, "error");
+    msgpack_pack_map(pk, 4);
+    fl_wire_pack_cstr(pk, "code");
+    fl_wire_pack_cstr(pk, fl_err_name(e->code));
+    fl_wire_pack_cstr(pk, "message");
+    fl_wire_pack_cstr(pk, e->msg[0] ? e->msg : fl_err_name(e->code));
+    fl_wire_pack_cstr(pk, "index");
+    if (e->index >= 0)
+        msgpack_pack_int64(pk, e->index);
+    else
+        msgpack_pack_nil(pk);
+    fl_wire_pack_cstr(pk, "version");
+    if (e->code == FL_ECONFLICT && e->version >= 0)
+        msgpack_pack_int64(pk, e->version);
+    else
+        msgpack_pack_nil(pk);
+}

@@ -1,0 +1,1182 @@
+/* project.c: what each event does to the projections, and rollback. The order of checks is the
+ * contract's (section 3): idempotency, expected_version, existence, transitions. Every check
+ * reads; only when all have passed does anything get written, so a rejected event leaves no
+ * trace and needs no undo. */
+#include "project.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- rows ---- */
+
+int fl_row_encode(const struct fl_row *r, struct fl_buf *out)
+{
+    const struct fl_table_def *t = &fl_table_defs[r->table];
+
+    out->len = 0;
+    if (fl_buf_add_u8(out, (uint8_t)t->ncols) != 0)
+        return -1;
+    for (size_t i = 0; i < t->ncols; i++) {
+        const struct fl_cell *c = &r->c[i];
+        if (fl_buf_add_u8(out, c->t) != 0)
+            return -1;
+        if (c->t == FL_CELL_INT && fl_buf_add_be64(out, (uint64_t)c->i) != 0)
+            return -1;
+        if (c->t == FL_CELL_STR &&
+            (fl_buf_add_be32(out, c->len) != 0 || fl_buf_add(out, c->s, c->len) != 0))
+            return -1;
+    }
+    return 0;
+}
+
+int fl_row_decode(int table, const void *buf, size_t len, struct fl_row *r)
+{
+    const uint8_t *p = buf, *end = p + len;
+    const struct fl_table_def *t = &fl_table_defs[table];
+
+    memset(r, 0, sizeof *r);
+    r->table = table;
+    if (len < 1 || p[0] != t->ncols)
+        return -1;
+    p++;
+    for (size_t i = 0; i < t->ncols; i++) {
+        struct fl_cell *c = &r->c[i];
+        if (p >= end)
+            return -1;
+        c->t = *p++;
+        if (c->t == FL_CELL_INT) {
+            if (end - p < 8)
+                return -1;
+            c->i = (int64_t)fl_get_be64(p);
+            p += 8;
+        } else if (c->t == FL_CELL_STR) {
+            if (end - p < 4)
+                return -1;
+            c->len = fl_get_be32(p);
+            p += 4;
+            if ((size_t)(end - p) < c->len)
+                return -1;
+            c->s = (const char *)p;
+            p += c->len;
+        } else if (c->t != FL_CELL_NULL) {
+            return -1;
+        }
+    }
+    return p == end ? 0 : -1;
+}
+
+static int cell_eq(const struct fl_cell *a, const struct fl_cell *b)
+{
+    if (a->t != b->t)
+        return 0;
+    if (a->t == FL_CELL_INT)
+        return a->i == b->i;
+    if (a->t == FL_CELL_STR)
+        return a->len == b->len && memcmp(a->s, b->s, a->len) == 0;
+    return 1;
+}
+
+static int cell_cmp(const struct fl_cell *a, const struct fl_cell *b)
+{
+    if (a->t != b->t)
+        return a->t < b->t ? -1 : 1;
+    if (a->t == FL_CELL_INT)
+        return a->i < b->i ? -1 : a->i > b->i;
+    if (a->t == FL_CELL_STR) {
+        size_t n = a->len < b->len ? a->len : b->len;
+        int c = memcmp(a->s, b->s, n);
+        if (c)
+            return c;
+        return a->len < b->len ? -1 : a->len > b->len;
+    }
+    return 0;
+}
+
+int fl_row_pk_cmp(const struct fl_row *a, const struct fl_row *b)
+{
+    for (size_t i = 0; i < fl_table_defs[a->table].npk; i++) {
+        int c = cell_cmp(&a->c[i], &b->c[i]);
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
+static void cell_str(struct fl_cell *c, struct fl_str s)
+{
+    c->t = FL_CELL_STR;
+    c->s = s.p ? s.p : "";
+    c->len = (uint32_t)s.len;
+}
+
+static void cell_cstr(struct fl_cell *c, const char *s)
+{
+    c->t = FL_CELL_STR;
+    c->s = s;
+    c->len = (uint32_t)strlen(s);
+}
+
+static void cell_int(struct fl_cell *c, int64_t i)
+{
+    c->t = FL_CELL_INT;
+    c->i = i;
+}
+
+static int cell_is(const struct fl_cell *c, const char *s)
+{
+    return c->t == FL_CELL_STR && c->len == strlen(s) && memcmp(c->s, s, c->len) == 0;
+}
+
+/* ---- keys ---- */
+
+int fl_pk_build(struct fl_buf *out, const struct fl_row *r, uint64_t flow_no, uint64_t run_no)
+{
+    int rc = 0;
+
+    switch (r->table) {
+    case FL_T_FLOWS:
+        return fl_buf_add_be64(out, flow_no);
+    case FL_T_RUNS:
+        return fl_buf_add_be64(out, run_no);
+    default:
+        break;
+    }
+    rc |= fl_buf_add_be64(out, run_no);
+    rc |= fl_buf_add_be32(out, (uint32_t)r->c[1].i);
+    if (r->table == FL_T_PATCHES || r->table == FL_T_SAST)
+        rc |= fl_buf_add_keystr(out, r->c[2].s, r->c[2].len);
+    else if (r->table == FL_T_EXEC)
+        rc |= fl_buf_add_u8(out, (uint8_t)fl_enum_index(
+                                     (const char *const[]){"flow_job", "validation_job", NULL},
+                                     r->c[FC_EX_JOB_TYPE].s, r->c[FC_EX_JOB_TYPE].len));
+    return rc ? -1 : 0;
+}
+
+static int get_val(MDB_txn *txn, MDB_dbi dbi, const struct fl_buf *k, MDB_val *v)
+{
+    MDB_val key = {k->len, k->p};
+    return mdb_get(txn, dbi, &key, v);
+}
+
+static int name_key(struct fl_buf *k, char kind, uint64_t tenant_no, struct fl_str id)
+{
+    k->len = 0;
+    return fl_buf_add_u8(k, (uint8_t)kind) || fl_buf_add_be64(k, tenant_no) ||
+                   fl_buf_add(k, id.p, id.len)
+               ? -1
+               : 0;
+}
+
+int fl_names_tenant(MDB_txn *txn, const struct fl_dbs *db, struct fl_str tenant, uint64_t *no)
+{
+    struct fl_buf k = {0};
+    MDB_val v;
+    int rc = -1;
+
+    if (fl_buf_add_u8(&k, 'T') == 0 && fl_buf_add(&k, tenant.p, tenant.len) == 0) {
+        rc = get_val(txn, db->dbi[FL_DB_NAMES], &k, &v);
+        if (rc == 0)
+            *no = fl_get_be64(v.mv_data);
+    }
+    fl_buf_free(&k);
+    return rc;
+}
+
+int fl_names_flow(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str flow_id,
+                  uint64_t *flow_no)
+{
+    struct fl_buf k = {0};
+    MDB_val v;
+    int rc = -1;
+
+    if (name_key(&k, 'F', tenant_no, flow_id) == 0) {
+        rc = get_val(txn, db->dbi[FL_DB_NAMES], &k, &v);
+        if (rc == 0)
+            *flow_no = fl_get_be64(v.mv_data);
+    }
+    fl_buf_free(&k);
+    return rc;
+}
+
+int fl_names_flow_info(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no,
+                       uint64_t *version, uint64_t *reg_seq)
+{
+    uint8_t kb[9];
+    MDB_val k = {9, kb}, v;
+    int rc;
+
+    kb[0] = 'V';
+    fl_put_be64(kb + 1, flow_no);
+    rc = mdb_get(txn, db->dbi[FL_DB_NAMES], &k, &v);
+    if (rc == 0) {
+        *version = fl_get_be64(v.mv_data);
+        *reg_seq = fl_get_be64((const uint8_t *)v.mv_data + 8);
+    }
+    return rc;
+}
+
+int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str run_id,
+                 uint64_t *run_no, uint64_t *flow_no)
+{
+    struct fl_buf k = {0};
+    MDB_val v;
+    int rc = -1;
+
+    if (name_key(&k, 'R', tenant_no, run_id) == 0) {
+        rc = get_val(txn, db->dbi[FL_DB_NAMES], &k, &v);
+        if (rc == 0) {
+            *run_no = fl_get_be64(v.mv_data);
+            *flow_no = fl_get_be64((const uint8_t *)v.mv_data + 8);
+        }
+    }
+    fl_buf_free(&k);
+    return rc;
+}
+
+/* ---- the apply context ---- */
+
+struct apply {
+    struct fl_ptx *x;
+    struct fl_str tenant;
+    const struct fl_event *ev;
+    uint64_t seq;
+    int64_t ts;
+    struct fl_error *err;
+
+    uint64_t tenant_no, flow_no, run_no, version, reg_seq;
+    int have_tenant, have_flow, have_run;
+
+    int flow_exists;
+    struct fl_row flow_old, flow_new;
+    int run_exists, run_changed;
+    struct fl_row run_old, run_new;
+    int child_exists, child_changed;
+    struct fl_row child_old, child_new;
+};
+
+static const struct fl_val *ev_val(const struct apply *a, const char *name)
+{
+    return fl_event_get(a->ev, name);
+}
+
+/* Remember an LMDB failure: the transaction cannot be used any more. */
+static int mdb_fail(struct apply *a, int rc, const char *what)
+{
+    if (!a->x->mdb_rc)
+        a->x->mdb_rc = rc;
+    return fl_store_mdb_error(rc, what, a->err);
+}
+
+static int oom(struct apply *a)
+{
+    return fl_error_set(a->err, FL_EINTERNAL, "out of memory");
+}
+
+/* Load the current row (tenant_no, table, pk) into r; 1 if found, 0 if not, <0 on failure. */
+static int load_row(struct apply *a, int table, const struct fl_buf *pk, struct fl_row *r)
+{
+    struct fl_buf *k = &a->x->k;
+    MDB_val v;
+    void *copy;
+    int rc;
+
+    k->len = 0;
+    if (fl_buf_add_be64(k, a->tenant_no) || fl_buf_add_u8(k, (uint8_t)table) ||
+        fl_buf_add(k, pk->p, pk->len))
+        return oom(a);
+    rc = get_val(a->x->txn, a->x->db->dbi[FL_DB_ROWS], k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return mdb_fail(a, rc, "read row");
+    /* LMDB's pointer is valid only until the next write: keep a copy for this event. */
+    if (!(copy = fl_arena_dup(a->x->arena, v.mv_data, v.mv_size)))
+        return oom(a);
+    if (fl_row_decode(table, copy, v.mv_size, r) != 0)
+        return fl_error_set(a->err, FL_EINTERNAL, "a stored %s row is damaged; run verify",
+                            fl_table_defs[table].name);
+    return 1;
+}
+
+/* pk bytes of a row in the arena-backed scratch buffer. */
+static int row_pk(struct apply *a, const struct fl_row *r, struct fl_buf *pk)
+{
+    pk->len = 0;
+    return fl_pk_build(pk, r, a->flow_no, a->run_no) ? oom(a) : 0;
+}
+
+static int idx_key(struct fl_buf *k, uint64_t tenant_no, int table, int col,
+                   const struct fl_cell *c, const struct fl_buf *pk)
+{
+    k->len = 0;
+    return fl_buf_add_be64(k, tenant_no) || fl_buf_add_u8(k, (uint8_t)table) ||
+                   fl_buf_add_u8(k, (uint8_t)col) ||
+                   fl_buf_add_be64(k, fl_hash64(c->s, c->len)) || fl_buf_add(k, pk->p, pk->len)
+               ? -1
+               : 0;
+}
+
+/* Bring the secondary indexes of one row from old (may be NULL) to new (may be NULL). */
+static int update_index(struct fl_ptx *x, uint64_t tenant_no, int table, const struct fl_row *old,
+                        const struct fl_row *neu, const struct fl_buf *pk, struct fl_error *err)
+{
+    const struct fl_table_def *t = &fl_table_defs[table];
+    MDB_val empty = {0, ""};
+    int rc;
+
+    for (size_t i = 0; i < t->ncols; i++) {
+        if (!t->indexed[i])
+            continue;
+        const struct fl_cell *o = old && old->c[i].t == FL_CELL_STR ? &old->c[i] : NULL;
+        const struct fl_cell *n = neu && neu->c[i].t == FL_CELL_STR ? &neu->c[i] : NULL;
+        if (o && n && cell_eq(o, n))
+            continue;
+        if (o) {
+            if (idx_key(&x->k, tenant_no, table, (int)i, o, pk) != 0)
+                return fl_error_set(err, FL_EINTERNAL, "out of memory");
+            MDB_val k = {x->k.len, x->k.p};
+            rc = mdb_del(x->txn, x->db->dbi[FL_DB_IDX], &k, NULL);
+            if (rc != 0 && rc != MDB_NOTFOUND) {
+                x->mdb_rc = rc;
+                return fl_store_mdb_error(rc, "update index", err);
+            }
+        }
+        if (n) {
+            if (idx_key(&x->k, tenant_no, table, (int)i, n, pk) != 0)
+                return fl_error_set(err, FL_EINTERNAL, "out of memory");
+            MDB_val k = {x->k.len, x->k.p};
+            if ((rc = mdb_put(x->txn, x->db->dbi[FL_DB_IDX], &k, &empty, 0)) != 0) {
+                x->mdb_rc = rc;
+                return fl_store_mdb_error(rc, "update index", err);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Write a row's new value (or delete it when val is NULL): current table, indexes, and its
+ * as-of version at seq. old is the row's current value (NULL if none). */
+static int write_row(struct fl_ptx *x, uint64_t tenant_no, uint64_t flow_no, int table,
+                     const struct fl_buf *pk, const struct fl_row *old, const struct fl_row *neu,
+                     const MDB_val *val, uint64_t seq, struct fl_error *err)
+{
+    struct fl_buf k = {0};
+    MDB_val key, empty = {0, ""};
+    int rc = 0;
+
+    if (fl_buf_add_be64(&k, tenant_no) || fl_buf_add_u8(&k, (uint8_t)table) ||
+        fl_buf_add(&k, pk->p, pk->len)) {
+        rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
+        goto out;
+    }
+    key.mv_size = k.len;
+    key.mv_data = k.p;
+    rc = val ? mdb_put(x->txn, x->db->dbi[FL_DB_ROWS], &key, (MDB_val *)val, 0)
+             : mdb_del(x->txn, x->db->dbi[FL_DB_ROWS], &key, NULL);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (rc != 0)
+        goto mdb;
+    if ((rc = update_index(x, tenant_no, table, old, neu, pk, err)) != 0)
+        goto out;
+    k.len = 0;
+    if (fl_buf_add_be64(&k, flow_no) || fl_buf_add_u8(&k, (uint8_t)table) ||
+        fl_buf_add(&k, pk->p, pk->len) || fl_buf_add_be64(&k, seq)) {
+        rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
+        goto out;
+    }
+    key.mv_size = k.len;
+    key.mv_data = k.p;
+    if ((rc = mdb_put(x->txn, x->db->dbi[FL_DB_VER], &key, val ? (MDB_val *)val : &empty, 0)))
+        goto mdb;
+    goto out;
+mdb:
+    x->mdb_rc = rc;
+    rc = fl_store_mdb_error(rc, "write row", err);
+out:
+    fl_buf_free(&k);
+    return rc;
+}
+
+/* Write row neu (replacing old, which may be NULL) for this event. */
+static int put_row(struct apply *a, const struct fl_row *old, const struct fl_row *neu)
+{
+    struct fl_buf pk = {0};
+    int rc;
+
+    if ((rc = row_pk(a, neu, &pk)) == 0 && (rc = fl_row_encode(neu, &a->x->v)) != 0)
+        rc = oom(a);
+    if (rc == 0) {
+        MDB_val v = {a->x->v.len, a->x->v.p};
+        rc = write_row(a->x, a->tenant_no, a->flow_no, neu->table, &pk, old, neu, &v, a->seq,
+                       a->err);
+    }
+    fl_buf_free(&pk);
+    return rc;
+}
+
+/* ---- numbering ---- */
+
+static int next_number(struct apply *a, uint64_t *out)
+{
+    MDB_val k = {5, "\0next"}, v;
+    uint8_t b[8];
+    uint64_t n = 1;
+    int rc = mdb_get(a->x->txn, a->x->db->dbi[FL_DB_NAMES], &k, &v);
+
+    if (rc == 0)
+        n = fl_get_be64(v.mv_data);
+    else if (rc != MDB_NOTFOUND)
+        return mdb_fail(a, rc, "read counter");
+    fl_put_be64(b, n + 1);
+    v.mv_size = 8;
+    v.mv_data = b;
+    if ((rc = mdb_put(a->x->txn, a->x->db->dbi[FL_DB_NAMES], &k, &v, 0)) != 0)
+        return mdb_fail(a, rc, "write counter");
+    *out = n;
+    return 0;
+}
+
+static int put_name(struct apply *a, const struct fl_buf *key, const void *val, size_t len)
+{
+    MDB_val k = {key->len, key->p}, v = {len, (void *)val};
+    int rc = mdb_put(a->x->txn, a->x->db->dbi[FL_DB_NAMES], &k, &v, 0);
+    return rc ? mdb_fail(a, rc, "write name") : 0;
+}
+
+static int intern_tenant(struct apply *a)
+{
+    struct fl_buf k = {0};
+    uint8_t b[8];
+    int rc;
+
+    if (a->have_tenant)
+        return 0;
+    if ((rc = next_number(a, &a->tenant_no)) != 0)
+        return rc;
+    fl_put_be64(b, a->tenant_no);
+    if (fl_buf_add_u8(&k, 'T') || fl_buf_add(&k, a->tenant.p, a->tenant.len))
+        rc = oom(a);
+    else
+        rc = put_name(a, &k, b, 8);
+    fl_buf_free(&k);
+    a->have_tenant = 1;
+    return rc;
+}
+
+static int put_flow_info(struct apply *a)
+{
+    uint8_t kb[9], vb[16];
+    MDB_val k = {9, kb}, v = {16, vb};
+    int rc;
+
+    kb[0] = 'V';
+    fl_put_be64(kb + 1, a->flow_no);
+    fl_put_be64(vb, a->version);
+    fl_put_be64(vb + 8, a->reg_seq);
+    rc = mdb_put(a->x->txn, a->x->db->dbi[FL_DB_NAMES], &k, &v, 0);
+    return rc ? mdb_fail(a, rc, "write flow version") : 0;
+}
+
+static int new_flow(struct apply *a)
+{
+    struct fl_buf k = {0};
+    uint8_t b[8];
+    int rc;
+
+    if ((rc = next_number(a, &a->flow_no)) != 0)
+        return rc;
+    fl_put_be64(b, a->flow_no);
+    if (name_key(&k, 'F', a->tenant_no, ev_val(a, "flow_id")->s) != 0)
+        rc = oom(a);
+    else
+        rc = put_name(a, &k, b, 8);
+    fl_buf_free(&k);
+    a->version = 0;
+    a->reg_seq = a->seq;
+    a->have_flow = 1;
+    return rc;
+}
+
+static int new_run(struct apply *a)
+{
+    struct fl_buf k = {0};
+    uint8_t b[16];
+    int rc;
+
+    if ((rc = next_number(a, &a->run_no)) != 0)
+        return rc;
+    fl_put_be64(b, a->run_no);
+    fl_put_be64(b + 8, a->flow_no);
+    if (name_key(&k, 'R', a->tenant_no, ev_val(a, "run_id")->s) != 0)
+        rc = oom(a);
+    else
+        rc = put_name(a, &k, b, 16);
+    fl_buf_free(&k);
+    a->have_run = 1;
+    return rc;
+}
+
+/* Put an empty-valued key made of two big-endian numbers (stream and tenant indexes), or a
+ * version value for fstream. */
+static int put_pair(struct apply *a, int db, uint64_t hi, uint64_t lo, const void *val, size_t len)
+{
+    uint8_t kb[16];
+    MDB_val k = {16, kb}, v = {len, (void *)(val ? val : "")};
+    int rc;
+
+    fl_put_be64(kb, hi);
+    fl_put_be64(kb + 8, lo);
+    rc = mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, MDB_APPEND);
+    if (rc == MDB_KEYEXIST) /* not the largest key of the DB: an ordinary put */
+        rc = mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, 0);
+    return rc ? mdb_fail(a, rc, "write stream index") : 0;
+}
+
+/* ---- checks (read-only) ---- */
+
+static int load_flow(struct apply *a)
+{
+    struct fl_buf pk = {0};
+    int rc;
+
+    if (fl_buf_add_be64(&pk, a->flow_no) != 0)
+        return oom(a);
+    rc = load_row(a, FL_T_FLOWS, &pk, &a->flow_old);
+    fl_buf_free(&pk);
+    if (rc < 0)
+        return rc;
+    a->flow_exists = rc;
+    a->flow_new = a->flow_old;
+    return 0;
+}
+
+static int load_run(struct apply *a)
+{
+    struct fl_buf pk = {0};
+    int rc;
+
+    if (fl_buf_add_be64(&pk, a->run_no) != 0)
+        return oom(a);
+    rc = load_row(a, FL_T_RUNS, &pk, &a->run_old);
+    fl_buf_free(&pk);
+    if (rc < 0)
+        return rc;
+    a->run_exists = rc;
+    a->run_new = a->run_old;
+    return 0;
+}
+
+/* Find the flow (and run) the event addresses, and the flow's version. */
+static int resolve(struct apply *a)
+{
+    const struct fl_event_def *d = &fl_event_defs[a->ev->type];
+    const struct fl_dbs *db = a->x->db;
+    MDB_txn *txn = a->x->txn;
+    int rc;
+
+    if (!a->have_tenant)
+        return 0;
+    if (d->run_level) {
+        rc = fl_names_run(txn, db, a->tenant_no, ev_val(a, "run_id")->s, &a->run_no,
+                          &a->flow_no);
+        if (rc == 0)
+            a->have_run = a->have_flow = 1;
+    } else {
+        rc = fl_names_flow(txn, db, a->tenant_no, ev_val(a, "flow_id")->s, &a->flow_no);
+        if (rc == 0)
+            a->have_flow = 1;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return mdb_fail(a, rc, "read names");
+    if (a->have_flow) {
+        rc = fl_names_flow_info(txn, db, a->flow_no, &a->version, &a->reg_seq);
+        if (rc != 0)
+            return mdb_fail(a, rc, "read flow version");
+        if ((rc = load_flow(a)) != 0)
+            return rc;
+    }
+    if (a->have_run && (rc = load_run(a)) != 0)
+        return rc;
+    return 0;
+}
+
+static int check_idempotency(struct apply *a, struct fl_ack *dup)
+{
+    struct fl_buf *k = &a->x->k;
+    MDB_val v;
+    int rc;
+
+    if (!a->ev->event_id.p || !a->have_tenant)
+        return 0;
+    k->len = 0;
+    if (fl_buf_add_be64(k, a->tenant_no) || fl_buf_add(k, a->ev->event_id.p, a->ev->event_id.len))
+        return oom(a);
+    rc = get_val(a->x->txn, a->x->db->dbi[FL_DB_IDEM], k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return mdb_fail(a, rc, "read idempotency key");
+    if (v.mv_size != 32)
+        return fl_error_set(a->err, FL_EINTERNAL, "damaged idempotency record; run verify");
+    if (memcmp((const uint8_t *)v.mv_data + 16, a->ev->payload_hash, 16) != 0)
+        return fl_error_set(a->err, FL_EIDEMPOTENCY_MISMATCH,
+                            "event_id \"%.*s\" was already used (seq %llu) for a different "
+                            "type or data; use a new event_id",
+                            (int)(a->ev->event_id.len > 128 ? 128 : a->ev->event_id.len),
+                            a->ev->event_id.p,
+                            (unsigned long long)fl_get_be64(v.mv_data));
+    dup->seq = fl_get_be64(v.mv_data);
+    dup->ts = (int64_t)fl_get_be64((const uint8_t *)v.mv_data + 8);
+    dup->duplicate = 1;
+    return 1;
+}
+
+static int not_found_flow(struct apply *a)
+{
+    struct fl_str f = ev_val(a, "flow_id")->s;
+    return fl_error_set(a->err, FL_ENOT_FOUND, "flow \"%.*s\" is not registered",
+                        (int)(f.len > 256 ? 256 : f.len), f.p);
+}
+
+static int not_found_run(struct apply *a)
+{
+    struct fl_str r = ev_val(a, "run_id")->s;
+    return fl_error_set(a->err, FL_ENOT_FOUND,
+                        "run \"%.*s\" does not exist (never started, or rolled back)",
+                        (int)(r.len > 256 ? 256 : r.len), r.p);
+}
+
+static int run_terminal(const struct fl_row *run)
+{
+    const struct fl_cell *s = &run->c[FC_RUN_STATUS];
+    return cell_is(s, "SUCCESS") || cell_is(s, "FAILED") || cell_is(s, "CANCELLED");
+}
+
+static int run_rank(const struct fl_cell *s)
+{
+    if (cell_is(s, "CREATING"))
+        return 0;
+    if (cell_is(s, "QUEUED"))
+        return 1;
+    if (cell_is(s, "RUNNING"))
+        return 2;
+    return 3;
+}
+
+/* Set column col of r from event field name when the event gives it. */
+static void take(struct apply *a, struct fl_row *r, int col, const char *name)
+{
+    const struct fl_val *v = ev_val(a, name);
+    int fi = fl_event_field_index(a->ev->type, name);
+
+    if (!v || !v->set)
+        return;
+    if (fl_event_defs[a->ev->type].fields[fi].kind == FL_FK_INT)
+        cell_int(&r->c[col], v->i);
+    else
+        cell_str(&r->c[col], v->s);
+}
+
+/* Load the child row of table t addressed by the event (run_id, iteration_num[, key]). */
+static int load_child(struct apply *a, int table, int keycol, const char *keyfield)
+{
+    struct fl_buf pk = {0};
+    int rc;
+
+    memset(&a->child_new, 0, sizeof a->child_new);
+    a->child_new.table = table;
+    cell_str(&a->child_new.c[0], ev_val(a, "run_id")->s);
+    cell_int(&a->child_new.c[1], ev_val(a, "iteration_num")->i);
+    if (keycol >= 0)
+        cell_str(&a->child_new.c[keycol], ev_val(a, keyfield)->s);
+    if ((rc = row_pk(a, &a->child_new, &pk)) == 0)
+        rc = load_row(a, table, &pk, &a->child_old);
+    fl_buf_free(&pk);
+    if (rc < 0)
+        return rc;
+    a->child_exists = rc;
+    if (rc)
+        a->child_new = a->child_old;
+    a->child_changed = 1;
+    return 0;
+}
+
+static int check_flow_level(struct apply *a)
+{
+    const struct fl_event *ev = a->ev;
+    struct fl_row *f = &a->flow_new;
+
+    switch (ev->type) {
+    case FL_EV_FLOW_REGISTERED:
+        if (a->have_flow) {
+            struct fl_str id = ev_val(a, "flow_id")->s;
+            return fl_error_set(a->err, FL_EALREADY_EXISTS, "flow \"%.*s\" is already registered",
+                                (int)(id.len > 256 ? 256 : id.len), id.p);
+        }
+        memset(f, 0, sizeof *f);
+        f->table = FL_T_FLOWS;
+        take(a, f, FC_FLOW_ID, "flow_id");
+        take(a, f, FC_FLOW_NAME, "flow_name");
+        cell_cstr(&f->c[FC_FLOW_STATUS], "NOT_STARTED");
+        take(a, f, FC_FLOW_SERVER, "server");
+        take(a, f, FC_FLOW_XML, "nifi_xml_path");
+        take(a, f, FC_FLOW_DESC, "description");
+        take(a, f, FC_FLOW_PRIORITY, "priority");
+        take(a, f, FC_FLOW_OWNER, "owner");
+        cell_int(&f->c[FC_FLOW_TOTAL], 0);
+        cell_int(&f->c[FC_FLOW_SUCCESS], 0);
+        return 0;
+    case FL_EV_FLOW_UPDATED:
+        take(a, f, FC_FLOW_NAME, "flow_name");
+        take(a, f, FC_FLOW_SERVER, "server");
+        take(a, f, FC_FLOW_XML, "nifi_xml_path");
+        take(a, f, FC_FLOW_DESC, "description");
+        take(a, f, FC_FLOW_PRIORITY, "priority");
+        take(a, f, FC_FLOW_OWNER, "owner");
+        return 0;
+    case FL_EV_FLOW_STATUS:
+        take(a, f, FC_FLOW_STATUS, "migration_status");
+        return 0;
+    case FL_EV_FLOW_ROLLBACK: {
+        int64_t to = ev_val(a, "to_seq")->i;
+        if ((uint64_t)to < a->reg_seq || (uint64_t)to >= a->seq)
+            return fl_error_set(a->err, FL_EBAD_REQUEST,
+                                "data.to_seq: %lld is outside this flow's range: it must be at "
+                                "least %llu (its flow_registered) and below %llu (this event)",
+                                (long long)to, (unsigned long long)a->reg_seq,
+                                (unsigned long long)a->seq);
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
+static int check_run_started(struct apply *a)
+{
+    struct fl_row *r = &a->run_new, *f = &a->flow_new;
+    uint64_t rn, fn;
+    int rc;
+
+    if (a->have_tenant) {
+        rc = fl_names_run(a->x->txn, a->x->db, a->tenant_no, ev_val(a, "run_id")->s, &rn, &fn);
+        if (rc == 0) {
+            struct fl_str id = ev_val(a, "run_id")->s;
+            return fl_error_set(a->err, FL_EALREADY_EXISTS,
+                                "run_id \"%.*s\" was already used in this tenant (run ids are "
+                                "never reused, even after a rollback)",
+                                (int)(id.len > 256 ? 256 : id.len), id.p);
+        }
+        if (rc != MDB_NOTFOUND)
+            return mdb_fail(a, rc, "read names");
+    }
+    memset(r, 0, sizeof *r);
+    r->table = FL_T_RUNS;
+    take(a, r, FC_RUN_ID, "run_id");
+    take(a, r, FC_RUN_FLOW, "flow_id");
+    take(a, r, FC_RUN_JOB_RUN_ID, "job_run_id");
+    cell_int(&r->c[FC_RUN_START], a->ts);
+    cell_cstr(&r->c[FC_RUN_STATUS], "RUNNING");
+    take(a, r, FC_RUN_STATUS, "status");
+    take(a, r, FC_RUN_JOB_ID, "job_id");
+    take(a, r, FC_RUN_TRIGGERED_BY, "triggered_by");
+    int64_t total = (f->c[FC_FLOW_TOTAL].t == FL_CELL_INT ? f->c[FC_FLOW_TOTAL].i : 0) + 1;
+    cell_int(&r->c[FC_RUN_ATTEMPT], total);
+    a->run_changed = 1;
+    cell_str(&f->c[FC_FLOW_CURRENT_RUN], ev_val(a, "run_id")->s);
+    cell_str(&f->c[FC_FLOW_CURRENT_ATTEMPT], ev_val(a, "run_id")->s);
+    cell_cstr(&f->c[FC_FLOW_STATUS], "RUNNING");
+    cell_int(&f->c[FC_FLOW_TOTAL], total);
+    if (f->c[FC_FLOW_FIRST_AT].t == FL_CELL_NULL)
+        cell_int(&f->c[FC_FLOW_FIRST_AT], a->ts);
+    cell_int(&f->c[FC_FLOW_LAST_AT], a->ts);
+    return 0;
+}
+
+static int check_run_status(struct apply *a)
+{
+    struct fl_row *r = &a->run_new, *f = &a->flow_new;
+    const struct fl_val *st = ev_val(a, "status");
+    struct fl_cell next;
+
+    cell_str(&next, st->s);
+    if (run_terminal(&a->run_old))
+        return fl_error_set(a->err, FL_EINVALID_TRANSITION,
+                            "run \"%.*s\" is already %.*s; a terminal status is final",
+                            (int)r->c[FC_RUN_ID].len, r->c[FC_RUN_ID].s,
+                            (int)r->c[FC_RUN_STATUS].len, r->c[FC_RUN_STATUS].s);
+    if (run_rank(&next) < run_rank(&a->run_old.c[FC_RUN_STATUS]))
+        return fl_error_set(a->err, FL_EINVALID_TRANSITION,
+                            "run status moves forward only (CREATING < QUEUED < RUNNING < "
+                            "terminal): %.*s cannot follow %.*s",
+                            (int)st->s.len, st->s.p, (int)r->c[FC_RUN_STATUS].len,
+                            r->c[FC_RUN_STATUS].s);
+    take(a, r, FC_RUN_STATUS, "status");
+    take(a, r, FC_RUN_JOB_ID, "job_id");
+    take(a, r, FC_RUN_JOB_RUN_ID, "job_run_id");
+    take(a, r, FC_RUN_STATUS_MSG, "status_message");
+    take(a, r, FC_RUN_ERROR_MSG, "error_message");
+    take(a, r, FC_RUN_PROGRESS, "progress_percentage");
+    take(a, r, FC_RUN_VALIDATION, "validation_percentage");
+    a->run_changed = 1;
+    if (run_rank(&next) < 3)
+        return 0;
+    cell_int(&r->c[FC_RUN_END], a->ts);
+    if (cell_is(&next, "SUCCESS"))
+        cell_int(&f->c[FC_FLOW_SUCCESS], f->c[FC_FLOW_SUCCESS].i + 1);
+    if (cell_eq(&f->c[FC_FLOW_CURRENT_RUN], &r->c[FC_RUN_ID])) {
+        const struct fl_val *fs = ev_val(a, "flow_status");
+        if (fs->set)
+            cell_str(&f->c[FC_FLOW_STATUS], fs->s);
+        else
+            cell_cstr(&f->c[FC_FLOW_STATUS], cell_is(&next, "SUCCESS")  ? "DONE"
+                                             : cell_is(&next, "FAILED") ? "FAILED"
+                                                                        : "STOPPED");
+    }
+    return 0;
+}
+
+static int final_error(struct apply *a, const char *what, const struct fl_cell *status)
+{
+    return fl_error_set(a->err, FL_EINVALID_TRANSITION,
+                        "%s for run \"%.*s\" iteration %lld is already %.*s, which is final", what,
+                        (int)a->child_new.c[0].len, a->child_new.c[0].s,
+                        (long long)a->child_new.c[1].i, (int)status->len, status->s);
+}
+
+static int scan_rank(const struct fl_cell *s)
+{
+    return cell_is(s, "PENDING") ? 0 : cell_is(s, "SCANNING") ? 1 : 2;
+}
+
+/* Checks and new child row of the run-level events that write one table row. */
+static int check_child(struct apply *a)
+{
+    struct fl_row *c = &a->child_new;
+    int rc;
+
+    switch (a->ev->type) {
+    case FL_EV_ITERATION_STEP:
+        if ((rc = load_child(a, FL_T_ITERATIONS, -1, NULL)) != 0)
+            return rc;
+        if (a->child_exists && !cell_is(&a->child_old.c[FC_IT_STATUS], "RUNNING"))
+            return final_error(a, "the iteration", &a->child_old.c[FC_IT_STATUS]);
+        take(a, c, FC_IT_STEP, "step");
+        take(a, c, FC_IT_STATUS, "step_status");
+        take(a, c, FC_IT_SUMMARY, "summary");
+        take(a, c, FC_IT_ERROR, "error");
+        cell_int(&c->c[FC_IT_TS], a->ts);
+        return 0;
+    case FL_EV_PATCH:
+        if ((rc = load_child(a, FL_T_PATCHES, FC_PA_ARTIFACT, "artifact_ref")) != 0)
+            return rc;
+        take(a, c, FC_PA_SUMMARY, "patch_summary");
+        take(a, c, FC_PA_DIFF, "diff_ref");
+        cell_int(&c->c[FC_PA_TS], a->ts);
+        return 0;
+    case FL_EV_SCAN_VERDICT: {
+        struct fl_cell next;
+        if ((rc = load_child(a, FL_T_SAST, FC_SA_ARTIFACT, "artifact_ref")) != 0)
+            return rc;
+        cell_str(&next, ev_val(a, "scan_status")->s);
+        if (a->child_exists) {
+            const struct fl_cell *cur = &a->child_old.c[FC_SA_STATUS];
+            if (scan_rank(cur) == 2)
+                return final_error(a, "the scan", cur);
+            if (scan_rank(&next) < scan_rank(cur))
+                return fl_error_set(a->err, FL_EINVALID_TRANSITION,
+                                    "scan status moves forward only (PENDING < SCANNING < "
+                                    "PASSED|BLOCKED): %.*s cannot follow %.*s",
+                                    (int)next.len, next.s, (int)cur->len, cur->s);
+        }
+        take(a, c, FC_SA_STATUS, "scan_status");
+        take(a, c, FC_SA_FINDINGS, "findings_json");
+        cell_int(&c->c[FC_SA_TS], a->ts);
+        return 0;
+    }
+    case FL_EV_EXEC_RESULT:
+        if ((rc = load_child(a, FL_T_EXEC, FC_EX_JOB_TYPE, "job_type")) != 0)
+            return rc;
+        if (a->child_exists)
+            return fl_error_set(a->err, FL_EINVALID_TRANSITION,
+                                "an exec result for run \"%.*s\" iteration %lld job_type %.*s "
+                                "was already recorded",
+                                (int)c->c[0].len, c->c[0].s, (long long)c->c[1].i,
+                                (int)c->c[FC_EX_JOB_TYPE].len, c->c[FC_EX_JOB_TYPE].s);
+        take(a, c, FC_EX_STATUS, "status");
+        take(a, c, FC_EX_RUNTIME, "runtime_s");
+        take(a, c, FC_EX_ERROR, "error");
+        take(a, c, FC_EX_LOGS, "logs_ref");
+        cell_int(&c->c[FC_EX_TS], a->ts);
+        return 0;
+    case FL_EV_HUMAN_REQUEST:
+        if ((rc = load_child(a, FL_T_HUMAN, -1, NULL)) != 0)
+            return rc;
+        if (a->child_exists)
+            return fl_error_set(a->err, FL_EINVALID_TRANSITION,
+                                "a human request for run \"%.*s\" iteration %lld already exists",
+                                (int)c->c[0].len, c->c[0].s, (long long)c->c[1].i);
+        take(a, c, FC_HU_REASON, "reason");
+        cell_cstr(&c->c[FC_HU_STATUS], "PENDING");
+        take(a, c, FC_HU_INSTRUCTIONS, "instructions");
+        cell_int(&c->c[FC_HU_TS], a->ts);
+        return 0;
+    case FL_EV_HUMAN_RESOLUTION:
+        if ((rc = load_child(a, FL_T_HUMAN, -1, NULL)) != 0)
+            return rc;
+        if (!a->child_exists)
+            return fl_error_set(a->err, FL_ENOT_FOUND,
+                                "there is no human request for run \"%.*s\" iteration %lld",
+                                (int)c->c[0].len, c->c[0].s, (long long)c->c[1].i);
+        if (!cell_is(&a->child_old.c[FC_HU_STATUS], "PENDING"))
+            return final_error(a, "the human request", &a->child_old.c[FC_HU_STATUS]);
+        take(a, c, FC_HU_STATUS, "status");
+        cell_int(&c->c[FC_HU_TS], a->ts);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* Existence and transition checks; fills the new rows. */
+static int check_state(struct apply *a)
+{
+    const struct fl_event_def *d = &fl_event_defs[a->ev->type];
+
+    if (a->ev->type == FL_EV_FLOW_REGISTERED)
+        return check_flow_level(a);
+    if (!d->run_level) {
+        if (!a->have_flow || !a->flow_exists)
+            return not_found_flow(a);
+        return a->ev->type == FL_EV_RUN_STARTED ? check_run_started(a) : check_flow_level(a);
+    }
+    if (!a->have_run || !a->run_exists)
+        return not_found_run(a);
+    if (a->ev->type == FL_EV_RUN_STATUS)
+        return check_run_status(a);
+    if (a->ev->type != FL_EV_HUMAN_RESOLUTION && run_terminal(&a->run_old))
+        return fl_error_set(a->err, FL_EINVALID_TRANSITION,
+                            "run \"%.*s\" is %.*s; only run_status and human_resolution may "
+                            "follow a terminal status",
+                            (int)a->run_old.c[FC_RUN_ID].len, a->run_old.c[FC_RUN_ID].s,
+                            (int)a->run_old.c[FC_RUN_STATUS].len, a->run_old.c[FC_RUN_STATUS].s);
+    return check_child(a);
+}
+
+/* ---- as-of versions and rollback ---- */
+
+struct ver_change {
+    struct ver_change *next;
+    uint8_t *group; /* flow_no table pk */
+    size_t glen;
+    uint8_t *cur, *target; /* values (NULL: no row) */
+    size_t cur_len, target_len;
+};
+
+int fl_ver_scan(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t as_of,
+                fl_ver_cb cb, void *ctx)
+{
+    MDB_cursor *c;
+    MDB_val k, v, cur = {0, NULL}, at = {0, NULL};
+    uint8_t prefix[8];
+    const uint8_t *g = NULL;
+    size_t glen = 0;
+    int rc, have = 0;
+
+    fl_put_be64(prefix, flow_no);
+    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_VER], &c)) != 0)
+        return rc;
+    k.mv_size = 8;
+    k.mv_data = prefix;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    for (;;) {
+        int end = rc != 0 || k.mv_size < 17 || memcmp(k.mv_data, prefix, 8) != 0;
+        int newgroup = end || !have || k.mv_size - 8 != glen || memcmp(k.mv_data, g, glen);
+        if (have && newgroup) {
+            int crc = cb(ctx, g, glen, &cur, &at);
+            if (crc != 0) {
+                mdb_cursor_close(c);
+                return crc;
+            }
+        }
+        if (end)
+            break;
+        if (newgroup) {
+            g = k.mv_data;
+            glen = k.mv_size - 8;
+            have = 1;
+            at.mv_size = 0;
+            at.mv_data = NULL;
+        }
+        cur = v;
+        if (fl_get_be64((const uint8_t *)k.mv_data + k.mv_size - 8) <= as_of)
+            at = v;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+struct change_ctx {
+    struct apply *a;
+    struct ver_change *list;
+};
+
+/* fl_ver_cb: remember a row whose value at to_seq differs from its current one. */
+static int note_change(void *vctx, const uint8_t *g, size_t glen, const MDB_val *cur,
+                       const MDB_val *at)
+{
+    struct change_ctx *cc = vctx;
+    struct fl_arena *ar = cc->a->x->arena;
+    struct ver_change *ch;
+
+    if (cur->mv_size == at->mv_size &&
+        (cur->mv_size == 0 || memcmp(cur->mv_data, at->mv_data, cur->mv_size) == 0))
+        return 0;
+    ch = fl_arena_alloc(ar, sizeof *ch);
+    if (!ch)
+        return -1;
+    ch->group = fl_arena_dup(ar, g, glen);
+    ch->cur = cur->mv_size ? fl_arena_dup(ar, cur->mv_data, cur->mv_size) : NULL;
+    ch->target = at->mv_size ? fl_arena_dup(ar, at->mv_data, at->mv_size) : NULL;
+    if (!ch->group || (cur->mv_size && !ch->cur) || (at->mv_size && !ch->target))
+        return -1;
+    ch->glen = glen;
+    ch->cur_len = cur->mv_size;
+    ch->target_len = at->mv_size;
+    ch->next = cc->list;
+    cc->list = ch;
+    return 0;
+}
+
+/* Collect the rows whose value right after to_seq differs from their current value. */
+static int collect_changes(struct apply *a, uint64_t to_seq, struct ver_change **out)
+{
+    struct change_ctx cc = {a, NULL};
+    int rc = fl_ver_scan(a->x->txn, a->x->db, a->flow_no, to_seq, note_change, &cc);
+
+    *out = cc.list;
+    if (rc == -1)
+        return oom(a);
+    return rc ? mdb_fail(a, rc, "read versions") : 0;
+}
+
+/* Make every row of the flow what it was right after to_seq, as new versions at this seq. */
+static int do_rollback(struct apply *a)
+{
+    struct ver_change *ch;
+    int rc;
+
+    if ((rc = collect_changes(a, (uint64_t)ev_val(a, "to_seq")->i, &ch)) != 0)
+        return rc;
+    for (; ch; ch = ch->next) {
+        int table = ch->group[8];
+        struct fl_row oldr, newr;
+        struct fl_buf pk = {0};
+        MDB_val v = {ch->target_len, ch->target};
+
+        if (table < FL_T_FLOWS || table > FL_T_LAST ||
+            (ch->cur && fl_row_decode(table, ch->cur, ch->cur_len, &oldr) != 0) ||
+            (ch->target && fl_row_decode(table, ch->target, ch->target_len, &newr) != 0))
+            return fl_error_set(a->err, FL_EINTERNAL, "a stored row version is damaged; run verify");
+        if (fl_buf_add(&pk, ch->group + 9, ch->glen - 9) != 0)
+            return oom(a);
+        rc = write_row(a->x, a->tenant_no, a->flow_no, table, &pk, ch->cur ? &oldr : NULL,
+                       ch->target ? &newr : NULL, ch->target ? &v : NULL, a->seq, a->err);
+        fl_buf_free(&pk);
+        if (rc != 0)
+            return rc;
+    }
+    /* The flow row itself is now its old self; reload it so that last_update_ts lands on it. */
+    return load_flow(a);
+}
+
+/* ---- writes ---- */
+
+static int write_event(struct apply *a)
+{
+    const struct fl_event_def *d = &fl_event_defs[a->ev->type];
+    int rc;
+
+    if ((rc = intern_tenant(a)) != 0)
+        return rc;
+    if (a->ev->type == FL_EV_FLOW_REGISTERED && (rc = new_flow(a)) != 0)
+        return rc;
+    if (a->ev->type == FL_EV_RUN_STARTED && (rc = new_run(a)) != 0)
+        return rc;
+    if (a->ev->type == FL_EV_FLOW_ROLLBACK && (rc = do_rollback(a)) != 0)
+        return rc;
+    if (a->ev->type == FL_EV_FLOW_ROLLBACK)
+        a->flow_new = a->flow_old;
+    if (a->child_changed &&
+        (rc = put_row(a, a->child_exists ? &a->child_old : NULL, &a->child_new)) != 0)
+        return rc;
+    if (a->run_changed &&
+        (rc = put_row(a, a->run_exists ? &a->run_old : NULL, &a->run_new)) != 0)
+        return rc;
+    cell_int(&a->flow_new.c[FC_FLOW_LAST_UPDATE], a->ts);
+    if ((rc = put_row(a, a->flow_exists ? &a->flow_old : NULL, &a->flow_new)) != 0)
+        return rc;
+    /* streams: the flow's version, the run's events, the tenant's events */
+    uint8_t vb[8];
+    a->version++;
+    fl_put_be64(vb, a->version);
+    if ((rc = put_flow_info(a)) != 0 ||
+        (rc = put_pair(a, FL_DB_FSTREAM, a->flow_no, a->seq, vb, 8)) != 0 ||
+        (rc = put_pair(a, FL_DB_TLOG, a->tenant_no, a->seq, NULL, 0)) != 0)
+        return rc;
+    if ((d->run_level || a->ev->type == FL_EV_RUN_STARTED) &&
+        (rc = put_pair(a, FL_DB_RSTREAM, a->run_no, a->seq, NULL, 0)) != 0)
+        return rc;
+    if (a->ev->event_id.p) {
+        uint8_t ib[32];
+        struct fl_buf *k = &a->x->k;
+        k->len = 0;
+        if (fl_buf_add_be64(k, a->tenant_no) ||
+            fl_buf_add(k, a->ev->event_id.p, a->ev->event_id.len))
+            return oom(a);
+        fl_put_be64(ib, a->seq);
+        fl_put_be64(ib + 8, (uint64_t)a->ts);
+        memcpy(ib + 16, a->ev->payload_hash, 16);
+        MDB_val key = {k->len, k->p}, v = {32, ib};
+        if ((rc = mdb_put(a->x->txn, a->x->db->dbi[FL_DB_IDEM], &key, &v, 0)) != 0)
+            return mdb_fail(a, rc, "write idempotency key");
+    }
+    return 0;
+}
+
+int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_event *ev,
+                     uint64_t seq, int64_t ts, struct fl_ack *dup, struct fl_error *err)
+{
+    struct apply a;
+    int rc;
+
+    memset(&a, 0, sizeof a);
+    a.x = x;
+    a.tenant = tenant;
+    a.ev = ev;
+    a.seq = seq;
+    a.ts = ts;
+    a.err = err;
+    rc = fl_names_tenant(x->txn, x->db, tenant, &a.tenant_no);
+    if (rc == 0)
+        a.have_tenant = 1;
+    else if (rc != MDB_NOTFOUND)
+        return mdb_fail(&a, rc, "read tenant");
+    if ((rc = check_idempotency(&a, dup)) != 0)
+        return rc;
+    if ((rc = resolve(&a)) != 0)
+        return rc;
+    if (ev->has_expected_version && (uint64_t)ev->expected_version != a.version) {
+        if (err)
+            err->version = (int64_t)a.version;
+        return fl_error_set(err, FL_ECONFLICT,
+                            "expected_version is %lld but the flow's version is %llu; re-read "
+                            "the flow and retry",
+                            (long long)ev->expected_version, (unsigned long long)a.version);
+    }
+    if ((rc = check_state(&a)) != 0)
+        return rc;
+    return write_event(&a);
+}

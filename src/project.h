@@ -1,0 +1,63 @@
+/* project.h: applying events to the projections (the seven tables, attempt history, indexes,
+ * as-of versions, streams, idempotency keys), and the row and key helpers the read side shares.
+ * Works inside a caller's LMDB write transaction; no networking, no commits. */
+#ifndef FL_PROJECT_H
+#define FL_PROJECT_H
+
+#include "event.h"
+#include "schema.h"
+#include "store_int.h"
+
+enum fl_cell_type { FL_CELL_NULL, FL_CELL_INT, FL_CELL_STR };
+
+struct fl_cell {
+    uint8_t t;
+    int64_t i;
+    const char *s;
+    uint32_t len;
+};
+
+struct fl_row {
+    int table;
+    struct fl_cell c[FL_MAX_COLS];
+};
+
+/* Encode a row (all of its table's stored columns) into out (cleared first). */
+int fl_row_encode(const struct fl_row *r, struct fl_buf *out);
+/* Decode p[0..len) into r; strings borrow from p. Returns 0 or -1 if malformed. */
+int fl_row_decode(int table, const void *p, size_t len, struct fl_row *r);
+
+/* Apply ev as event seq (commit time ts) of tenant. Checks run in the contract's order
+ * (idempotency, expected_version, existence, transitions); nothing is written unless all pass.
+ * Returns 0 when applied (the caller then writes the log record), 1 when ev is a duplicate of
+ * a committed event (*dup gets the original's seq and ts; nothing written), or a negative
+ * fl_err with err filled. If x->mdb_rc is set afterwards, the transaction is unusable. */
+int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_event *ev,
+                     uint64_t seq, int64_t ts, struct fl_ack *dup, struct fl_error *err);
+
+/* ---- lookups shared with the read side (all read-only) ---- */
+/* 0 and *no, or MDB_NOTFOUND, or another MDB code. */
+int fl_names_tenant(MDB_txn *txn, const struct fl_dbs *db, struct fl_str tenant, uint64_t *no);
+int fl_names_flow(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str flow_id,
+                  uint64_t *flow_no);
+int fl_names_flow_info(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no,
+                       uint64_t *version, uint64_t *reg_seq);
+int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str run_id,
+                 uint64_t *run_no, uint64_t *flow_no);
+
+/* Build the pk bytes of row r (whose table is r->table) into out, given its run_no/flow_no. */
+int fl_pk_build(struct fl_buf *out, const struct fl_row *r, uint64_t flow_no, uint64_t run_no);
+
+/* Walk the as-of versions of every row of flow flow_no, calling cb once per row with its
+ * latest value (cur) and its value right after seq as_of (at); a value of size 0 means "no row".
+ * Values are borrowed until the transaction changes. cb returns 0 to go on, else that value is
+ * returned. Otherwise returns 0 or an MDB code. */
+typedef int (*fl_ver_cb)(void *ctx, const uint8_t *group, size_t glen, const MDB_val *cur,
+                         const MDB_val *at);
+int fl_ver_scan(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t as_of,
+                fl_ver_cb cb, void *ctx);
+
+/* Compare two rows of one table by primary key (ints numerically, strings bytewise). */
+int fl_row_pk_cmp(const struct fl_row *a, const struct fl_row *b);
+
+#endif

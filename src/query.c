@@ -1,0 +1,740 @@
+/* query.c: the read side: log and timelines, a flow's state now or as of a seq or time,
+ * attempt history, and table rows by indexed column. Each read is one snapshot. */
+#include "query.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "project.h"
+#include "record.h"
+#include "store_int.h"
+#include "wire.h"
+
+#define LOG_DEFAULT_BYTES (1024 * 1024)
+#define LOG_MAX_SCAN 100000
+#define TABLE_DEFAULT_LIMIT 1000
+
+static void pack_key(msgpack_packer *pk, const char *k)
+{
+    fl_wire_pack_cstr(pk, k);
+}
+
+/* The last committed seq in this snapshot. */
+static uint64_t snapshot_head(MDB_txn *txn, const struct fl_dbs *db)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint64_t head = 0;
+
+    if (mdb_cursor_open(txn, db->dbi[FL_DB_LOG], &c) != 0)
+        return 0;
+    if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+        head = fl_get_be64(k.mv_data);
+    mdb_cursor_close(c);
+    return head;
+}
+
+/* Pack one log record as {"seq", "ts", "type", "event_id", "data"}. */
+static void pack_event(msgpack_packer *pk, const struct fl_record *r)
+{
+    msgpack_pack_map(pk, 5);
+    pack_key(pk, "seq");
+    msgpack_pack_uint64(pk, r->seq);
+    pack_key(pk, "ts");
+    fl_wire_pack_ts(pk, r->ts);
+    pack_key(pk, "type");
+    fl_wire_pack_strn(pk, r->type.p, r->type.len);
+    pack_key(pk, "event_id");
+    if (r->event_id.p)
+        fl_wire_pack_strn(pk, r->event_id.p, r->event_id.len);
+    else
+        msgpack_pack_nil(pk);
+    pack_key(pk, "data");
+    msgpack_pack_object(pk, *r->data);
+}
+
+static int mdb_err(int rc, struct fl_error *err)
+{
+    return fl_store_mdb_error(rc, "read", err);
+}
+
+/* ---- log ---- */
+
+struct log_scan {
+    MDB_dbi dbi;      /* the index walked: tlog, fstream or rstream */
+    uint64_t prefix;  /* tenant_no, flow_no or run_no */
+    int empty;        /* the filter names something that does not exist */
+};
+
+/* Choose the narrowest index for the filter. */
+static int log_source(struct fl_store *s, MDB_txn *txn, uint64_t tenant_no,
+                      const struct fl_log_filter *f, struct log_scan *ls, struct fl_error *err)
+{
+    uint64_t run_no, flow_no, rflow;
+    int rc;
+
+    ls->empty = 0;
+    ls->dbi = s->db.dbi[FL_DB_TLOG];
+    ls->prefix = tenant_no;
+    if (f->flow_id.len) {
+        rc = fl_names_flow(txn, &s->db, tenant_no, f->flow_id, &flow_no);
+        if (rc == MDB_NOTFOUND)
+            ls->empty = 1;
+        else if (rc != 0)
+            return mdb_err(rc, err);
+        ls->dbi = s->db.dbi[FL_DB_FSTREAM];
+        ls->prefix = flow_no;
+    }
+    if (f->run_id.len && !ls->empty) {
+        rc = fl_names_run(txn, &s->db, tenant_no, f->run_id, &run_no, &rflow);
+        if (rc == MDB_NOTFOUND || (rc == 0 && f->flow_id.len && rflow != flow_no))
+            ls->empty = 1;
+        else if (rc != 0)
+            return mdb_err(rc, err);
+        ls->dbi = s->db.dbi[FL_DB_RSTREAM];
+        ls->prefix = run_no;
+    }
+    return 0;
+}
+
+/* Walk the chosen index from f->from, packing matching events into out. */
+static int log_walk(struct fl_store *s, MDB_txn *txn, const struct log_scan *ls,
+                    const struct fl_log_filter *f, msgpack_packer *out, uint64_t *count,
+                    uint64_t *next, struct fl_error *err)
+{
+    size_t max_bytes = f->max_bytes ? f->max_bytes : LOG_DEFAULT_BYTES;
+    msgpack_sbuffer *sb = out->data;
+    uint8_t kb[16];
+    MDB_val k = {16, kb}, v;
+    MDB_cursor *c;
+    uint64_t scanned = 0;
+    int rc;
+
+    fl_put_be64(kb, ls->prefix);
+    fl_put_be64(kb + 8, f->from ? f->from : 1);
+    if ((rc = mdb_cursor_open(txn, ls->dbi, &c)) != 0)
+        return mdb_err(rc, err);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 16 || fl_get_be64(k.mv_data) != ls->prefix)
+            break;
+        uint64_t seq = fl_get_be64((const uint8_t *)k.mv_data + 8);
+        MDB_val rv;
+        struct fl_record r;
+        msgpack_unpacked up;
+        if ((rc = fl_store_get_record(txn, &s->db, seq, &rv)) != 0)
+            break;
+        if (fl_record_decode(rv.mv_data, rv.mv_size, &r, &up, err) != 0) {
+            msgpack_unpacked_destroy(&up);
+            mdb_cursor_close(c);
+            return fl_error_set(err, FL_EINTERNAL, "record %llu is damaged (%s); run verify",
+                                (unsigned long long)seq, err ? err->msg : "");
+        }
+        if (f->type < 0 || fl_event_type_from_name(r.type.p, r.type.len) == f->type) {
+            pack_event(out, &r);
+            (*count)++;
+        }
+        msgpack_unpacked_destroy(&up);
+        *next = seq + 1;
+        if ((f->limit && *count >= f->limit) || sb->size >= max_bytes ||
+            ++scanned >= LOG_MAX_SCAN) {
+            mdb_cursor_close(c);
+            return 0;
+        }
+    }
+    mdb_cursor_close(c);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return mdb_err(rc, err);
+    *next = UINT64_MAX; /* index exhausted: the caller moves next to head + 1 */
+    return 0;
+}
+
+int fl_query_log(struct fl_store *s, struct fl_str tenant, const struct fl_log_filter *f,
+                 msgpack_packer *pk, uint64_t *count, struct fl_error *err)
+{
+    msgpack_sbuffer events;
+    msgpack_packer epk;
+    struct log_scan ls;
+    MDB_txn *txn;
+    uint64_t tenant_no, head, n = 0, next = f->from ? f->from : 1;
+    int rc;
+
+    if ((rc = fl_store_read_begin(s, &txn, err)) != 0)
+        return rc;
+    msgpack_sbuffer_init(&events);
+    msgpack_packer_init(&epk, &events, msgpack_sbuffer_write);
+    head = snapshot_head(txn, &s->db);
+    rc = fl_names_tenant(txn, &s->db, tenant, &tenant_no);
+    if (rc == MDB_NOTFOUND) {
+        next = UINT64_MAX;
+        rc = 0;
+    } else if (rc != 0) {
+        rc = mdb_err(rc, err);
+    } else if ((rc = log_source(s, txn, tenant_no, f, &ls, err)) == 0) {
+        if (ls.empty)
+            next = UINT64_MAX;
+        else
+            rc = log_walk(s, txn, &ls, f, &epk, &n, &next, err);
+    }
+    fl_store_read_end(s, txn);
+    if (rc == 0) {
+        if (next == UINT64_MAX)
+            next = (f->from > head + 1 ? f->from : head + 1);
+        msgpack_pack_map(pk, 3);
+        pack_key(pk, "events");
+        msgpack_pack_array(pk, (size_t)n);
+        if (events.size)
+            msgpack_sbuffer_write(pk->data, events.data, events.size);
+        pack_key(pk, "next");
+        msgpack_pack_uint64(pk, next);
+        pack_key(pk, "head");
+        msgpack_pack_uint64(pk, head);
+        if (count)
+            *count = n;
+    }
+    msgpack_sbuffer_destroy(&events);
+    return rc;
+}
+
+/* ---- state ---- */
+
+struct row_vec {
+    struct fl_row *v;
+    size_t n, cap;
+};
+
+struct state {
+    struct fl_arena *arena;
+    struct row_vec t[FL_T_LAST + 1];
+};
+
+static int vec_push(struct row_vec *rv, const struct fl_row *r)
+{
+    if (rv->n == rv->cap) {
+        size_t cap = rv->cap ? rv->cap * 2 : 16;
+        struct fl_row *p = realloc(rv->v, cap * sizeof *p);
+        if (!p)
+            return -1;
+        rv->v = p;
+        rv->cap = cap;
+    }
+    rv->v[rv->n++] = *r;
+    return 0;
+}
+
+static void state_free(struct state *st)
+{
+    for (int i = 0; i <= FL_T_LAST; i++)
+        free(st->t[i].v);
+    fl_arena_free(st->arena);
+}
+
+/* fl_ver_cb: keep each row's value as of the requested seq. */
+static int keep_row(void *ctx, const uint8_t *g, size_t glen, const MDB_val *cur,
+                    const MDB_val *at)
+{
+    struct state *st = ctx;
+    struct fl_row r;
+    int table = g[8];
+    void *copy;
+
+    (void)glen;
+    (void)cur;
+    if (at->mv_size == 0)
+        return 0;
+    if (table < FL_T_FLOWS || table > FL_T_LAST)
+        return -2;
+    if (!(copy = fl_arena_dup(st->arena, at->mv_data, at->mv_size)))
+        return -1;
+    if (fl_row_decode(table, copy, at->mv_size, &r) != 0)
+        return -2;
+    return vec_push(&st->t[table], &r) ? -1 : 0;
+}
+
+static int row_cmp(const void *a, const void *b)
+{
+    return fl_row_pk_cmp(a, b);
+}
+
+/* The last seq whose ts <= t (0 if none): ts never decreases along the log. */
+static int seq_at_time(MDB_txn *txn, const struct fl_dbs *db, uint64_t head, int64_t t,
+                       uint64_t *out, struct fl_error *err)
+{
+    uint64_t lo = 1, hi = head, best = 0;
+
+    while (lo <= hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        MDB_val v;
+        struct fl_record r;
+        msgpack_unpacked up;
+        int rc = fl_store_get_record(txn, db, mid, &v);
+        if (rc != 0)
+            return mdb_err(rc, err);
+        rc = fl_record_decode(v.mv_data, v.mv_size, &r, &up, err);
+        msgpack_unpacked_destroy(&up);
+        if (rc != 0)
+            return fl_error_set(err, FL_EINTERNAL, "record %llu is damaged; run verify",
+                                (unsigned long long)mid);
+        if (r.ts <= t) {
+            best = mid;
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    *out = best;
+    return 0;
+}
+
+/* The flow's version right after seq s: the value of its last stream entry <= s. */
+static int version_at(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t s,
+                      uint64_t *version)
+{
+    uint8_t kb[16];
+    MDB_val k = {16, kb}, v;
+    MDB_cursor *c;
+    int rc;
+
+    *version = 0;
+    fl_put_be64(kb, flow_no);
+    fl_put_be64(kb + 8, s + 1);
+    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FSTREAM], &c)) != 0)
+        return rc;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV)
+                 : rc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST) : rc;
+    if (rc == 0 && k.mv_size == 16 && fl_get_be64(k.mv_data) == flow_no && v.mv_size == 8)
+        *version = fl_get_be64(v.mv_data);
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+struct flow_point {
+    uint64_t flow_no, seq, version;
+};
+
+/* Resolve tenant, flow and the as-of point, then collect the flow's rows at that point. */
+static int load_state(struct fl_store *s, MDB_txn *txn, struct fl_str tenant, struct fl_str flow_id,
+                      uint64_t as_of_seq, int has_time, int64_t as_of_time, struct state *st,
+                      struct flow_point *fp, struct fl_error *err)
+{
+    uint64_t tenant_no, reg_seq, version_now, head = snapshot_head(txn, &s->db);
+    int rc;
+
+    rc = fl_names_tenant(txn, &s->db, tenant, &tenant_no);
+    if (rc == 0)
+        rc = fl_names_flow(txn, &s->db, tenant_no, flow_id, &fp->flow_no);
+    if (rc == MDB_NOTFOUND)
+        return fl_error_set(err, FL_ENOT_FOUND, "flow \"%.*s\" is not registered",
+                            (int)(flow_id.len > 256 ? 256 : flow_id.len), flow_id.p);
+    if (rc != 0 || (rc = fl_names_flow_info(txn, &s->db, fp->flow_no, &version_now, &reg_seq)))
+        return mdb_err(rc, err);
+    if (has_time) {
+        if ((rc = seq_at_time(txn, &s->db, head, as_of_time, &fp->seq, err)) != 0)
+            return rc;
+    } else if (as_of_seq > head) {
+        return fl_error_set(err, FL_EBAD_REQUEST, "as_of_seq %llu is beyond the log's head %llu",
+                            (unsigned long long)as_of_seq, (unsigned long long)head);
+    } else {
+        fp->seq = as_of_seq ? as_of_seq : head;
+    }
+    if (fp->seq < reg_seq)
+        return fl_error_set(err, FL_ENOT_FOUND,
+                            "flow \"%.*s\" did not exist at seq %llu (registered at seq %llu)",
+                            (int)(flow_id.len > 256 ? 256 : flow_id.len), flow_id.p,
+                            (unsigned long long)fp->seq, (unsigned long long)reg_seq);
+    if ((rc = version_at(txn, &s->db, fp->flow_no, fp->seq, &fp->version)) != 0)
+        return mdb_err(rc, err);
+    rc = fl_ver_scan(txn, &s->db, fp->flow_no, fp->seq, keep_row, st);
+    if (rc == -1)
+        return fl_error_set(err, FL_EINTERNAL, "out of memory");
+    if (rc == -2)
+        return fl_error_set(err, FL_EINTERNAL, "a stored row version is damaged; run verify");
+    if (rc != 0)
+        return mdb_err(rc, err);
+    for (int t = FL_T_FLOWS; t <= FL_T_LAST; t++)
+        if (st->t[t].n > 1)
+            qsort(st->t[t].v, st->t[t].n, sizeof(struct fl_row), row_cmp);
+    return 0;
+}
+
+static void pack_cell(msgpack_packer *pk, const struct fl_cell *c, enum fl_col_type type)
+{
+    if (c->t == FL_CELL_NULL)
+        msgpack_pack_nil(pk);
+    else if (c->t == FL_CELL_STR)
+        fl_wire_pack_strn(pk, c->s, c->len);
+    else if (type == FL_CT_TS)
+        fl_wire_pack_ts(pk, c->i);
+    else
+        msgpack_pack_int64(pk, c->i);
+}
+
+/* Pack a row as a map of its table's public columns. */
+static void pack_row(msgpack_packer *pk, const struct fl_row *r)
+{
+    const struct fl_table_def *t = &fl_table_defs[r->table];
+
+    msgpack_pack_map(pk, t->nvisible);
+    for (size_t i = 0; i < t->nvisible; i++) {
+        pack_key(pk, t->cols[i].name);
+        pack_cell(pk, &r->c[i], t->cols[i].type);
+    }
+}
+
+static int cell_eq_str(const struct fl_cell *a, const struct fl_cell *b)
+{
+    return a->t == FL_CELL_STR && b->t == FL_CELL_STR && a->len == b->len &&
+           memcmp(a->s, b->s, a->len) == 0;
+}
+
+static int attempt_cmp(const void *pa, const void *pb)
+{
+    const struct fl_row *a = *(const struct fl_row *const *)pa;
+    const struct fl_row *b = *(const struct fl_row *const *)pb;
+    int64_t x = a->c[FC_RUN_ATTEMPT].i, y = b->c[FC_RUN_ATTEMPT].i;
+    return x > y ? -1 : x < y;
+}
+
+static int str_cell_cmp(const void *pa, const void *pb)
+{
+    const struct fl_cell *a = *(const struct fl_cell *const *)pa;
+    const struct fl_cell *b = *(const struct fl_cell *const *)pb;
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->s, b->s, n);
+    return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+/* Pack one attempt (seed 001's history record) for run r. */
+static int pack_attempt(msgpack_packer *pk, const struct state *st, const struct fl_row *r)
+{
+    const struct row_vec *pv = &st->t[FL_T_PATCHES];
+    const struct fl_cell **arts = NULL;
+    size_t iters = 0, na = 0, distinct = 0;
+
+    for (size_t i = 0; i < st->t[FL_T_ITERATIONS].n; i++)
+        iters += cell_eq_str(&st->t[FL_T_ITERATIONS].v[i].c[0], &r->c[FC_RUN_ID]);
+    if (pv->n && !(arts = malloc(pv->n * sizeof *arts)))
+        return -1;
+    for (size_t i = 0; i < pv->n; i++)
+        if (cell_eq_str(&pv->v[i].c[0], &r->c[FC_RUN_ID]))
+            arts[na++] = &pv->v[i].c[FC_PA_ARTIFACT];
+    if (na > 1)
+        qsort(arts, na, sizeof *arts, str_cell_cmp);
+    for (size_t i = 0; i < na; i++)
+        if (i == 0 || str_cell_cmp(&arts[i], &arts[distinct - 1]) != 0)
+            arts[distinct++] = arts[i];
+
+    msgpack_pack_map(pk, 16);
+    pack_key(pk, "attempt_id");
+    pack_cell(pk, &r->c[FC_RUN_ID], FL_CT_STR);
+    pack_key(pk, "attempt_number");
+    pack_cell(pk, &r->c[FC_RUN_ATTEMPT], FL_CT_INT);
+    pack_key(pk, "flow_id");
+    pack_cell(pk, &r->c[FC_RUN_FLOW], FL_CT_STR);
+    pack_key(pk, "job_id");
+    pack_cell(pk, &r->c[FC_RUN_JOB_ID], FL_CT_STR);
+    pack_key(pk, "job_run_id");
+    pack_cell(pk, &r->c[FC_RUN_JOB_RUN_ID], FL_CT_STR);
+    pack_key(pk, "status");
+    pack_cell(pk, &r->c[FC_RUN_STATUS], FL_CT_STR);
+    pack_key(pk, "started_at");
+    pack_cell(pk, &r->c[FC_RUN_START], FL_CT_TS);
+    pack_key(pk, "completed_at");
+    pack_cell(pk, &r->c[FC_RUN_END], FL_CT_TS);
+    pack_key(pk, "duration_seconds");
+    if (r->c[FC_RUN_END].t == FL_CELL_INT && r->c[FC_RUN_START].t == FL_CELL_INT)
+        msgpack_pack_int64(pk, (r->c[FC_RUN_END].i - r->c[FC_RUN_START].i) / 1000000);
+    else
+        msgpack_pack_nil(pk);
+    pack_key(pk, "progress_percentage");
+    pack_cell(pk, &r->c[FC_RUN_PROGRESS], FL_CT_INT);
+    pack_key(pk, "validation_percentage");
+    pack_cell(pk, &r->c[FC_RUN_VALIDATION], FL_CT_INT);
+    pack_key(pk, "iterations");
+    msgpack_pack_uint64(pk, iters);
+    pack_key(pk, "generated_notebooks");
+    msgpack_pack_array(pk, distinct);
+    for (size_t i = 0; i < distinct; i++)
+        pack_cell(pk, arts[i], FL_CT_STR);
+    pack_key(pk, "error_message");
+    pack_cell(pk, &r->c[FC_RUN_ERROR_MSG], FL_CT_STR);
+    pack_key(pk, "status_message");
+    pack_cell(pk, &r->c[FC_RUN_STATUS_MSG], FL_CT_STR);
+    pack_key(pk, "triggered_by");
+    pack_cell(pk, &r->c[FC_RUN_TRIGGERED_BY], FL_CT_STR);
+    free(arts);
+    return 0;
+}
+
+/* Pack up to limit attempts, newest first. */
+static int pack_attempts(msgpack_packer *pk, const struct state *st, uint64_t limit,
+                         uint64_t *packed)
+{
+    const struct row_vec *runs = &st->t[FL_T_RUNS];
+    const struct fl_row **order = NULL;
+    size_t n = runs->n;
+    int rc = 0;
+
+    if (n && !(order = malloc(n * sizeof *order)))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        order[i] = &runs->v[i];
+    if (n > 1)
+        qsort(order, n, sizeof *order, attempt_cmp);
+    if (limit && n > limit)
+        n = (size_t)limit;
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = pack_attempt(pk, st, order[i]);
+    free(order);
+    *packed = n;
+    return rc;
+}
+
+int fl_query_state(struct fl_store *s, struct fl_str tenant, struct fl_str flow_id,
+                   uint64_t as_of_seq, int has_time, int64_t as_of_time, msgpack_packer *pk,
+                   struct fl_error *err)
+{
+    struct state st = {0};
+    struct flow_point fp = {0};
+    MDB_txn *txn;
+    uint64_t n;
+    int rc;
+
+    if (!(st.arena = fl_arena_new()))
+        return fl_error_set(err, FL_EINTERNAL, "out of memory");
+    if ((rc = fl_store_read_begin(s, &txn, err)) != 0) {
+        state_free(&st);
+        return rc;
+    }
+    rc = load_state(s, txn, tenant, flow_id, as_of_seq, has_time, as_of_time, &st, &fp, err);
+    if (rc == 0) {
+        msgpack_pack_map(pk, 11);
+        pack_key(pk, "flow_id");
+        fl_wire_pack_strn(pk, flow_id.p, flow_id.len);
+        pack_key(pk, "as_of_seq");
+        msgpack_pack_uint64(pk, fp.seq);
+        pack_key(pk, "version");
+        msgpack_pack_uint64(pk, fp.version);
+        for (int t = FL_T_FLOWS; t <= FL_T_LAST; t++) {
+            pack_key(pk, fl_table_defs[t].name);
+            msgpack_pack_array(pk, st.t[t].n);
+            for (size_t i = 0; i < st.t[t].n; i++)
+                pack_row(pk, &st.t[t].v[i]);
+        }
+        pack_key(pk, "attempt_history");
+        if (pack_attempts(pk, &st, 0, &n) != 0)
+            rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
+    }
+    /* Rows borrow from the arena, not from LMDB, but end the snapshot only after packing. */
+    fl_store_read_end(s, txn);
+    state_free(&st);
+    return rc;
+}
+
+int fl_query_history(struct fl_store *s, struct fl_str tenant, struct fl_str flow_id,
+                     uint64_t limit, msgpack_packer *pk, struct fl_error *err)
+{
+    struct state st = {0};
+    struct flow_point fp = {0};
+    msgpack_sbuffer sb;
+    msgpack_packer hp;
+    MDB_txn *txn;
+    uint64_t n = 0;
+    int rc;
+
+    if (!(st.arena = fl_arena_new()))
+        return fl_error_set(err, FL_EINTERNAL, "out of memory");
+    if ((rc = fl_store_read_begin(s, &txn, err)) != 0) {
+        state_free(&st);
+        return rc;
+    }
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&hp, &sb, msgpack_sbuffer_write);
+    rc = load_state(s, txn, tenant, flow_id, 0, 0, 0, &st, &fp, err);
+    if (rc == 0 && pack_attempts(&hp, &st, limit ? limit : 20, &n) != 0)
+        rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
+    if (rc == 0) {
+        msgpack_pack_map(pk, 3);
+        pack_key(pk, "flow_id");
+        fl_wire_pack_strn(pk, flow_id.p, flow_id.len);
+        pack_key(pk, "history");
+        if (sb.size)
+            msgpack_sbuffer_write(pk->data, sb.data, sb.size);
+        pack_key(pk, "count");
+        msgpack_pack_uint64(pk, n);
+    }
+    fl_store_read_end(s, txn);
+    msgpack_sbuffer_destroy(&sb);
+    state_free(&st);
+    return rc;
+}
+
+/* ---- tables ---- */
+
+struct table_scan {
+    int table, col;
+    struct fl_str value;
+    uint64_t tenant_no;
+    struct fl_buf prefix;
+};
+
+/* Fetch the current row (tenant_no, table, pk) into r (borrowing from LMDB). 1 found, 0 not. */
+static int fetch_row(MDB_txn *txn, const struct fl_dbs *db, const struct table_scan *ts,
+                     const uint8_t *pk, size_t pklen, struct fl_row *r)
+{
+    struct fl_buf k = {0};
+    MDB_val key, v;
+    int rc;
+
+    if (fl_buf_add_be64(&k, ts->tenant_no) || fl_buf_add_u8(&k, (uint8_t)ts->table) ||
+        fl_buf_add(&k, pk, pklen)) {
+        fl_buf_free(&k);
+        return -1;
+    }
+    key.mv_size = k.len;
+    key.mv_data = k.p;
+    rc = mdb_get(txn, db->dbi[FL_DB_ROWS], &key, &v);
+    fl_buf_free(&k);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0 || fl_row_decode(ts->table, v.mv_data, v.mv_size, r) != 0)
+        return -1;
+    return 1;
+}
+
+/* Walk rows (no filter) or index entries (filter) after `after`, packing matches. */
+static int table_walk(struct fl_store *s, MDB_txn *txn, struct table_scan *ts, struct fl_str after,
+                      uint64_t limit, msgpack_packer *rows, uint64_t *n, struct fl_buf *next,
+                      int *more, struct fl_error *err)
+{
+    MDB_dbi dbi = s->db.dbi[ts->col >= 0 ? FL_DB_IDX : FL_DB_ROWS];
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc;
+
+    if ((rc = mdb_cursor_open(txn, dbi, &c)) != 0)
+        return mdb_err(rc, err);
+    if (after.len && (after.len < ts->prefix.len ||
+                      memcmp(after.p, ts->prefix.p, ts->prefix.len) != 0)) {
+        mdb_cursor_close(c);
+        return fl_error_set(err, FL_EBAD_REQUEST, "after: not a cursor of this table query");
+    }
+    k.mv_size = after.len ? after.len : ts->prefix.len;
+    k.mv_data = after.len ? (void *)after.p : ts->prefix.p;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && after.len && k.mv_size == after.len && !memcmp(k.mv_data, after.p, after.len))
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        struct fl_row r;
+        if (k.mv_size < ts->prefix.len || memcmp(k.mv_data, ts->prefix.p, ts->prefix.len))
+            break;
+        if (*n >= limit) {
+            *more = 1; /* next keeps the last key returned: the caller resumes after it */
+            break;
+        }
+        const uint8_t *pk = (const uint8_t *)k.mv_data + ts->prefix.len;
+        size_t pklen = k.mv_size - ts->prefix.len;
+        if (ts->col >= 0) {
+            int fr = fetch_row(txn, &s->db, ts, pk, pklen, &r);
+            if (fr < 0) {
+                rc = -1;
+                break;
+            }
+            const struct fl_cell *cc = &r.c[ts->col];
+            if (!fr || cc->t != FL_CELL_STR || cc->len != ts->value.len ||
+                memcmp(cc->s, ts->value.p, cc->len))
+                continue; /* a hash collision, not a match */
+        } else if (fl_row_decode(ts->table, v.mv_data, v.mv_size, &r) != 0) {
+            rc = -1;
+            break;
+        }
+        pack_row(rows, &r);
+        (*n)++;
+        next->len = 0;
+        if (fl_buf_add(next, k.mv_data, k.mv_size)) {
+            rc = -1;
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    if (rc == -1)
+        return fl_error_set(err, FL_EINTERNAL, "a stored row is damaged or memory ran out");
+    if (rc != 0 && rc != MDB_NOTFOUND && rc != MDB_SUCCESS)
+        return mdb_err(rc, err);
+    return 0;
+}
+
+int fl_query_table(struct fl_store *s, struct fl_str tenant, struct fl_str table,
+                   struct fl_str where_col, struct fl_str where_val, struct fl_str after,
+                   uint64_t limit, msgpack_packer *pk, struct fl_error *err)
+{
+    struct table_scan ts = {0};
+    struct fl_buf next = {0};
+    msgpack_sbuffer sb;
+    msgpack_packer rp;
+    MDB_txn *txn;
+    uint64_t n = 0;
+    int rc, more = 0;
+
+    ts.table = fl_table_from_name(table.p, table.len);
+    if (ts.table < 0)
+        return fl_error_set(err, FL_EBAD_REQUEST,
+                            "table: \"%.*s\" is not one of migration_flows, migration_runs, "
+                            "migration_iterations, migration_patches, migration_sast_results, "
+                            "migration_exec_results, migration_human_requests",
+                            (int)(table.len > 64 ? 64 : table.len), table.p);
+    ts.col = -1;
+    if (where_col.len) {
+        ts.col = fl_table_col(ts.table, where_col.p, where_col.len);
+        if (ts.col < 0 || !fl_table_defs[ts.table].indexed[ts.col])
+            return fl_error_set(err, FL_EBAD_REQUEST,
+                                "column: %.*s has no index on %s; indexed columns are listed in "
+                                "PROTOCOL.md",
+                                (int)(where_col.len > 64 ? 64 : where_col.len), where_col.p,
+                                fl_table_defs[ts.table].name);
+        ts.value = where_val;
+    }
+    if ((rc = fl_store_read_begin(s, &txn, err)) != 0)
+        return rc;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&rp, &sb, msgpack_sbuffer_write);
+    rc = fl_names_tenant(txn, &s->db, tenant, &ts.tenant_no);
+    if (rc == MDB_NOTFOUND) {
+        rc = 0;
+    } else if (rc != 0) {
+        rc = mdb_err(rc, err);
+    } else {
+        struct fl_cell vc = {FL_CELL_STR, 0, where_val.p, (uint32_t)where_val.len};
+        fl_buf_add_be64(&ts.prefix, ts.tenant_no);
+        fl_buf_add_u8(&ts.prefix, (uint8_t)ts.table);
+        if (ts.col >= 0) {
+            fl_buf_add_u8(&ts.prefix, (uint8_t)ts.col);
+            fl_buf_add_be64(&ts.prefix, fl_hash64(vc.s, vc.len));
+        }
+        rc = table_walk(s, txn, &ts, after, limit ? limit : TABLE_DEFAULT_LIMIT, &rp, &n, &next,
+                        &more, err);
+    }
+    fl_store_read_end(s, txn);
+    if (rc == 0) {
+        msgpack_pack_map(pk, 3);
+        pack_key(pk, "table");
+        fl_wire_pack_cstr(pk, fl_table_defs[ts.table].name);
+        pack_key(pk, "rows");
+        msgpack_pack_array(pk, (size_t)n);
+        if (sb.size)
+            msgpack_sbuffer_write(pk->data, sb.data, sb.size);
+        pack_key(pk, "next");
+        if (more) {
+            msgpack_pack_bin(pk, next.len);
+            msgpack_pack_bin_body(pk, next.p, next.len);
+        } else {
+            msgpack_pack_nil(pk);
+        }
+    }
+    msgpack_sbuffer_destroy(&sb);
+    fl_buf_free(&next);
+    fl_buf_free(&ts.prefix);
+    return rc;
+}

@@ -1,0 +1,108 @@
+/* store_int.h: the storage layer's shared internals (store.c, project.c, query.c, verify.c).
+ * Only these files see LMDB. Key layouts (all integers big-endian, so keys sort by number):
+ *
+ *   log      seq(8)                                   -> record (record.h)     [INTEGERKEY? no:
+ *            big-endian keys sort correctly with default flags and stay portable]
+ *   tlog     tenant_no(8) seq(8)                      -> ""    a tenant's events
+ *   fstream  flow_no(8) seq(8)                        -> version(8) after that event
+ *   rstream  run_no(8) seq(8)                         -> ""    a run's events
+ *   names    'T' tenant                               -> tenant_no(8)
+ *            'F' tenant_no(8) flow_id                 -> flow_no(8)
+ *            'V' flow_no(8)                           -> version(8) registered_seq(8)
+ *            'R' tenant_no(8) run_id                  -> run_no(8) flow_no(8)
+ *            "\0next"                                 -> the next number to give out(8)
+ *   idem     tenant_no(8) event_id                    -> seq(8) ts(8) payload_hash(16)
+ *   rows     tenant_no(8) table(1) pk                 -> row (current state)
+ *   ver      flow_no(8) table(1) pk seq(8)            -> row, or "" once deleted (as-of)
+ *   idx      tenant_no(8) table(1) col(1) xxh3(value)(8) pk -> ""
+ *
+ *   pk: flows flow_no(8); runs run_no(8); iterations and human requests run_no(8) iter(4);
+ *   patches and scans run_no(8) iter(4) keystr(artifact_ref); exec run_no(8) iter(4) job_type(1).
+ *
+ * Every database but meta and log is a projection: derived from the log alone, dropped and
+ * rebuilt by fl_store_rebuild, compared with a scratch rebuild by fl_store_verify. Numbers
+ * (tenant_no, flow_no, run_no) are given out in log order, so a rebuild reproduces them. */
+#ifndef FL_STORE_INT_H
+#define FL_STORE_INT_H
+
+#include <lmdb.h>
+
+#include "err.h"
+#include "hash.h"
+#include "store.h"
+#include "util.h"
+
+enum fl_db {
+    FL_DB_META,
+    FL_DB_LOG,
+    FL_DB_TLOG, /* first projection database */
+    FL_DB_FSTREAM,
+    FL_DB_RSTREAM,
+    FL_DB_NAMES,
+    FL_DB_IDEM,
+    FL_DB_ROWS,
+    FL_DB_VER,
+    FL_DB_IDX,
+    FL_DB_COUNT
+};
+#define FL_DB_FIRST_PROJ FL_DB_TLOG
+
+extern const char *const fl_db_names[FL_DB_COUNT];
+
+struct fl_dbs {
+    MDB_dbi dbi[FL_DB_COUNT];
+};
+
+struct fl_store {
+    MDB_env *env;
+    struct fl_dbs db;
+    char *dir;
+    int nosync;
+    size_t map_size, max_map_size;
+    struct fl_event_limits lim;
+    MDB_txn *rtxn; /* one reusable read handle: renewed per read, reset after (never held) */
+    int rtxn_busy;
+    /* The committed head, cached: only this process writes. */
+    uint64_t head;
+    int64_t last_ts;
+    uint8_t head_chain[FL_CHAIN_LEN];
+    /* counters for stats */
+    uint64_t commits, appends, events, duplicates, failed_appends, map_growths;
+};
+
+/* A write context for the projection code: one transaction and its databases. */
+struct fl_ptx {
+    MDB_txn *txn;
+    const struct fl_dbs *db;
+    int mdb_rc;          /* first LMDB failure seen (the transaction is then unusable) */
+    struct fl_buf k, v;  /* scratch */
+    struct fl_arena *arena;
+};
+
+/* A simple region allocator: everything is freed at once by fl_arena_reset. */
+struct fl_arena;
+struct fl_arena *fl_arena_new(void);
+void *fl_arena_alloc(struct fl_arena *a, size_t n);
+void *fl_arena_dup(struct fl_arena *a, const void *p, size_t n);
+void fl_arena_reset(struct fl_arena *a);
+void fl_arena_free(struct fl_arena *a);
+
+/* Translate an MDB/errno code into an fl_err with a message. */
+int fl_store_mdb_error(int rc, const char *what, struct fl_error *err);
+
+/* Open every database of dbs in txn (creating them if create). */
+int fl_store_open_dbs(MDB_txn *txn, struct fl_dbs *dbs, int create);
+
+/* Begin and end a read snapshot on the store's reusable handle. */
+int fl_store_read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err);
+void fl_store_read_end(struct fl_store *s, MDB_txn *txn);
+
+/* Fetch log record seq within txn (borrowed until the txn ends). MDB_NOTFOUND if absent. */
+int fl_store_get_record(MDB_txn *txn, const struct fl_dbs *db, uint64_t seq, MDB_val *out);
+
+/* Replay records [from, to] of src (a read txn on the live store) through the projection code
+ * into dst. Used by rebuild (dst = the live store) and verify (dst = a scratch store). */
+int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
+                    uint64_t to, uint64_t *done, struct fl_error *err);
+
+#endif

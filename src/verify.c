@@ -1,0 +1,286 @@
+/* verify.c: prove the record intact: every checksum, the hash chain, seq and ts order, and
+ * projections equal to a rebuild from the log made in a scratch environment. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "diag.h"
+#include "project.h"
+#include "record.h"
+#include "store_int.h"
+#include "wire.h"
+
+#define MAX_PROBLEMS 20
+#define CHUNK 20000
+
+struct report {
+    char *problems[MAX_PROBLEMS];
+    int n, more;
+    uint64_t events, head_seq;
+    uint8_t head_hash[FL_CHAIN_LEN];
+};
+
+static void problem(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void problem(struct report *r, const char *fmt, ...)
+{
+    va_list ap;
+    char buf[512];
+
+    if (r->n >= MAX_PROBLEMS) {
+        r->more++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    r->problems[r->n] = strdup(buf);
+    if (r->problems[r->n])
+        r->n++;
+}
+
+static void hex(const uint8_t *p, size_t n, char *out, size_t cap)
+{
+    size_t i;
+    for (i = 0; i < n && 2 * i + 2 < cap; i++)
+        snprintf(out + 2 * i, 3, "%02x", p[i]);
+    out[2 * i] = '\0';
+}
+
+/* Walk the log: seq continuity, checksums, the chain, ts order. */
+static int check_log(struct fl_store *s, MDB_txn *txn, struct report *r, struct fl_error *err)
+{
+    uint8_t prev[FL_CHAIN_LEN] = {0}, chain[FL_CHAIN_LEN];
+    uint64_t expect = 1;
+    int64_t last_ts = INT64_MIN;
+    MDB_cursor *c;
+    MDB_val k, v;
+    int rc;
+
+    if ((rc = mdb_cursor_open(txn, s->db.dbi[FL_DB_LOG], &c)) != 0)
+        return fl_store_mdb_error(rc, "verify", err);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        struct fl_record rec;
+        struct fl_error e;
+        msgpack_unpacked up;
+        uint64_t seq = k.mv_size == 8 ? fl_get_be64(k.mv_data) : 0;
+
+        if (k.mv_size != 8) {
+            problem(r, "a log key of %zu bytes is not a seq", k.mv_size);
+            continue;
+        }
+        if (seq != expect)
+            problem(r, "seq %llu..%llu missing: the log has a gap", (unsigned long long)expect,
+                    (unsigned long long)seq - 1);
+        expect = seq + 1;
+        r->events++;
+        r->head_seq = seq;
+        fl_error_clear(&e);
+        if (fl_record_decode(v.mv_data, v.mv_size, &rec, &up, &e) != 0) {
+            problem(r, "seq %llu: %s", (unsigned long long)seq, e.msg);
+            if (v.mv_size >= FL_RECORD_TRAILER)
+                memcpy(prev, (const uint8_t *)v.mv_data + v.mv_size - FL_RECORD_TRAILER,
+                       FL_CHAIN_LEN);
+            msgpack_unpacked_destroy(&up);
+            continue;
+        }
+        if (rec.seq != seq)
+            problem(r, "seq %llu: the record says seq %llu (moved or swapped)",
+                    (unsigned long long)seq, (unsigned long long)rec.seq);
+        fl_hash_chain(prev, rec.body, rec.body_len, chain);
+        if (memcmp(chain, rec.chain, FL_CHAIN_LEN) != 0)
+            problem(r, "seq %llu: hash chain broken (a record was changed, removed or reordered)",
+                    (unsigned long long)seq);
+        if (rec.ts < last_ts)
+            problem(r, "seq %llu: ts goes back in time", (unsigned long long)seq);
+        last_ts = rec.ts;
+        memcpy(prev, rec.chain, FL_CHAIN_LEN);
+        msgpack_unpacked_destroy(&up);
+    }
+    mdb_cursor_close(c);
+    memcpy(r->head_hash, prev, FL_CHAIN_LEN);
+    if (rc != MDB_NOTFOUND)
+        return fl_store_mdb_error(rc, "verify", err);
+    if (r->head_seq != s->head)
+        problem(r, "the log ends at seq %llu but the store's head is %llu",
+                (unsigned long long)r->head_seq, (unsigned long long)s->head);
+    return 0;
+}
+
+static void remove_scratch(const char *dir)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/lock.mdb", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* Compare one projection database of the live store with the scratch rebuild. */
+static int compare_db(MDB_txn *live, MDB_dbi ldbi, MDB_txn *scratch, MDB_dbi sdbi,
+                      const char *name, struct report *r)
+{
+    MDB_cursor *a = NULL, *b = NULL;
+    MDB_val ka, va, kb, vb;
+    int ra, rb, rc = 0;
+
+    if ((rc = mdb_cursor_open(live, ldbi, &a)) != 0 || (rc = mdb_cursor_open(scratch, sdbi, &b)))
+        goto out;
+    ra = mdb_cursor_get(a, &ka, &va, MDB_FIRST);
+    rb = mdb_cursor_get(b, &kb, &vb, MDB_FIRST);
+    while (ra == 0 || rb == 0) {
+        char khex[80];
+        int same_key = ra == 0 && rb == 0 && ka.mv_size == kb.mv_size &&
+                       memcmp(ka.mv_data, kb.mv_data, ka.mv_size) == 0;
+        if (same_key && va.mv_size == vb.mv_size &&
+            memcmp(va.mv_data, vb.mv_data, va.mv_size) == 0) {
+            ra = mdb_cursor_get(a, &ka, &va, MDB_NEXT);
+            rb = mdb_cursor_get(b, &kb, &vb, MDB_NEXT);
+            continue;
+        }
+        const MDB_val *k = ra == 0 ? &ka : &kb;
+        hex(k->mv_data, k->mv_size < 32 ? k->mv_size : 32, khex, sizeof khex);
+        if (same_key)
+            problem(r, "projection %s differs from a rebuild at key %s: the values differ", name,
+                    khex);
+        else if (rb != 0 || (ra == 0 && ka.mv_size > 0 &&
+                             (ka.mv_size < kb.mv_size ? memcmp(ka.mv_data, kb.mv_data, ka.mv_size) <= 0
+                                                      : memcmp(ka.mv_data, kb.mv_data, kb.mv_size) < 0)))
+            problem(r, "projection %s has key %s, which a rebuild from the log does not", name,
+                    khex);
+        else
+            problem(r, "projection %s lacks key %s, which a rebuild from the log has", name, khex);
+        break; /* the first difference is what a person needs; the rest usually follows */
+    }
+out:
+    if (a)
+        mdb_cursor_close(a);
+    if (b)
+        mdb_cursor_close(b);
+    return rc;
+}
+
+/* Rebuild the projections into a scratch environment and compare them with the live ones. */
+static int check_projections(struct fl_store *s, MDB_txn *live, struct report *r,
+                             struct fl_error *err)
+{
+    char dir[4200];
+    MDB_env *env = NULL;
+    struct fl_dbs sdb;
+    struct fl_ptx x = {0};
+    MDB_txn *txn = NULL;
+    size_t map = s->map_size;
+    int rc;
+
+    snprintf(dir, sizeof dir, "%s/verify.tmp", s->dir);
+again:
+    remove_scratch(dir);
+    if (mkdir(dir, 0700) != 0)
+        return fl_error_set(err, FL_EUNAVAILABLE, "verify: cannot create %s: %s", dir,
+                            strerror(errno));
+    x.arena = x.arena ? x.arena : fl_arena_new();
+    if (!x.arena)
+        return fl_error_set(err, FL_EINTERNAL, "out of memory");
+    if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_maxdbs(env, FL_DB_COUNT)) ||
+        (rc = mdb_env_set_mapsize(env, map)) ||
+        (rc = mdb_env_open(env, dir, MDB_NOSYNC | MDB_NOTLS, 0600)) ||
+        (rc = mdb_txn_begin(env, NULL, 0, &txn)) || (rc = fl_store_open_dbs(txn, &sdb, 1)))
+        goto mdb;
+    x.db = &sdb;
+    for (uint64_t seq = 1; seq <= r->head_seq; seq += CHUNK) {
+        uint64_t to = seq + CHUNK - 1 < r->head_seq ? seq + CHUNK - 1 : r->head_seq;
+        x.txn = txn;
+        x.mdb_rc = 0;
+        if (fl_store_replay(s, live, &x, seq, to, NULL, err) != 0) {
+            if (x.mdb_rc) {
+                rc = x.mdb_rc;
+                goto mdb;
+            }
+            problem(r, "rebuild from the log failed: %s", err ? err->msg : "");
+            goto done;
+        }
+        if ((rc = mdb_txn_commit(txn)) != 0) {
+            txn = NULL;
+            goto mdb;
+        }
+        if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0)
+            goto mdb;
+    }
+    for (int i = FL_DB_FIRST_PROJ; i < FL_DB_COUNT; i++)
+        if ((rc = compare_db(live, s->db.dbi[i], txn, sdb.dbi[i], fl_db_names[i], r)) != 0)
+            goto mdb;
+done:
+    if (txn)
+        mdb_txn_abort(txn);
+    mdb_env_close(env);
+    remove_scratch(dir);
+    fl_buf_free(&x.k);
+    fl_buf_free(&x.v);
+    fl_arena_free(x.arena);
+    return 0;
+mdb:
+    if (txn)
+        mdb_txn_abort(txn);
+    txn = NULL;
+    if (env)
+        mdb_env_close(env);
+    env = NULL;
+    if (rc == MDB_MAP_FULL && map < s->max_map_size) {
+        map *= 2;
+        goto again;
+    }
+    remove_scratch(dir);
+    fl_buf_free(&x.k);
+    fl_buf_free(&x.v);
+    fl_arena_free(x.arena);
+    return fl_store_mdb_error(rc, "verify rebuild", err);
+}
+
+int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
+{
+    struct report r = {0};
+    char hh[2 * FL_CHAIN_LEN + 1];
+    MDB_txn *txn;
+    int rc;
+
+    /* A private snapshot (not the shared handle): the rebuild below reads through it. */
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)) != 0)
+        return fl_store_mdb_error(rc, "verify", err);
+    rc = check_log(s, txn, &r, err);
+    if (rc == 0)
+        rc = check_projections(s, txn, &r, err);
+    mdb_txn_abort(txn);
+    if (rc == 0) {
+        hex(r.head_hash, FL_CHAIN_LEN, hh, sizeof hh);
+        msgpack_pack_map(pk, 5);
+        fl_wire_pack_cstr(pk, "ok");
+        if (r.n == 0)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        fl_wire_pack_cstr(pk, "events");
+        msgpack_pack_uint64(pk, r.events);
+        fl_wire_pack_cstr(pk, "head_seq");
+        msgpack_pack_uint64(pk, r.head_seq);
+        fl_wire_pack_cstr(pk, "head_hash");
+        fl_wire_pack_cstr(pk, hh);
+        fl_wire_pack_cstr(pk, "problems");
+        msgpack_pack_array(pk, (size_t)r.n + (r.more ? 1 : 0));
+        for (int i = 0; i < r.n; i++)
+            fl_wire_pack_cstr(pk, r.problems[i]);
+        if (r.more) {
+            char more[64];
+            snprintf(more, sizeof more, "... and %d more problems", r.more);
+            fl_wire_pack_cstr(pk, more);
+        }
+    }
+    for (int i = 0; i < r.n; i++)
+        free(r.problems[i]);
+    return rc;
+}
