@@ -3,7 +3,9 @@
  * Prints flushes/s and p50/p99/max latency.
  *
  *   bench/fsync-rate [DIR [N]]      defaults: $TMPDIR or /tmp, 1000 */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
