@@ -368,7 +368,7 @@ static int grow_map(struct fl_store *s, struct fl_error *err)
     }
     if ((rc = mdb_env_set_mapsize(s->env, next)) != 0)
         fl_fatal("cannot grow the LMDB map to %zu MiB: %s", next >> 20, mdb_strerror(rc));
-    fl_info("store map grown from %zu to %zu MiB", s->map_size >> 20, next >> 20);
+    fl_info("store map grown from %zu to %zu KiB", s->map_size >> 10, next >> 10);
     s->map_size = next;
     s->map_growths++;
     return 0;

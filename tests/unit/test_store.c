@@ -1,0 +1,689 @@
+/* test_store.c: every event type's happy path and every error it can give; idempotency,
+ * expected_version, atomic batches, rollback, as-of, history, tables, log filters, map growth,
+ * format check. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <lmdb.h>
+
+#include "testutil.h"
+
+struct fx {
+    char *dir;
+    struct fl_store *s;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    f->dir = tu_tmpdir();
+    f->s = tu_open(f->dir, 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    fl_store_close(f->s);
+    tu_rmdir(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+#define T "acme:eng-2026"
+#define REG(flow) \
+    "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"" flow "\",\"flow_name\":\"" flow \
+    ".xml\",\"priority\":\"P1\",\"owner\":\"pod-a\"}}"
+#define START(run, flow) \
+    "{\"type\":\"run_started\",\"data\":{\"run_id\":\"" run "\",\"flow_id\":\"" flow \
+    "\",\"job_run_id\":\"981\"}}"
+#define RSTATUS(run, st) "{\"type\":\"run_status\",\"data\":{\"run_id\":\"" run "\",\"status\":\"" st "\"}}"
+
+static void ok(struct fl_store *s, const char *json)
+{
+    struct fl_error e;
+    int rc = tu_append(s, T, json, NULL, 0, &e);
+    if (rc != 0)
+        fail_msg("append failed: %s: %s (%s)", fl_err_name(rc), e.msg, json);
+}
+
+static void expect_err(struct fl_store *s, const char *json, int code)
+{
+    struct fl_error e;
+    uint64_t head = fl_store_head(s);
+    int rc = tu_append(s, T, json, NULL, 0, &e);
+    if (rc != code)
+        fail_msg("expected %s, got %s: %s (%s)", fl_err_name(code), fl_err_name(rc), e.msg, json);
+    assert_true(strlen(e.msg) > 0);
+    assert_int_equal(fl_store_head(s), head); /* nothing committed */
+}
+
+static void test_flow_registered(void **state)
+{
+    struct fx *f = *state;
+    struct fl_ack ack;
+    struct fl_error e;
+
+    assert_int_equal(tu_append(f->s, T, REG("abc-123"), &ack, 1, &e), 0);
+    assert_int_equal(ack.seq, 1);
+    assert_int_equal(ack.duplicate, 0);
+    json_t *st = tu_state(f->s, T, "abc-123", 0, &e);
+    assert_non_null(st);
+    assert_string_equal(tu_str(st, "migration_flows/0/migration_status"), "NOT_STARTED");
+    assert_string_equal(tu_str(st, "migration_flows/0/flow_name"), "abc-123.xml");
+    assert_string_equal(tu_str(st, "migration_flows/0/priority"), "P1");
+    assert_int_equal(tu_int(st, "migration_flows/0/total_attempts"), 0);
+    assert_int_equal(tu_int(st, "migration_flows/0/successful_conversions"), 0);
+    assert_int_equal(tu_int(st, "migration_flows/0/last_update_ts"), ack.ts);
+    assert_true(json_is_null(tu_get(st, "migration_flows/0/current_run_id")));
+    assert_true(json_is_null(tu_get(st, "migration_flows/0/server")));
+    assert_int_equal(json_object_size(tu_get(st, "migration_flows/0")), 15);
+    assert_int_equal(tu_int(st, "version"), 1);
+    assert_int_equal(tu_int(st, "as_of_seq"), 1);
+    json_decref(st);
+    expect_err(f->s, REG("abc-123"), FL_EALREADY_EXISTS);
+    /* another tenant may use the same flow id */
+    assert_int_equal(tu_append(f->s, "other", REG("abc-123"), NULL, 0, &e), 0);
+}
+
+static void test_flow_updated_and_status(void **state)
+{
+    struct fx *f = *state;
+    struct fl_error e;
+
+    expect_err(f->s, "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"nope\",\"owner\":\"x\"}}",
+               FL_ENOT_FOUND);
+    expect_err(f->s, "{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"nope\",\"migration_status\":\"DONE\"}}",
+               FL_ENOT_FOUND);
+    ok(f->s, REG("f1"));
+    ok(f->s, "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"f1\",\"owner\":\"pod-b\",\"server\":\"nifi-prod\",\"description\":null}}");
+    ok(f->s, "{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"f1\",\"migration_status\":\"NEEDS_HUMAN\"}}");
+    expect_err(f->s, "{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"f1\",\"migration_status\":\"WAITING\"}}",
+               FL_EBAD_REQUEST);
+    json_t *st = tu_state(f->s, T, "f1", 0, &e);
+    assert_string_equal(tu_str(st, "migration_flows/0/owner"), "pod-b");
+    assert_string_equal(tu_str(st, "migration_flows/0/server"), "nifi-prod");
+    assert_string_equal(tu_str(st, "migration_flows/0/flow_name"), "f1.xml");
+    assert_string_equal(tu_str(st, "migration_flows/0/migration_status"), "NEEDS_HUMAN");
+    assert_int_equal(tu_int(st, "version"), 3);
+    json_decref(st);
+}
+
+static void test_run_lifecycle(void **state)
+{
+    struct fx *f = *state;
+    struct fl_error e;
+    struct fl_ack a1, a2;
+
+    expect_err(f->s, START("r1", "f1"), FL_ENOT_FOUND);
+    ok(f->s, REG("f1"));
+    assert_int_equal(tu_append(f->s, T, START("r1", "f1"), &a1, 1, &e), 0);
+    expect_err(f->s, START("r1", "f1"), FL_EALREADY_EXISTS);
+    json_t *st = tu_state(f->s, T, "f1", 0, &e);
+    assert_string_equal(tu_str(st, "migration_flows/0/migration_status"), "RUNNING");
+    assert_string_equal(tu_str(st, "migration_flows/0/current_run_id"), "r1");
+    assert_string_equal(tu_str(st, "migration_flows/0/current_attempt_id"), "r1");
+    assert_int_equal(tu_int(st, "migration_flows/0/total_attempts"), 1);
+    assert_int_equal(tu_int(st, "migration_flows/0/first_attempt_at"), a1.ts);
+    assert_string_equal(tu_str(st, "migration_runs/0/status"), "RUNNING");
+    assert_int_equal(tu_int(st, "migration_runs/0/start_ts"), a1.ts);
+    assert_true(json_is_null(tu_get(st, "migration_runs/0/end_ts")));
+    assert_int_equal(json_object_size(tu_get(st, "migration_runs/0")), 6);
+    assert_int_equal(tu_int(st, "attempt_history/0/attempt_number"), 1);
+    json_decref(st);
+
+    expect_err(f->s, RSTATUS("r1", "QUEUED"), FL_EINVALID_TRANSITION);
+    expect_err(f->s, RSTATUS("nope", "RUNNING"), FL_ENOT_FOUND);
+    ok(f->s, "{\"type\":\"run_status\",\"data\":{\"run_id\":\"r1\",\"status\":\"RUNNING\",\"progress_percentage\":40}}");
+    expect_err(f->s, "{\"type\":\"run_status\",\"data\":{\"run_id\":\"r1\",\"status\":\"RUNNING\",\"progress_percentage\":101}}",
+               FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"run_status\",\"data\":{\"run_id\":\"r1\",\"status\":\"RUNNING\",\"flow_status\":\"DONE\"}}",
+               FL_EBAD_REQUEST);
+    assert_int_equal(tu_append(f->s, T, "{\"type\":\"run_status\",\"data\":{\"run_id\":\"r1\",\"status\":\"SUCCESS\",\"validation_percentage\":100,\"status_message\":\"ok\"}}", &a2, 1, &e), 0);
+    st = tu_state(f->s, T, "f1", 0, &e);
+    assert_string_equal(tu_str(st, "migration_flows/0/migration_status"), "DONE");
+    assert_int_equal(tu_int(st, "migration_flows/0/successful_conversions"), 1);
+    assert_int_equal(tu_int(st, "migration_runs/0/end_ts"), a2.ts);
+    assert_string_equal(tu_str(st, "attempt_history/0/status"), "SUCCESS");
+    assert_int_equal(tu_int(st, "attempt_history/0/progress_percentage"), 40);
+    assert_int_equal(tu_int(st, "attempt_history/0/validation_percentage"), 100);
+    assert_int_equal(tu_int(st, "attempt_history/0/duration_seconds"), (a2.ts - a1.ts) / 1000000);
+    json_decref(st);
+    expect_err(f->s, RSTATUS("r1", "FAILED"), FL_EINVALID_TRANSITION);
+    expect_err(f->s, "{\"type\":\"iteration_step\",\"data\":{\"run_id\":\"r1\",\"iteration_num\":1,\"step\":\"validate\",\"step_status\":\"RUNNING\"}}",
+               FL_EINVALID_TRANSITION);
+
+    /* Terminal mapping with flow_status, and a non-current run leaves the flow alone. */
+    ok(f->s, START("r2", "f1"));
+    ok(f->s, START("r3", "f1"));
+    ok(f->s, "{\"type\":\"run_status\",\"data\":{\"run_id\":\"r2\",\"status\":\"CANCELLED\"}}");
+    st = tu_state(f->s, T, "f1", 0, &e);
+    assert_string_equal(tu_str(st, "migration_flows/0/migration_status"), "RUNNING");
+    json_decref(st);
+    ok(f->s, "{\"type\":\"run_status\",\"data\":{\"run_id\":\"r3\",\"status\":\"FAILED\",\"flow_status\":\"NEEDS_HUMAN\",\"error_message\":\"boom\"}}");
+    st = tu_state(f->s, T, "f1", 0, &e);
+    assert_string_equal(tu_str(st, "migration_flows/0/migration_status"), "NEEDS_HUMAN");
+    assert_int_equal(tu_int(st, "migration_flows/0/total_attempts"), 3);
+    assert_string_equal(tu_str(st, "attempt_history/0/attempt_id"), "r3");
+    assert_string_equal(tu_str(st, "attempt_history/0/error_message"), "boom");
+    assert_int_equal(tu_int(st, "attempt_history/2/attempt_number"), 1);
+    json_decref(st);
+    /* CREATING -> QUEUED -> RUNNING, default status of run_started is RUNNING */
+    ok(f->s, "{\"type\":\"run_started\",\"data\":{\"run_id\":\"r4\",\"flow_id\":\"f1\",\"status\":\"CREATING\"}}");
+    ok(f->s, RSTATUS("r4", "QUEUED"));
+    ok(f->s, RSTATUS("r4", "QUEUED"));
+    ok(f->s, RSTATUS("r4", "RUNNING"));
+    expect_err(f->s, RSTATUS("r4", "CREATING"), FL_EINVALID_TRANSITION);
+    expect_err(f->s, "{\"type\":\"run_started\",\"data\":{\"run_id\":\"r5\",\"flow_id\":\"f1\",\"status\":\"SUCCESS\"}}",
+               FL_EBAD_REQUEST);
+}
+
+#define IT(run, n, step, st) \
+    "{\"type\":\"iteration_step\",\"data\":{\"run_id\":\"" run "\",\"iteration_num\":" #n \
+    ",\"step\":\"" step "\",\"step_status\":\"" st "\",\"summary\":\"s\"}}"
+#define SCAN(run, n, art, st) \
+    "{\"type\":\"scan_verdict\",\"data\":{\"run_id\":\"" run "\",\"iteration_num\":" #n \
+    ",\"artifact_ref\":\"" art "\",\"scan_status\":\"" st "\",\"findings_json\":\"{\\\"f\\\":[]}\"}}"
+#define EXEC(run, n, jt, st) \
+    "{\"type\":\"exec_result\",\"data\":{\"run_id\":\"" run "\",\"iteration_num\":" #n \
+    ",\"job_type\":\"" jt "\",\"status\":\"" st "\",\"runtime_s\":12}}"
+#define HREQ(run, n) \
+    "{\"type\":\"human_request\",\"data\":{\"run_id\":\"" run "\",\"iteration_num\":" #n \
+    ",\"reason\":\"sast_blocked\",\"instructions\":\"look\"}}"
+#define HRES(run, n, st) \
+    "{\"type\":\"human_resolution\",\"data\":{\"run_id\":\"" run "\",\"iteration_num\":" #n \
+    ",\"status\":\"" st "\"}}"
+#define PATCH(run, n, art) \
+    "{\"type\":\"patch\",\"data\":{\"run_id\":\"" run "\",\"iteration_num\":" #n \
+    ",\"artifact_ref\":\"" art "\",\"patch_summary\":\"p\",\"diff_ref\":\"d\"}}"
+
+static void test_child_tables(void **state)
+{
+    struct fx *f = *state;
+    struct fl_error e;
+
+    ok(f->s, REG("f1"));
+    expect_err(f->s, IT("r1", 1, "parse_xml", "RUNNING"), FL_ENOT_FOUND);
+    ok(f->s, START("r1", "f1"));
+    ok(f->s, IT("r1", 1, "generate_code", "RUNNING"));
+    ok(f->s, IT("r1", 1, "generate_code", "RUNNING"));
+    ok(f->s, IT("r1", 1, "generate_code", "COMPLETED"));
+    expect_err(f->s, IT("r1", 1, "generate_code", "RUNNING"), FL_EINVALID_TRANSITION);
+    expect_err(f->s, IT("r1", 0, "generate_code", "RUNNING"), FL_EBAD_REQUEST);
+    expect_err(f->s, IT("r1", 2, "", "RUNNING"), FL_EBAD_REQUEST);
+    ok(f->s, IT("r1", 2, "fix_errors", "FAILED"));
+    ok(f->s, IT("r1", 10, "fix_errors", "RUNNING"));
+    ok(f->s, PATCH("r1", 1, "processor_2.py"));
+    ok(f->s, PATCH("r1", 1, "processor_1.py"));
+    ok(f->s, PATCH("r1", 2, "processor_1.py"));
+    ok(f->s, PATCH("r1", 2, "processor_1.py")); /* upsert */
+    ok(f->s, SCAN("r1", 1, "processor_1.py", "PENDING"));
+    ok(f->s, SCAN("r1", 1, "processor_1.py", "SCANNING"));
+    expect_err(f->s, SCAN("r1", 1, "processor_1.py", "PENDING"), FL_EINVALID_TRANSITION);
+    ok(f->s, SCAN("r1", 1, "processor_1.py", "PASSED"));
+    expect_err(f->s, SCAN("r1", 1, "processor_1.py", "BLOCKED"), FL_EINVALID_TRANSITION);
+    ok(f->s, SCAN("r1", 1, "processor_2.py", "BLOCKED"));
+    expect_err(f->s, "{\"type\":\"scan_verdict\",\"data\":{\"run_id\":\"r1\",\"iteration_num\":3,\"artifact_ref\":\"a\",\"scan_status\":\"PASSED\",\"findings_json\":\"{not json\"}}",
+               FL_EBAD_REQUEST);
+    ok(f->s, EXEC("r1", 1, "validation_job", "FAILED"));
+    expect_err(f->s, EXEC("r1", 1, "validation_job", "SUCCESS"), FL_EINVALID_TRANSITION);
+    ok(f->s, EXEC("r1", 1, "flow_job", "TIMEOUT"));
+    expect_err(f->s, EXEC("r1", 2, "other_job", "SUCCESS"), FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"exec_result\",\"data\":{\"run_id\":\"r1\",\"iteration_num\":2,\"job_type\":\"flow_job\",\"status\":\"SUCCESS\",\"runtime_s\":-1}}",
+               FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"exec_result\",\"data\":{\"run_id\":\"r1\",\"iteration_num\":2,\"job_type\":\"flow_job\",\"status\":\"SUCCESS\",\"runtime_s\":1.5}}",
+               FL_EBAD_REQUEST);
+    expect_err(f->s, HRES("r1", 1, "RESOLVED"), FL_ENOT_FOUND);
+    ok(f->s, HREQ("r1", 1));
+    expect_err(f->s, HREQ("r1", 1), FL_EINVALID_TRANSITION);
+    ok(f->s, HRES("r1", 1, "RESOLVED"));
+    expect_err(f->s, HRES("r1", 1, "IGNORED"), FL_EINVALID_TRANSITION);
+    ok(f->s, HREQ("r1", 2));
+    ok(f->s, RSTATUS("r1", "FAILED"));
+    ok(f->s, HRES("r1", 2, "IGNORED")); /* allowed after the run ended */
+    expect_err(f->s, PATCH("r1", 3, "x.py"), FL_EINVALID_TRANSITION);
+
+    json_t *st = tu_state(f->s, T, "f1", 0, &e);
+    assert_int_equal(json_array_size(tu_get(st, "migration_iterations")), 3);
+    assert_int_equal(tu_int(st, "migration_iterations/2/iteration_num"), 10); /* numeric order */
+    assert_string_equal(tu_str(st, "migration_iterations/0/step_status"), "COMPLETED");
+    assert_int_equal(json_array_size(tu_get(st, "migration_patches")), 3);
+    assert_string_equal(tu_str(st, "migration_patches/0/artifact_ref"), "processor_1.py");
+    assert_int_equal(json_array_size(tu_get(st, "migration_sast_results")), 2);
+    assert_string_equal(tu_str(st, "migration_sast_results/0/scan_status"), "PASSED");
+    assert_string_equal(tu_str(st, "migration_sast_results/0/findings_json"), "{\"f\":[]}");
+    assert_int_equal(json_array_size(tu_get(st, "migration_exec_results")), 2);
+    assert_string_equal(tu_str(st, "migration_exec_results/0/job_type"), "flow_job");
+    assert_int_equal(tu_int(st, "migration_exec_results/1/runtime_s"), 12);
+    assert_string_equal(tu_str(st, "migration_human_requests/0/status"), "RESOLVED");
+    assert_string_equal(tu_str(st, "migration_human_requests/1/status"), "IGNORED");
+    assert_int_equal(tu_int(st, "attempt_history/0/iterations"), 3);
+    assert_int_equal(json_array_size(tu_get(st, "attempt_history/0/generated_notebooks")), 2);
+    assert_string_equal(tu_str(st, "attempt_history/0/generated_notebooks/0"), "processor_1.py");
+    assert_string_equal(tu_str(st, "attempt_history/0/generated_notebooks/1"), "processor_2.py");
+    json_decref(st);
+}
+
+static void test_form_errors(void **state)
+{
+    struct fx *f = *state;
+    char big[300];
+
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"n\",\"colour\":\"red\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"n\"},\"extra\":1}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_exploded\",\"data\":{}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"data\":{\"flow_id\":\"a\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_registered\"}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":null,\"flow_name\":\"n\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":7,\"flow_name\":\"n\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"\",\"flow_name\":\"n\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"n\",\"priority\":\"P9\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"iteration_step\",\"data\":{\"run_id\":\"r\",\"iteration_num\":true,\"step\":\"s\",\"step_status\":\"RUNNING\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"n\"},\"expected_version\":-1}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"n\"},\"event_id\":\"\"}", FL_EBAD_REQUEST);
+    memset(big, 'x', 257);
+    big[257] = '\0';
+    assert_int_equal(tu_appendf(f->s, T, NULL, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"%s\",\"flow_name\":\"n\"}}", big), FL_EBAD_REQUEST);
+    /* a 64 KiB + 1 text is too large; exactly 64 KiB is fine */
+    char *text = malloc(65538);
+    memset(text, 'y', 65537);
+    text[65537] = '\0';
+    assert_int_equal(tu_appendf(f->s, T, NULL, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"%s\"}}", text), FL_ETOO_LARGE);
+    text[65536] = '\0';
+    assert_int_equal(tu_appendf(f->s, T, NULL, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"%s\",\"server\":null}}", text), 0);
+    free(text);
+    /* the error names the field */
+    struct fl_error e;
+    tu_append(f->s, T, "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"a\",\"owner\":5}}", NULL, 0, &e);
+    assert_non_null(strstr(e.msg, "owner"));
+}
+
+static void test_idempotency(void **state)
+{
+    struct fx *f = *state;
+    struct fl_ack a, b;
+    struct fl_error e;
+
+    assert_int_equal(tu_append(f->s, T, "{\"type\":\"flow_registered\",\"event_id\":\"e1\",\"data\":{\"flow_id\":\"f1\",\"flow_name\":\"n\"}}", &a, 1, &e), 0);
+    ok(f->s, "{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"f1\",\"migration_status\":\"DONE\"}}");
+    /* retried after the flow moved on, with a stale expected_version: still a duplicate */
+    assert_int_equal(tu_append(f->s, T, "{\"type\":\"flow_registered\",\"event_id\":\"e1\",\"expected_version\":0,\"data\":{\"flow_id\":\"f1\",\"flow_name\":\"n\"}}", &b, 1, &e), 0);
+    assert_int_equal(b.duplicate, 1);
+    assert_int_equal(b.seq, a.seq);
+    assert_int_equal(b.ts, a.ts);
+    assert_int_equal(fl_store_head(f->s), 2);
+    /* null optional fields are the same as absent: still the same payload */
+    assert_int_equal(tu_append(f->s, T, "{\"type\":\"flow_registered\",\"event_id\":\"e1\",\"data\":{\"flow_name\":\"n\",\"flow_id\":\"f1\",\"owner\":null}}", &b, 1, &e), 0);
+    assert_int_equal(b.duplicate, 1);
+    expect_err(f->s, "{\"type\":\"flow_registered\",\"event_id\":\"e1\",\"data\":{\"flow_id\":\"f1\",\"flow_name\":\"other\"}}", FL_EIDEMPOTENCY_MISMATCH);
+    expect_err(f->s, "{\"type\":\"flow_updated\",\"event_id\":\"e1\",\"data\":{\"flow_id\":\"f1\",\"flow_name\":\"n\"}}", FL_EIDEMPOTENCY_MISMATCH);
+    /* event ids are per tenant */
+    assert_int_equal(tu_append(f->s, "t2", "{\"type\":\"flow_registered\",\"event_id\":\"e1\",\"data\":{\"flow_id\":\"f1\",\"flow_name\":\"n\"}}", &b, 1, &e), 0);
+    assert_int_equal(b.duplicate, 0);
+}
+
+static void test_expected_version(void **state)
+{
+    struct fx *f = *state;
+    struct fl_error e;
+
+    ok(f->s, "{\"type\":\"flow_registered\",\"expected_version\":0,\"data\":{\"flow_id\":\"f1\",\"flow_name\":\"n\"}}");
+    ok(f->s, "{\"type\":\"flow_status\",\"expected_version\":1,\"data\":{\"flow_id\":\"f1\",\"migration_status\":\"DONE\"}}");
+    assert_int_equal(tu_append(f->s, T, "{\"type\":\"flow_status\",\"expected_version\":1,\"data\":{\"flow_id\":\"f1\",\"migration_status\":\"DONE\"}}", NULL, 0, &e), FL_ECONFLICT);
+    assert_int_equal(e.version, 2);
+    /* conflict comes before existence */
+    assert_int_equal(tu_append(f->s, T, "{\"type\":\"flow_status\",\"expected_version\":3,\"data\":{\"flow_id\":\"zz\",\"migration_status\":\"DONE\"}}", NULL, 0, &e), FL_ECONFLICT);
+    assert_int_equal(e.version, 0);
+    /* run-level events count in their flow's version */
+    ok(f->s, "{\"type\":\"run_started\",\"expected_version\":2,\"data\":{\"run_id\":\"r\",\"flow_id\":\"f1\"}}");
+    ok(f->s, "{\"type\":\"run_status\",\"expected_version\":3,\"data\":{\"run_id\":\"r\",\"status\":\"RUNNING\"}}");
+    /* in a batch each event sees the versions left by the events before it */
+    ok(f->s, "[{\"type\":\"flow_registered\",\"expected_version\":0,\"data\":{\"flow_id\":\"f2\",\"flow_name\":\"n\"}},"
+             "{\"type\":\"flow_status\",\"expected_version\":1,\"data\":{\"flow_id\":\"f2\",\"migration_status\":\"DONE\"}}]");
+}
+
+static void test_batches(void **state)
+{
+    struct fx *f = *state;
+    struct fl_ack acks[3];
+    struct fl_error e;
+
+    assert_int_equal(tu_append(f->s, T, "[" REG("f1") "," START("r1", "f1") "," REG("f2") "]", acks, 3, &e), 0);
+    assert_int_equal(acks[0].seq, 1);
+    assert_int_equal(acks[2].seq, 3);
+    assert_int_equal(acks[0].ts, acks[2].ts);
+    /* the third event fails: nothing of the batch is committed and the error names index 2 */
+    assert_int_equal(tu_append(f->s, T, "[" REG("f3") "," START("r3", "f3") "," START("r3", "f3") "]", acks, 3, &e), FL_EALREADY_EXISTS);
+    assert_int_equal(e.index, 2);
+    assert_int_equal(fl_store_head(f->s), 3);
+    assert_null(tu_state(f->s, T, "f3", 0, &e));
+    assert_int_equal(e.code, FL_ENOT_FOUND);
+    /* the failed batch did not burn r3: it can start now */
+    ok(f->s, "[" REG("f3") "," START("r3", "f3") "]");
+    json_t *v = tu_verify(f->s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+}
+
+/* Several appends in one commit: each has its own outcome. */
+static void test_group_outcomes(void **state)
+{
+    struct fx *f = *state;
+    const char *texts[3] = {REG("g1"), REG("g1"), REG("g2")};
+    msgpack_sbuffer sb[3];
+    msgpack_unpacked up[3];
+    struct fl_event ev[3];
+    struct fl_ack ack[3];
+    struct fl_append app[3], *apps[3];
+    struct fl_error e;
+
+    for (int i = 0; i < 3; i++) {
+        msgpack_packer pk;
+        size_t off = 0;
+        json_t *j = json_loads(texts[i], 0, NULL);
+        msgpack_sbuffer_init(&sb[i]);
+        msgpack_packer_init(&pk, &sb[i], msgpack_sbuffer_write);
+        tu_pack_json(&pk, j);
+        json_decref(j);
+        msgpack_unpacked_init(&up[i]);
+        msgpack_unpack_next(&up[i], sb[i].data, sb[i].size, &off);
+        assert_int_equal(fl_event_parse(&up[i].data, NULL, &ev[i], &e), 0);
+        memset(&app[i], 0, sizeof app[i]);
+        app[i].tenant = tu_s(T);
+        app[i].events = &ev[i];
+        app[i].n = 1;
+        app[i].acks = &ack[i];
+        apps[i] = &app[i];
+    }
+    assert_int_equal(fl_store_commit(f->s, apps, 3, &e), 0);
+    assert_int_equal(app[0].err.code, 0);
+    assert_int_equal(app[1].err.code, FL_EALREADY_EXISTS);
+    assert_int_equal(app[2].err.code, 0);
+    assert_int_equal(ack[0].seq, 1);
+    assert_int_equal(ack[2].seq, 2);
+    for (int i = 0; i < 3; i++) {
+        fl_event_free(&ev[i]);
+        msgpack_unpacked_destroy(&up[i]);
+        msgpack_sbuffer_destroy(&sb[i]);
+    }
+}
+
+static void test_rollback(void **state)
+{
+    struct fx *f = *state;
+    struct fl_error e;
+    struct fl_ack a;
+
+    ok(f->s, REG("f1"));                                    /* 1 */
+    ok(f->s, START("r1", "f1"));                            /* 2 */
+    ok(f->s, IT("r1", 1, "generate_code", "RUNNING"));      /* 3 */
+    ok(f->s, PATCH("r1", 1, "p.py"));                       /* 4 */
+    ok(f->s, RSTATUS("r1", "FAILED"));                      /* 5 */
+    ok(f->s, START("r2", "f1"));                            /* 6 */
+    ok(f->s, REG("other"));                                 /* 7 */
+    json_t *at3 = tu_state(f->s, T, "f1", 3, &e);
+    expect_err(f->s, "{\"type\":\"flow_rollback\",\"data\":{\"flow_id\":\"f1\",\"to_seq\":8,\"reason\":\"x\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_rollback\",\"data\":{\"flow_id\":\"other\",\"to_seq\":3,\"reason\":\"x\"}}", FL_EBAD_REQUEST);
+    expect_err(f->s, "{\"type\":\"flow_rollback\",\"data\":{\"flow_id\":\"nope\",\"to_seq\":3,\"reason\":\"x\"}}", FL_ENOT_FOUND);
+    assert_int_equal(tu_append(f->s, T, "{\"type\":\"flow_rollback\",\"data\":{\"flow_id\":\"f1\",\"to_seq\":3,\"reason\":\"bad patch\"}}", &a, 1, &e), 0); /* 8 */
+    json_t *now = tu_state(f->s, T, "f1", 0, &e);
+    /* rows equal their state right after seq 3, except last_update_ts */
+    assert_int_equal(tu_int(now, "migration_flows/0/last_update_ts"), a.ts);
+    json_object_set_new(tu_get(now, "migration_flows/0"), "last_update_ts", json_null());
+    json_object_set_new(tu_get(at3, "migration_flows/0"), "last_update_ts", json_null());
+    for (const char **t = (const char *[]){"migration_flows", "migration_runs", "migration_iterations",
+                                          "migration_patches", "attempt_history", NULL}; *t; t++)
+        assert_true(json_equal(json_object_get(now, *t), json_object_get(at3, *t)));
+    assert_int_equal(json_array_size(tu_get(now, "migration_patches")), 0);
+    assert_int_equal(json_array_size(tu_get(now, "migration_runs")), 1);
+    assert_int_equal(tu_int(now, "version"), 7); /* the rollback itself is an event of the stream */
+    json_decref(now);
+    json_decref(at3);
+    /* as-of before the rollback still sees the old rows */
+    json_t *at6 = tu_state(f->s, T, "f1", 6, &e);
+    assert_int_equal(json_array_size(tu_get(at6, "migration_runs")), 2);
+    assert_int_equal(tu_int(at6, "version"), 6);
+    json_decref(at6);
+    /* r2 is gone from the projection but its id stays used */
+    expect_err(f->s, RSTATUS("r2", "SUCCESS"), FL_ENOT_FOUND);
+    expect_err(f->s, START("r2", "f1"), FL_EALREADY_EXISTS);
+    ok(f->s, START("r9", "f1")); /* 9: attempt 2 again */
+    json_t *st = tu_state(f->s, T, "f1", 0, &e);
+    assert_int_equal(tu_int(st, "migration_flows/0/total_attempts"), 2);
+    assert_int_equal(tu_int(st, "attempt_history/0/attempt_number"), 2);
+    json_decref(st);
+    /* roll back to before the first rollback, then forward again to after it */
+    ok(f->s, "{\"type\":\"flow_rollback\",\"data\":{\"flow_id\":\"f1\",\"to_seq\":6,\"reason\":\"undo\"}}"); /* 10 */
+    st = tu_state(f->s, T, "f1", 0, &e);
+    assert_int_equal(json_array_size(tu_get(st, "migration_runs")), 2);
+    assert_int_equal(json_array_size(tu_get(st, "migration_patches")), 1);
+    json_decref(st);
+    ok(f->s, "{\"type\":\"flow_rollback\",\"data\":{\"flow_id\":\"f1\",\"to_seq\":9,\"reason\":\"redo\"}}"); /* 11 */
+    st = tu_state(f->s, T, "f1", 0, &e);
+    assert_int_equal(json_array_size(tu_get(st, "migration_runs")), 2);
+    assert_string_equal(tu_str(st, "migration_runs/1/run_id"), "r9");
+    json_decref(st);
+    json_t *v = tu_verify(f->s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+}
+
+static void test_history_tables_log(void **state)
+{
+    struct fx *f = *state;
+    struct fl_error e;
+
+    ok(f->s, REG("f1"));
+    ok(f->s, REG("f2"));
+    for (int i = 0; i < 25; i++)
+        assert_int_equal(tu_appendf(f->s, T, &e, "[{\"type\":\"run_started\",\"data\":{\"run_id\":\"f1_run_%02d\",\"flow_id\":\"f1\",\"job_run_id\":\"j%d\"}},"
+                                    "{\"type\":\"run_status\",\"data\":{\"run_id\":\"f1_run_%02d\",\"status\":\"%s\"}}]",
+                                    i, i, i, i % 2 ? "SUCCESS" : "FAILED"), 0);
+    json_t *h = tu_history(f->s, T, "f1", 0, &e);
+    assert_int_equal(tu_int(h, "count"), 20);
+    assert_int_equal(tu_int(h, "history/0/attempt_number"), 25);
+    assert_string_equal(tu_str(h, "history/0/attempt_id"), "f1_run_24");
+    assert_int_equal(tu_int(h, "history/19/attempt_number"), 6);
+    json_decref(h);
+    h = tu_history(f->s, T, "f1", 3, &e);
+    assert_int_equal(json_array_size(tu_get(h, "history")), 3);
+    json_decref(h);
+    assert_null(tu_history(f->s, T, "nope", 3, &e));
+    assert_int_equal(e.code, FL_ENOT_FOUND);
+
+    json_t *t = tu_table(f->s, T, "migration_runs", "status", "SUCCESS", &e);
+    assert_int_equal(json_array_size(tu_get(t, "rows")), 12);
+    json_decref(t);
+    t = tu_table(f->s, T, "migration_runs", "job_run_id", "j7", &e);
+    assert_int_equal(json_array_size(tu_get(t, "rows")), 1);
+    assert_string_equal(tu_str(t, "rows/0/run_id"), "f1_run_07");
+    json_decref(t);
+    t = tu_table(f->s, T, "migration_flows", "flow_name", "f2.xml", &e);
+    assert_int_equal(json_array_size(tu_get(t, "rows")), 1);
+    json_decref(t);
+    t = tu_table(f->s, T, "migration_flows", "migration_status", "NOT_STARTED", &e);
+    assert_int_equal(json_array_size(tu_get(t, "rows")), 1);
+    json_decref(t);
+    t = tu_table(f->s, T, "migration_flows", NULL, NULL, &e);
+    assert_int_equal(json_array_size(tu_get(t, "rows")), 2);
+    json_decref(t);
+    assert_null(tu_table(f->s, T, "migration_flows", "owner", "x", &e));
+    assert_int_equal(e.code, FL_EBAD_REQUEST);
+    assert_null(tu_table(f->s, T, "flows", NULL, NULL, &e));
+    assert_int_equal(e.code, FL_EBAD_REQUEST);
+    /* another tenant sees nothing */
+    t = tu_table(f->s, "intruder", "migration_runs", NULL, NULL, &e);
+    assert_int_equal(json_array_size(tu_get(t, "rows")), 0);
+    json_decref(t);
+    assert_null(tu_state(f->s, "intruder", "f1", 0, &e));
+    assert_int_equal(e.code, FL_ENOT_FOUND);
+
+    struct fl_log_filter lf = {.type = -1};
+    json_t *l = tu_log(f->s, T, &lf, &e);
+    assert_int_equal(json_array_size(tu_get(l, "events")), 52);
+    assert_int_equal(tu_int(l, "next"), 53);
+    assert_int_equal(tu_int(l, "head"), 52);
+    json_decref(l);
+    lf.run_id = tu_s("f1_run_03");
+    l = tu_log(f->s, T, &lf, &e);
+    assert_int_equal(json_array_size(tu_get(l, "events")), 2);
+    assert_string_equal(tu_str(l, "events/1/data/status"), "SUCCESS");
+    json_decref(l);
+    lf.run_id = tu_s(NULL);
+    lf.flow_id = tu_s("f2");
+    l = tu_log(f->s, T, &lf, &e);
+    assert_int_equal(json_array_size(tu_get(l, "events")), 1);
+    json_decref(l);
+    lf.flow_id = tu_s(NULL);
+    lf.type = FL_EV_RUN_STATUS;
+    lf.from = 10;
+    lf.limit = 5;
+    l = tu_log(f->s, T, &lf, &e);
+    assert_int_equal(json_array_size(tu_get(l, "events")), 5);
+    assert_int_equal(tu_int(l, "events/0/seq"), 10);
+    json_decref(l);
+    lf = (struct fl_log_filter){.type = -1};
+    l = tu_log(f->s, "intruder", &lf, &e);
+    assert_int_equal(json_array_size(tu_get(l, "events")), 0);
+    json_decref(l);
+}
+
+static void test_as_of_time(void **state)
+{
+    struct fx *f = *state;
+    struct fl_ack a1, a2;
+    struct fl_error e;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    assert_int_equal(tu_append(f->s, T, REG("f1"), &a1, 1, &e), 0);
+    usleep(2000);
+    assert_int_equal(tu_append(f->s, T, "{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"f1\",\"migration_status\":\"DONE\"}}", &a2, 1, &e), 0);
+    assert_true(a2.ts > a1.ts);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    assert_int_equal(fl_query_state(f->s, tu_s(T), tu_s("f1"), 0, 1, a2.ts - 1, &pk, &e), 0);
+    assert_int_equal(fl_query_state(f->s, tu_s(T), tu_s("f1"), 0, 1, a1.ts - 1, &pk, &e), FL_ENOT_FOUND);
+    msgpack_sbuffer_destroy(&sb);
+    json_t *st = tu_state(f->s, T, "f1", 1, &e);
+    assert_string_equal(tu_str(st, "migration_flows/0/migration_status"), "NOT_STARTED");
+    json_decref(st);
+    assert_null(tu_state(f->s, T, "f1", 99, &e));
+    assert_int_equal(e.code, FL_EBAD_REQUEST);
+}
+
+static void test_map_growth(void **state)
+{
+    char *dir = tu_tmpdir();
+    struct fl_store_opts o = {.dir = dir, .nosync = 1, .map_size = 64 * 1024};
+    struct fl_store *s;
+    struct fl_error e;
+
+    (void)state;
+    assert_int_equal(fl_store_open(&s, &o, &e), 0);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(tu_appendf(s, T, &e, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"flow-%d\",\"flow_name\":\"%0400d\"}}", i, i), 0);
+    assert_int_equal(fl_store_head(s), 300);
+    json_t *st = tu_state(s, T, "flow-299", 0, &e);
+    assert_non_null(st);
+    json_decref(st);
+    json_t *v = tu_verify(s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+    fl_store_close(s);
+    tu_rmdir(dir);
+    free(dir);
+}
+
+static void test_format_and_reopen(void **state)
+{
+    char *dir = tu_tmpdir();
+    struct fl_store *s = tu_open(dir, 1);
+    struct fl_store_opts o = {.dir = dir};
+    struct fl_error e;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+
+    (void)state;
+    ok(s, REG("f1"));
+    fl_store_close(s);
+    s = tu_open(dir, 1);
+    assert_int_equal(fl_store_head(s), 1);
+    ok(s, REG("f2")); /* the chain continues across restarts */
+    json_t *v = tu_verify(s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+    fl_store_close(s);
+    /* stamp an unknown format: opening must refuse with a clear message */
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    MDB_val k = {6, "format"}, val = {15, "flowlog-store-9"};
+    assert_int_equal(mdb_put(txn, dbi, &k, &val, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_not_equal(fl_store_open(&s, &o, &e), 0);
+    assert_non_null(strstr(e.msg, "flowlog-store-9"));
+    tu_rmdir(dir);
+    free(dir);
+}
+
+static void test_rebuild(void **state)
+{
+    struct fx *f = *state;
+    struct fl_error e;
+    uint64_t n = 0;
+    size_t l1, l2;
+    int rc;
+
+    ok(f->s, REG("f1"));
+    ok(f->s, START("r1", "f1"));
+    ok(f->s, PATCH("r1", 1, "a.py"));
+    ok(f->s, "{\"type\":\"flow_rollback\",\"data\":{\"flow_id\":\"f1\",\"to_seq\":2,\"reason\":\"x\"}}");
+    char *before = tu_state_raw(f->s, T, "f1", 0, &l1, &rc);
+    assert_int_equal(fl_store_rebuild(f->s, &n, &e), 0);
+    assert_int_equal(n, 4);
+    char *after = tu_state_raw(f->s, T, "f1", 0, &l2, &rc);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(before, after, l1);
+    free(before);
+    free(after);
+    ok(f->s, PATCH("r1", 1, "b.py"));
+    json_t *v = tu_verify(f->s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_flow_registered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flow_updated_and_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_lifecycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_tables, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_form_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expected_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batches, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_outcomes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history_tables_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_as_of_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rebuild, setup, teardown),
+        cmocka_unit_test(test_map_growth),
+        cmocka_unit_test(test_format_and_reopen),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,304 @@
+/* testutil.c: see testutil.h. */
+#include "testutil.h"
+
+#include <ftw.h>
+#include <msgpack/timestamp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+char *tu_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char *p;
+
+    if (asprintf(&p, "%s/flowlog-test-XXXXXX", base) < 0 || !mkdtemp(p)) {
+        fprintf(stderr, "cannot create a temp dir\n");
+        abort();
+    }
+    return p;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void tu_rmdir(const char *dir)
+{
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+struct fl_store *tu_open(const char *dir, int durable)
+{
+    struct fl_store_opts o = {0};
+    struct fl_store *s;
+    struct fl_error e;
+
+    o.dir = dir;
+    o.nosync = !durable;
+    fl_error_clear(&e);
+    if (fl_store_open(&s, &o, &e) != 0) {
+        fprintf(stderr, "fl_store_open(%s): %s\n", dir, e.msg);
+        abort();
+    }
+    return s;
+}
+
+void tu_pack_json(msgpack_packer *pk, const json_t *j)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+
+    switch (json_typeof(j)) {
+    case JSON_OBJECT:
+        msgpack_pack_map(pk, json_object_size(j));
+        json_object_foreach((json_t *)j, k, v) {
+            fl_wire_pack_cstr(pk, k);
+            tu_pack_json(pk, v);
+        }
+        break;
+    case JSON_ARRAY:
+        msgpack_pack_array(pk, json_array_size(j));
+        json_array_foreach(j, i, v) tu_pack_json(pk, v);
+        break;
+    case JSON_STRING:
+        fl_wire_pack_strn(pk, json_string_value(j), json_string_length(j));
+        break;
+    case JSON_INTEGER:
+        msgpack_pack_int64(pk, json_integer_value(j));
+        break;
+    case JSON_REAL:
+        msgpack_pack_double(pk, json_real_value(j));
+        break;
+    case JSON_TRUE:
+        msgpack_pack_true(pk);
+        break;
+    case JSON_FALSE:
+        msgpack_pack_false(pk);
+        break;
+    default:
+        msgpack_pack_nil(pk);
+    }
+}
+
+json_t *tu_to_json(const msgpack_object *o)
+{
+    json_t *j;
+    msgpack_timestamp ts;
+
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return json_null();
+    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer(o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_STR: return json_stringn(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_BIN: return json_integer((json_int_t)o->via.bin.size);
+    case MSGPACK_OBJECT_EXT:
+        if (msgpack_object_to_timestamp(o, &ts))
+            return json_integer(ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+        return json_null();
+    case MSGPACK_OBJECT_ARRAY:
+        j = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            json_array_append_new(j, tu_to_json(&o->via.array.ptr[i]));
+        return j;
+    case MSGPACK_OBJECT_MAP:
+        j = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            char key[512];
+            size_t n = k->via.str.size < sizeof key - 1 ? k->via.str.size : sizeof key - 1;
+            memcpy(key, k->via.str.ptr, n);
+            key[n] = '\0';
+            json_object_set_new(j, key, tu_to_json(&o->via.map.ptr[i].val));
+        }
+        return j;
+    default: return json_null();
+    }
+}
+
+int tu_append(struct fl_store *s, const char *tenant, const char *json, struct fl_ack *acks,
+              size_t max, struct fl_error *err)
+{
+    json_error_t je;
+    json_t *j = json_loads(json, 0, &je), *arr;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_unpacked up;
+    struct fl_event *evs;
+    struct fl_ack *a;
+    struct fl_append app;
+    struct fl_append *apps[1] = {&app};
+    struct fl_error e;
+    size_t n, off = 0, parsed = 0;
+    int rc = 0;
+
+    if (!j) {
+        fprintf(stderr, "bad test JSON: %s: %s\n", je.text, json);
+        abort();
+    }
+    arr = json_is_array(j) ? j : json_pack("[O]", j);
+    n = json_array_size(arr);
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tu_pack_json(&pk, arr);
+    msgpack_unpacked_init(&up);
+    msgpack_unpack_next(&up, sb.data, sb.size, &off);
+    evs = calloc(n ? n : 1, sizeof *evs);
+    a = calloc(n ? n : 1, sizeof *a);
+    fl_error_clear(&e);
+    for (size_t i = 0; i < n; i++, parsed++) {
+        rc = fl_event_parse(&up.data.via.array.ptr[i], NULL, &evs[i], &e);
+        if (rc != 0) {
+            e.index = (int64_t)i;
+            break;
+        }
+    }
+    if (rc == 0) {
+        memset(&app, 0, sizeof app);
+        app.tenant = tu_s(tenant);
+        app.events = evs;
+        app.n = n;
+        app.acks = a;
+        rc = fl_store_commit(s, apps, 1, &e);
+        if (rc == 0) {
+            rc = app.err.code;
+            e = app.err;
+        }
+        if (rc == 0 && acks)
+            memcpy(acks, a, (n < max ? n : max) * sizeof *a);
+    }
+    for (size_t i = 0; i < parsed; i++)
+        fl_event_free(&evs[i]);
+    if (err)
+        *err = e;
+    free(evs);
+    free(a);
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&sb);
+    if (arr != j)
+        json_decref(arr);
+    json_decref(j);
+    return rc;
+}
+
+int tu_appendf(struct fl_store *s, const char *tenant, struct fl_error *err, const char *fmt, ...)
+{
+    va_list ap;
+    char *text;
+    int rc;
+
+    va_start(ap, fmt);
+    if (vasprintf(&text, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    rc = tu_append(s, tenant, text, NULL, 0, err);
+    free(text);
+    return rc;
+}
+
+/* Turn packed bytes (one object) into JSON. */
+static json_t *unpack_json(const msgpack_sbuffer *sb)
+{
+    msgpack_unpacked up;
+    size_t off = 0;
+    json_t *j = NULL;
+
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, sb->data, sb->size, &off) == MSGPACK_UNPACK_SUCCESS)
+        j = tu_to_json(&up.data);
+    msgpack_unpacked_destroy(&up);
+    return j;
+}
+
+#define QUERY_JSON(call)                                                                       \
+    msgpack_sbuffer sb;                                                                        \
+    msgpack_packer pk;                                                                         \
+    json_t *j = NULL;                                                                          \
+    msgpack_sbuffer_init(&sb);                                                                 \
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);                                      \
+    if ((call) == 0)                                                                           \
+        j = unpack_json(&sb);                                                                  \
+    msgpack_sbuffer_destroy(&sb);                                                              \
+    return j
+
+json_t *tu_state(struct fl_store *s, const char *tenant, const char *flow, uint64_t as_of,
+                 struct fl_error *err)
+{
+    QUERY_JSON(fl_query_state(s, tu_s(tenant), tu_s(flow), as_of, 0, 0, &pk, err));
+}
+
+json_t *tu_log(struct fl_store *s, const char *tenant, const struct fl_log_filter *f,
+               struct fl_error *err)
+{
+    QUERY_JSON(fl_query_log(s, tu_s(tenant), f, &pk, NULL, err));
+}
+
+json_t *tu_history(struct fl_store *s, const char *tenant, const char *flow, uint64_t limit,
+                   struct fl_error *err)
+{
+    QUERY_JSON(fl_query_history(s, tu_s(tenant), tu_s(flow), limit, &pk, err));
+}
+
+json_t *tu_table(struct fl_store *s, const char *tenant, const char *table, const char *col,
+                 const char *val, struct fl_error *err)
+{
+    struct fl_str none = {NULL, 0};
+    QUERY_JSON(fl_query_table(s, tu_s(tenant), tu_s(table), col ? tu_s(col) : none,
+                              val ? tu_s(val) : none, none, 0, &pk, err));
+}
+
+json_t *tu_verify(struct fl_store *s)
+{
+    QUERY_JSON(fl_store_verify(s, &pk, NULL));
+}
+
+char *tu_state_raw(struct fl_store *s, const char *tenant, const char *flow, uint64_t as_of,
+                   size_t *len, int *rc)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct fl_error e;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    *rc = fl_query_state(s, tu_s(tenant), tu_s(flow), as_of, 0, 0, &pk, &e);
+    *len = sb.size;
+    return msgpack_sbuffer_release(&sb);
+}
+
+json_t *tu_get(json_t *j, const char *path)
+{
+    char buf[256], *save = NULL, *tok;
+
+    snprintf(buf, sizeof buf, "%s", path);
+    for (tok = strtok_r(buf, "/", &save); tok && j; tok = strtok_r(NULL, "/", &save)) {
+        if (json_is_array(j))
+            j = json_array_get(j, (size_t)atoi(tok));
+        else
+            j = json_object_get(j, tok);
+    }
+    return j;
+}
+
+const char *tu_str(json_t *j, const char *path)
+{
+    return json_string_value(tu_get(j, path));
+}
+
+long long tu_int(json_t *j, const char *path)
+{
+    json_t *v = tu_get(j, path);
+    return json_is_integer(v) ? (long long)json_integer_value(v) : -999999;
+}

@@ -1,0 +1,64 @@
+/* testutil.h: helpers for the store tests: temp directories, events written as JSON, reads
+ * turned back into JSON for assertions. */
+#ifndef FL_TESTUTIL_H
+#define FL_TESTUTIL_H
+
+#include <jansson.h>
+#include <msgpack.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "event.h"
+#include "query.h"
+#include "store.h"
+
+/* A fresh directory under $TMPDIR (or /tmp); caller frees the string after tu_rmdir. */
+char *tu_tmpdir(void);
+/* Remove a directory tree. */
+void tu_rmdir(const char *dir);
+/* Open a store in dir with nosync (fast tests) unless durable. Asserts success. */
+struct fl_store *tu_open(const char *dir, int durable);
+
+/* Pack a jansson value as msgpack (ints stay ints) into sb. */
+void tu_pack_json(msgpack_packer *pk, const json_t *j);
+/* Convert a msgpack object to jansson (timestamps become integers of microseconds). */
+json_t *tu_to_json(const msgpack_object *o);
+
+/* Append the events given as a JSON array text (or one object) as ONE atomic append of tenant.
+ * Returns the append's error code (0 on success); acks (may be NULL) receive up to max acks;
+ * err (may be NULL) the error. */
+int tu_append(struct fl_store *s, const char *tenant, const char *json, struct fl_ack *acks,
+              size_t max, struct fl_error *err);
+/* As tu_append, for a printf format. */
+int tu_appendf(struct fl_store *s, const char *tenant, struct fl_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* The state of a flow as JSON (NULL on error, err filled); caller json_decref's. */
+json_t *tu_state(struct fl_store *s, const char *tenant, const char *flow, uint64_t as_of,
+                 struct fl_error *err);
+/* The raw msgpack bytes of a state read (for exact comparisons); caller frees. */
+char *tu_state_raw(struct fl_store *s, const char *tenant, const char *flow, uint64_t as_of,
+                   size_t *len, int *rc);
+/* Run a query function given as a closure over a packer, returning JSON of the result. */
+json_t *tu_log(struct fl_store *s, const char *tenant, const struct fl_log_filter *f,
+               struct fl_error *err);
+json_t *tu_history(struct fl_store *s, const char *tenant, const char *flow, uint64_t limit,
+                   struct fl_error *err);
+json_t *tu_table(struct fl_store *s, const char *tenant, const char *table, const char *col,
+                 const char *val, struct fl_error *err);
+json_t *tu_verify(struct fl_store *s);
+
+/* The string at a JSON path like "migration_flows/0/migration_status" (NULL if absent). */
+const char *tu_str(json_t *j, const char *path);
+/* The integer at a path (or -999999 if absent or not an integer). */
+long long tu_int(json_t *j, const char *path);
+/* The value at a path. */
+json_t *tu_get(json_t *j, const char *path);
+
+static inline struct fl_str tu_s(const char *s)
+{
+    struct fl_str r = {s, s ? strlen(s) : 0};
+    return r;
+}
+
+#endif
