@@ -1,0 +1,84 @@
+/* commit.h: group commit. Appends from every connection that arrive during one pass of the event
+ * loop are queued here and committed together by ONE fl_store_commit call, from a preallocated
+ * event activated with event_active at the same priority as the I/O callbacks, so it runs right
+ * after the pass's read callbacks and before the loop waits again (notes/dependencies.md 4.2).
+ *
+ * Only after fl_store_commit has returned (durably, unless --sync none) is each append handed to
+ * the done callback to be answered: nothing is acknowledged before its commit. The module knows
+ * nothing about connections: an item carries an opaque owner pointer, which the owner clears if
+ * it goes away while the item is queued; the item is still committed (it was received), and its
+ * answer is dropped. */
+#ifndef FL_COMMIT_H
+#define FL_COMMIT_H
+
+#include <event2/event.h>
+#include <msgpack.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "store.h"
+
+struct conn;
+
+/* One append request waiting for its commit. Owns everything the parsed events borrow from:
+ * the frame bytes (strings point into them) and the decoded msgpack objects. */
+struct commit_item {
+    struct fl_append app;           /* tenant, events and acks point into this item */
+    struct fl_event *events;        /* app.n entries, all parsed */
+    struct fl_ack *acks;
+    msgpack_unpacked msg;
+    uint8_t *frame;
+    char tenant[FL_TENANT_MAX + 1];
+    struct conn *conn;              /* owner; NULL once the connection has gone */
+    uint64_t req_id;
+    TAILQ_ENTRY(commit_item) q_link;    /* in the commit queue (commit.c) */
+    TAILQ_ENTRY(commit_item) conn_link; /* in the owner's pending list (conn.c) */
+};
+
+TAILQ_HEAD(commit_list, commit_item);
+
+/* Called for each item after the commit returned, before the item is freed. */
+typedef void (*commit_done_fn)(struct commit_item *it, void *arg);
+/* Called once after every item of a commit was answered (subscribers continue from here). */
+typedef void (*commit_after_fn)(void *arg);
+
+struct commit_stats {
+    uint64_t commits;          /* fl_store_commit calls that committed */
+    uint64_t commit_failures;  /* calls that committed nothing */
+    uint64_t appends_ok;
+    uint64_t appends_failed;
+    uint64_t events;           /* new events committed */
+    uint64_t duplicates;       /* events answered as duplicates */
+    uint64_t commit_us;        /* total time inside fl_store_commit */
+};
+
+struct commit {
+    struct fl_store *store;
+    struct event *ev;
+    struct commit_list queue;
+    size_t nqueued;
+    int armed;
+    struct fl_append **apps; /* reused array handed to fl_store_commit */
+    size_t apps_cap;
+    commit_done_fn done;
+    commit_after_fn after;
+    void *arg;
+    struct commit_stats stats;
+};
+
+/* Allocate an item able to hold n events; frame/msg are attached by the caller. NULL: no memory. */
+struct commit_item *commit_item_new(size_t n);
+/* Free an item: its parsed events (the first app.n), decoded objects and frame. Accepts NULL. */
+void commit_item_free(struct commit_item *it);
+
+/* Prepare q on base. Returns 0 or FL_EINTERNAL. */
+int commit_init(struct commit *q, struct event_base *base, struct fl_store *store,
+                commit_done_fn done, commit_after_fn after, void *arg);
+/* Free q and any items still queued (uncommitted, unanswered). */
+void commit_free(struct commit *q);
+/* Queue an item for the commit at the end of this loop pass; q owns it from now on. */
+void commit_enqueue(struct commit *q, struct commit_item *it);
+/* Commit whatever is queued right now (shutdown); answers go through done as usual. */
+void commit_flush(struct commit *q);
+
+#endif
