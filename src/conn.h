@@ -1,0 +1,118 @@
+/* conn.h: one client connection. conn.c owns the socket side (frames in, replies out,
+ * backpressure, the state machine, subscriptions' flow control); conn_op.c owns what each
+ * request means (the op table, arguments, permissions, handlers).
+ *
+ * States:  HELLO --valid hello--> READY --EOF, fatal frame, shutdown--> CLOSING --drained--> freed
+ * In HELLO only `hello` is served; anything else is answered `unauthenticated` and the
+ * connection closes. In CLOSING nothing more is read; the connection is freed once its pending
+ * appends have been answered and its output has been written (or the peer is gone).
+ *
+ * Lifetime rule: only the top-level entry points (libevent callbacks, commit callbacks,
+ * shutdown) may free a connection, through conn_maybe_free as their last action on it. */
+#ifndef FL_CONN_H
+#define FL_CONN_H
+
+#include <event2/bufferevent.h>
+#include <msgpack.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include "auth.h"
+#include "commit.h"
+#include "server.h"
+#include "sub.h"
+
+enum conn_state { CONN_HELLO, CONN_READY, CONN_CLOSING };
+
+/* Output flow control. Reading stops while more than CONN_OUT_HIGH bytes wait to be written and
+ * resumes when the output drains to CONN_OUT_LOW (the socket bufferevent ignores the high write
+ * watermark, so this is checked by hand; see notes/dependencies.md 4.1). */
+#define CONN_OUT_HIGH (2u * 1024 * 1024)
+#define CONN_OUT_LOW (512u * 1024)
+#define CONN_HELLO_MAX_FRAME (64u * 1024) /* before authentication, frames stay small */
+#define CONN_HELLO_TIMEOUT_S 10
+#define CONN_CLOSE_TIMEOUT_S 10
+#define CONN_MAX_SUBS 64
+
+struct conn {
+    struct server *srv;
+    struct bufferevent *bev;
+    enum conn_state state;
+    uint64_t id;
+    char peer[96];
+
+    /* who: set by hello */
+    char tenant[FL_TENANT_MAX + 1]; /* "" for an operator that named no tenant */
+    size_t tenant_len;
+    int operator;
+    enum auth_role role;
+
+    int paused;  /* reading stopped because output is above CONN_OUT_HIGH */
+    int eof;     /* the peer finished sending */
+    int blocked; /* a subscription stopped on a full output and waits for it to drain */
+
+    struct commit_list pending; /* appends waiting for their commit, in arrival order */
+    size_t npending;
+    struct sub_list subs;
+    size_t nsubs;
+
+    msgpack_sbuffer sb; /* reply scratch; empty between replies */
+    msgpack_packer pk;
+
+    TAILQ_ENTRY(conn) link;     /* server->conns */
+    TAILQ_ENTRY(conn) sub_link; /* server->sub_conns, while nsubs > 0 */
+};
+
+/* A decoded request; the handler may take frame and msg (set them to NULL / zone NULL). */
+struct conn_req {
+    uint64_t id;
+    const char *op;
+    size_t op_len;
+    msgpack_unpacked msg;
+    uint8_t *frame;
+    size_t len;
+};
+
+/* ---- conn.c: used by server.c ---- */
+/* Take over an accepted socket. Returns 0 or a negative fl_err (fd is then closed). */
+int conn_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, int salen);
+/* Free now, whatever is pending (server teardown). */
+void conn_free(struct conn *c);
+/* Shutdown: serve the requests already received, then close once they are answered. */
+void conn_shutdown(struct conn *c);
+/* Commit callbacks (commit.h): answer one append; continue every subscription. */
+void conn_append_done(struct commit_item *it, void *arg);
+void conn_after_commit(void *arg);
+
+/* ---- conn.c: used by conn_op.c ---- */
+/* Start a reply frame in c->sb; returns the offset for conn_reply_end/abort. */
+size_t conn_reply_begin(struct conn *c);
+/* Close the frame begun at off and queue it. A reply over --max-frame becomes a too_large
+ * error for id. */
+void conn_reply_end(struct conn *c, size_t off, uint64_t id);
+/* Forget a partly packed reply (a read failed half-way). */
+void conn_reply_abort(struct conn *c, size_t off);
+/* Queue an error reply; id < 0 sends nil. */
+void conn_reply_error(struct conn *c, int64_t id, const struct fl_error *e);
+/* Answer with an error, then close the connection: framing or identity can't be trusted. */
+void conn_fail(struct conn *c, int64_t id, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Hello succeeded: serve requests from now on. */
+void conn_ready(struct conn *c);
+/* Register s on c (c->subs) and push what the log already holds. */
+void conn_sub_add(struct conn *c, struct sub *s);
+/* The subscription with this id on c, or NULL. */
+struct sub *conn_sub_find(struct conn *c, uint64_t id);
+/* Drop one subscription. */
+void conn_sub_remove(struct conn *c, struct sub *s);
+/* Track an append handed to the commit queue, so it can be detached if c goes first. */
+void conn_pending_add(struct conn *c, struct commit_item *it);
+
+/* ---- conn_op.c ---- */
+/* Serve one decoded request map. Never frees c. */
+void conn_op_dispatch(struct conn *c, struct conn_req *r);
+/* The reply to an append once committed (or failed). */
+void conn_op_append_reply(struct conn *c, const struct commit_item *it);
+
+#endif
