@@ -306,6 +306,22 @@ static int bench_reads(struct fl_store *s, const struct opts *o, struct reads *o
     return rc || errors ? -1 : 0;
 }
 
+/* Bytes this process has passed to write(2)-like calls so far (/proc/self/io wchar): what each
+ * commit writes, i.e. the write amplification. 0 if unavailable. */
+static uint64_t io_wchar(void)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    char line[128];
+    uint64_t v = 0;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "wchar: %" SCNu64, &v) == 1)
+            break;
+    fclose(f);
+    return v;
+}
+
 /* du -s of dir in bytes (the LMDB data file's allocated size). */
 static uint64_t dir_bytes(const char *dir)
 {
@@ -389,8 +405,9 @@ int main(int argc, char **argv)
     double (*c50)[100] = calloc((size_t)ng, sizeof *c50);
     double (*c99)[100] = calloc((size_t)ng, sizeof *c99);
     double (*mb)[100] = calloc((size_t)ng, sizeof *mb);
+    double (*wpe)[100] = calloc((size_t)ng, sizeof *wpe);
     double rebuild[100], rd[8][100];
-    if (!rate || !c50 || !c99 || !mb)
+    if (!rate || !c50 || !c99 || !mb || !wpe)
         return 2;
     for (int rep = 0; rep < reps; rep++) {
         for (int gi = 0; gi < ng; gi++) {
@@ -409,9 +426,10 @@ int main(int argc, char **argv)
             }
             struct bu_lat lat = {0};
             uint64_t errors = 0;
-            uint64_t t0 = bu_now_ns();
+            uint64_t w0 = io_wchar(), t0 = bu_now_ns();
             uint64_t n = load(s, &st, 0, st.n, o.groups[gi], &lat, &errors, NULL);
             double secs = (double)(bu_now_ns() - t0) / 1e9;
+            wpe[gi][rep] = n ? (double)(io_wchar() - w0) / (double)n : 0;
             rate[gi][rep] = (double)n / secs;
             c50[gi][rep] = bu_lat_pct_ms(&lat, 50);
             c99[gi][rep] = bu_lat_pct_ms(&lat, 99);
@@ -422,9 +440,9 @@ int main(int argc, char **argv)
             if (!bo.quiet)
                 fprintf(stderr,
                         "  run %d/%d group %-4d %7" PRIu64 " events %6.2f s %9.0f ev/s commit "
-                        "p50 %.3f p99 %.3f ms, %.1f MiB%s\n",
+                        "p50 %.3f p99 %.3f ms, %.1f MiB, %.0f B written/event%s\n",
                         rep + 1, reps, o.groups[gi], n, secs, rate[gi][rep], c50[gi][rep],
-                        c99[gi][rep], mb[gi][rep], errors ? " ERRORS" : "");
+                        c99[gi][rep], mb[gi][rep], wpe[gi][rep], errors ? " ERRORS" : "");
             if (gi == ng - 1) {
                 /* the loaded store: rebuild it, then the reads */
                 uint64_t ev = 0;
@@ -473,10 +491,10 @@ int main(int argc, char **argv)
                desc, st.n, reps, o.nosync ? "none" : "full");
         for (int gi = 0; gi < ng; gi++)
             printf("%s{\"group\":%d,\"events_per_s\":%.1f,\"commit_p50_ms\":%.4f,"
-                   "\"commit_p99_ms\":%.4f,\"data_mib\":%.1f}",
+                   "\"commit_p99_ms\":%.4f,\"data_mib\":%.1f,\"written_bytes_per_event\":%.0f}",
                    gi ? "," : "", o.groups[gi], bu_median(rate[gi], (size_t)reps),
                    bu_median(c50[gi], (size_t)reps), bu_median(c99[gi], (size_t)reps),
-                   bu_median(mb[gi], (size_t)reps));
+                   bu_median(mb[gi], (size_t)reps), bu_median(wpe[gi], (size_t)reps));
         printf("],\"rebuild_events_per_s\":%.1f", rb);
         for (int k = 0; k < 8; k++)
             printf(",\"%s\":%.4f", names[k], med[k]);
@@ -484,12 +502,13 @@ int main(int argc, char **argv)
     } else {
         printf("flowlog store alone: %s, %zu events, sync %s, medians of %d runs\n", desc, st.n,
                o.nosync ? "NONE (not durable)" : "full", reps);
-        printf("%-14s %12s %14s %14s %10s\n", "group commit", "events/s", "commit p50 ms",
-               "commit p99 ms", "data MiB");
+        printf("%-14s %12s %14s %14s %10s %14s\n", "group commit", "events/s", "commit p50 ms",
+               "commit p99 ms", "data MiB", "written B/ev");
         for (int gi = 0; gi < ng; gi++)
-            printf("%-14d %12.0f %14.3f %14.3f %10.1f\n", o.groups[gi],
+            printf("%-14d %12.0f %14.3f %14.3f %10.1f %14.0f\n", o.groups[gi],
                    bu_median(rate[gi], (size_t)reps), bu_median(c50[gi], (size_t)reps),
-                   bu_median(c99[gi], (size_t)reps), bu_median(mb[gi], (size_t)reps));
+                   bu_median(c99[gi], (size_t)reps), bu_median(mb[gi], (size_t)reps),
+                   bu_median(wpe[gi], (size_t)reps));
         printf("rebuild: %.0f events/s\n", rb);
         printf("reads of one flow with ~1,000 events (p50 / p99 ms):\n");
         printf("  state now          %8.3f / %8.3f\n", med[0], med[1]);
@@ -502,6 +521,7 @@ int main(int argc, char **argv)
     free(c50);
     free(c99);
     free(mb);
+    free(wpe);
     free_stream(&st);
     return failed;
 }
