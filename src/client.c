@@ -384,6 +384,32 @@ static int frame_read(flc_client *c, int64_t deadline, struct frame **out)
 
 /* ---- bytes out ---- */
 
+static int frame_route(flc_client *c, struct frame *f, enum want kind, uint64_t id);
+
+/* The server closed while we were sending. It may have said why first (too_large for an
+ * over-long frame, unauthenticated, ...): read what is left and report that, not the reset. */
+static int send_failed(flc_client *c, int err)
+{
+    struct frame *f;
+    ssize_t n;
+    int rc;
+
+    for (;;) {
+        if (fl_buf_reserve(&c->rbuf, READ_CHUNK) != 0)
+            break;
+        n = recv(c->fd, c->rbuf.p + c->rbuf.len, READ_CHUNK, MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        c->rbuf.len += (size_t)n;
+    }
+    while ((rc = frame_take(c, &f)) == 1)
+        if ((rc = frame_route(c, f, WANT_PUSH, 0)) < 0)
+            return rc; /* an "id": nil error: the server's reason */
+    if (c->dead)
+        return c->err.code;
+    return fatal(c, FLC_ECONNECTION, "send failed: %s", strerror(err));
+}
+
 /* Send all of buf, reading replies meanwhile so that neither side can block the other. */
 static int send_all(flc_client *c, const char *buf, size_t len)
 {
@@ -408,7 +434,7 @@ static int send_all(flc_client *c, const char *buf, size_t len)
         if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
         if (n < 0)
-            return fatal(c, FLC_ECONNECTION, "send failed: %s", strerror(errno));
+            return send_failed(c, errno);
         buf += n;
         len -= (size_t)n;
     }
