@@ -5,7 +5,7 @@
 # appended); the order of checks; and the server still serving afterwards.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 42
+plan 43
 umask 077
 printf 'admin-tok default admin\nreader-tok default reader\n' >"$WORK/tokens"
 start_server main --tokens "$WORK/tokens" || exit 1
