@@ -363,8 +363,9 @@ void bu_print_json(const char *system, enum bu_mode mode, int conns, const struc
     fflush(stdout);
 }
 
-int bu_matrix(const struct bu_driver *d, void *cfg, const struct bu_opts *o)
+int bu_matrix(const struct bu_driver *d, void *cfg, struct bu_opts *o)
 {
+    uint64_t base_seed = o->wl.seed, runno = 0;
     int ncfg = o->nmodes * o->nconns, bad = 0;
     struct bu_result *res = calloc((size_t)(ncfg * o->reps), sizeof *res);
     if (!res)
@@ -378,6 +379,8 @@ int bu_matrix(const struct bu_driver *d, void *cfg, const struct bu_opts *o)
         for (int m = 0; m < o->nmodes; m++)
             for (int c = 0; c < o->nconns; c++) {
                 struct bu_result *r = &res[(m * o->nconns + c) * o->reps + rep];
+                if (o->vary_seed)
+                    o->wl.seed = base_seed + runno++;
                 if (d->reset && d->reset(cfg, &o->wl, err) != 0) {
                     fprintf(stderr, "%s: reset failed: %s\n", d->name, err);
                     free(res);
@@ -406,6 +409,7 @@ int bu_matrix(const struct bu_driver *d, void *cfg, const struct bu_opts *o)
                             o->conns[c], r->events, r->seconds, r->ev_per_s, r->p50, r->p99,
                             r->p999, r->complete ? "" : " (capped)");
             }
+    o->wl.seed = base_seed;
     if (!o->json)
         bu_print_header();
     for (int m = 0; m < o->nmodes; m++)

@@ -61,6 +61,7 @@ struct bu_opts {
     int json;              /* print JSON lines instead of the table */
     int verify;            /* run the driver's verify after each run */
     int quiet;
+    int vary_seed;         /* each run uses seed + run number (a server that cannot be reset) */
 };
 
 /* The result of one run (or the medians over reps). Latencies in milliseconds. */
@@ -87,7 +88,7 @@ int bu_run(const struct bu_driver *d, void *cfg, const struct bu_opts *o, int nc
 /* Every configuration of o, reps times each (reps interleaved so drift hits all configs alike),
  * reset before each run; prints per-run lines on stderr unless quiet and one median row per
  * configuration on stdout. Returns 0, or 1 if any run had errors. */
-int bu_matrix(const struct bu_driver *d, void *cfg, const struct bu_opts *o);
+int bu_matrix(const struct bu_driver *d, void *cfg, struct bu_opts *o);
 
 /* Print the result header / row (text table) or one JSON line. */
 void bu_print_header(void);
