@@ -135,7 +135,8 @@ int fl_pk_build(struct fl_buf *out, const struct fl_row *r, uint64_t flow_no, ui
 
     switch (r->table) {
     case FL_T_FLOWS:
-        return fl_buf_add_be64(out, flow_no);
+        (void)flow_no; /* the flow row is the only row of its table under its flow_no */
+        return 0;
     case FL_T_RUNS:
         return fl_buf_add_be64(out, run_no);
     default:
@@ -198,21 +199,50 @@ int fl_names_flow(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, str
     return rc;
 }
 
-int fl_names_flow_info(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no,
-                       uint64_t *version, uint64_t *reg_seq)
+int fl_names_flow_reg(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t *reg_seq)
 {
     uint8_t kb[9];
     MDB_val k = {9, kb}, v;
     int rc;
 
-    kb[0] = 'V';
+    kb[0] = 'G';
     fl_put_be64(kb + 1, flow_no);
     rc = mdb_get(txn, db->dbi[FL_DB_NAMES], &k, &v);
-    if (rc == 0) {
-        *version = fl_get_be64(v.mv_data);
-        *reg_seq = fl_get_be64((const uint8_t *)v.mv_data + 8);
-    }
+    if (rc == 0)
+        *reg_seq = fl_get_be64(v.mv_data);
     return rc;
+}
+
+int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t upto,
+                  uint64_t *version, int64_t *ts)
+{
+    uint8_t kb[17];
+    MDB_val k = {17, kb}, v;
+    MDB_cursor *c;
+    int rc;
+
+    *version = 0;
+    *ts = 0;
+    fl_put_be64(kb, flow_no);
+    if (upto == UINT64_MAX) { /* the first key after the whole stream */
+        kb[8] = FL_KEY_STREAM + 1;
+        k.mv_size = 9;
+    } else {
+        kb[8] = FL_KEY_STREAM;
+        fl_put_be64(kb + 9, upto + 1);
+    }
+    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FLOWS], &c)) != 0)
+        return rc;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV)
+                 : rc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST) : rc;
+    if (rc == 0 && k.mv_size == 17 && fl_get_be64(k.mv_data) == flow_no &&
+        ((const uint8_t *)k.mv_data)[8] == FL_KEY_STREAM && v.mv_size == 16) {
+        *version = fl_get_be64(v.mv_data);
+        *ts = (int64_t)fl_get_be64((const uint8_t *)v.mv_data + 8);
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str run_id,
@@ -281,10 +311,10 @@ static int load_row(struct apply *a, int table, const struct fl_buf *pk, struct 
     int rc;
 
     k->len = 0;
-    if (fl_buf_add_be64(k, a->tenant_no) || fl_buf_add_u8(k, (uint8_t)table) ||
-        fl_buf_add(k, pk->p, pk->len))
+    if (fl_buf_add_be64(k, a->flow_no) || fl_buf_add_u8(k, FL_KEY_CURRENT) ||
+        fl_buf_add_u8(k, (uint8_t)table) || fl_buf_add(k, pk->p, pk->len))
         return oom(a);
-    rc = get_val(a->x->txn, a->x->db->dbi[FL_DB_ROWS], k, &v);
+    rc = get_val(a->x->txn, a->x->db->dbi[FL_DB_FLOWS], k, &v);
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
@@ -295,6 +325,8 @@ static int load_row(struct apply *a, int table, const struct fl_buf *pk, struct 
     if (fl_row_decode(table, copy, v.mv_size, r) != 0)
         return fl_error_set(a->err, FL_EINTERNAL, "a stored %s row is damaged; run verify",
                             fl_table_defs[table].name);
+    r->raw = copy;
+    r->raw_len = v.mv_size;
     return 1;
 }
 
@@ -306,33 +338,35 @@ static int row_pk(struct apply *a, const struct fl_row *r, struct fl_buf *pk)
 }
 
 static int idx_key(struct fl_buf *k, uint64_t tenant_no, int table, int col,
-                   const struct fl_cell *c, const struct fl_buf *pk)
+                   const struct fl_cell *c, uint64_t flow_no, const struct fl_buf *pk)
 {
     k->len = 0;
     return fl_buf_add_be64(k, tenant_no) || fl_buf_add_u8(k, (uint8_t)table) ||
                    fl_buf_add_u8(k, (uint8_t)col) ||
-                   fl_buf_add_be64(k, fl_hash64(c->s, c->len)) || fl_buf_add(k, pk->p, pk->len)
+                   fl_buf_add_be64(k, fl_hash64(c->s, c->len)) || fl_buf_add_be64(k, flow_no) ||
+                   fl_buf_add(k, pk->p, pk->len)
                ? -1
                : 0;
 }
 
 /* Bring the secondary indexes of one row from old (may be NULL) to new (may be NULL). */
-static int update_index(struct fl_ptx *x, uint64_t tenant_no, int table, const struct fl_row *old,
-                        const struct fl_row *neu, const struct fl_buf *pk, struct fl_error *err)
+static int update_index(struct fl_ptx *x, uint64_t tenant_no, uint64_t flow_no, int table,
+                        const struct fl_row *old, const struct fl_row *neu,
+                        const struct fl_buf *pk, struct fl_error *err)
 {
     const struct fl_table_def *t = &fl_table_defs[table];
     MDB_val empty = {0, ""};
     int rc;
 
     for (size_t i = 0; i < t->ncols; i++) {
-        if (!t->indexed[i])
+        if (t->indexed[i] != FL_IDX_SECONDARY)
             continue;
         const struct fl_cell *o = old && old->c[i].t == FL_CELL_STR ? &old->c[i] : NULL;
         const struct fl_cell *n = neu && neu->c[i].t == FL_CELL_STR ? &neu->c[i] : NULL;
         if (o && n && cell_eq(o, n))
             continue;
         if (o) {
-            if (idx_key(&x->k, tenant_no, table, (int)i, o, pk) != 0)
+            if (idx_key(&x->k, tenant_no, table, (int)i, o, flow_no, pk) != 0)
                 return fl_error_set(err, FL_EINTERNAL, "out of memory");
             MDB_val k = {x->k.len, x->k.p};
             rc = mdb_del(x->txn, x->db->dbi[FL_DB_IDX], &k, NULL);
@@ -342,7 +376,7 @@ static int update_index(struct fl_ptx *x, uint64_t tenant_no, int table, const s
             }
         }
         if (n) {
-            if (idx_key(&x->k, tenant_no, table, (int)i, n, pk) != 0)
+            if (idx_key(&x->k, tenant_no, table, (int)i, n, flow_no, pk) != 0)
                 return fl_error_set(err, FL_EINTERNAL, "out of memory");
             MDB_val k = {x->k.len, x->k.p};
             if ((rc = mdb_put(x->txn, x->db->dbi[FL_DB_IDX], &k, &empty, 0)) != 0) {
@@ -354,7 +388,7 @@ static int update_index(struct fl_ptx *x, uint64_t tenant_no, int table, const s
     return 0;
 }
 
-/* Write a row's new value (or delete it when val is NULL): current table, indexes, and its
+/* Write a row's new value (or delete it when val is NULL): current row, indexes, and its
  * as-of version at seq. old is the row's current value (NULL if none). */
 static int write_row(struct fl_ptx *x, uint64_t tenant_no, uint64_t flow_no, int table,
                      const struct fl_buf *pk, const struct fl_row *old, const struct fl_row *neu,
@@ -362,33 +396,32 @@ static int write_row(struct fl_ptx *x, uint64_t tenant_no, uint64_t flow_no, int
 {
     struct fl_buf k = {0};
     MDB_val key, empty = {0, ""};
+    MDB_dbi dbi = x->db->dbi[FL_DB_FLOWS];
     int rc = 0;
 
-    if (fl_buf_add_be64(&k, tenant_no) || fl_buf_add_u8(&k, (uint8_t)table) ||
-        fl_buf_add(&k, pk->p, pk->len)) {
+    if (fl_buf_add_be64(&k, flow_no) || fl_buf_add_u8(&k, FL_KEY_CURRENT) ||
+        fl_buf_add_u8(&k, (uint8_t)table) || fl_buf_add(&k, pk->p, pk->len)) {
         rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
         goto out;
     }
     key.mv_size = k.len;
     key.mv_data = k.p;
-    rc = val ? mdb_put(x->txn, x->db->dbi[FL_DB_ROWS], &key, (MDB_val *)val, 0)
-             : mdb_del(x->txn, x->db->dbi[FL_DB_ROWS], &key, NULL);
+    rc = val ? mdb_put(x->txn, dbi, &key, (MDB_val *)val, 0) : mdb_del(x->txn, dbi, &key, NULL);
     if (rc == MDB_NOTFOUND)
         rc = 0;
     if (rc != 0)
         goto mdb;
-    if ((rc = update_index(x, tenant_no, table, old, neu, pk, err)) != 0)
-        goto out;
-    k.len = 0;
-    if (fl_buf_add_be64(&k, flow_no) || fl_buf_add_u8(&k, (uint8_t)table) ||
-        fl_buf_add(&k, pk->p, pk->len) || fl_buf_add_be64(&k, seq)) {
+    /* the same key, with kind V and the seq appended, is this version */
+    k.p[8] = FL_KEY_VERSION;
+    if (fl_buf_add_be64(&k, seq) != 0) {
         rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
         goto out;
     }
     key.mv_size = k.len;
     key.mv_data = k.p;
-    if ((rc = mdb_put(x->txn, x->db->dbi[FL_DB_VER], &key, val ? (MDB_val *)val : &empty, 0)))
+    if ((rc = mdb_put(x->txn, dbi, &key, val ? (MDB_val *)val : &empty, 0)) != 0)
         goto mdb;
+    rc = update_index(x, tenant_no, flow_no, table, old, neu, pk, err);
     goto out;
 mdb:
     x->mdb_rc = rc;
@@ -406,6 +439,12 @@ static int put_row(struct apply *a, const struct fl_row *old, const struct fl_ro
 
     if ((rc = row_pk(a, neu, &pk)) == 0 && (rc = fl_row_encode(neu, &a->x->v)) != 0)
         rc = oom(a);
+    /* An unchanged row needs no new version (a flow row under most run-level events). */
+    if (rc == 0 && old && old->raw && old->raw_len == a->x->v.len &&
+        memcmp(old->raw, a->x->v.p, old->raw_len) == 0) {
+        fl_buf_free(&pk);
+        return 0;
+    }
     if (rc == 0) {
         MDB_val v = {a->x->v.len, a->x->v.p};
         rc = write_row(a->x, a->tenant_no, a->flow_no, neu->table, &pk, old, neu, &v, a->seq,
@@ -464,20 +503,6 @@ static int intern_tenant(struct apply *a)
     return rc;
 }
 
-static int put_flow_info(struct apply *a)
-{
-    uint8_t kb[9], vb[16];
-    MDB_val k = {9, kb}, v = {16, vb};
-    int rc;
-
-    kb[0] = 'V';
-    fl_put_be64(kb + 1, a->flow_no);
-    fl_put_be64(vb, a->version);
-    fl_put_be64(vb + 8, a->reg_seq);
-    rc = mdb_put(a->x->txn, a->x->db->dbi[FL_DB_NAMES], &k, &v, 0);
-    return rc ? mdb_fail(a, rc, "write flow version") : 0;
-}
-
 static int new_flow(struct apply *a)
 {
     struct fl_buf k = {0};
@@ -491,6 +516,15 @@ static int new_flow(struct apply *a)
         rc = oom(a);
     else
         rc = put_name(a, &k, b, 8);
+    if (rc == 0) {
+        uint8_t g[8];
+        k.len = 0;
+        fl_put_be64(g, a->seq);
+        if (fl_buf_add_u8(&k, 'G') || fl_buf_add_be64(&k, a->flow_no))
+            rc = oom(a);
+        else
+            rc = put_name(a, &k, g, 8);
+    }
     fl_buf_free(&k);
     a->version = 0;
     a->reg_seq = a->seq;
@@ -517,16 +551,13 @@ static int new_run(struct apply *a)
     return rc;
 }
 
-/* Put an empty-valued key made of two big-endian numbers (stream and tenant indexes), or a
- * version value for fstream. */
-static int put_pair(struct apply *a, int db, uint64_t hi, uint64_t lo, const void *val, size_t len)
+/* Put key -> val into db, trying MDB_APPEND first: stream keys usually are the largest. */
+static int put_stream(struct apply *a, int db, const uint8_t *key, size_t klen, const void *val,
+                      size_t len)
 {
-    uint8_t kb[16];
-    MDB_val k = {16, kb}, v = {len, (void *)(val ? val : "")};
+    MDB_val k = {klen, (void *)key}, v = {len, (void *)(val ? val : "")};
     int rc;
 
-    fl_put_be64(kb, hi);
-    fl_put_be64(kb + 8, lo);
     rc = mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, MDB_APPEND);
     if (rc == MDB_KEYEXIST) /* not the largest key of the DB: an ordinary put */
         rc = mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, 0);
@@ -537,11 +568,9 @@ static int put_pair(struct apply *a, int db, uint64_t hi, uint64_t lo, const voi
 
 static int load_flow(struct apply *a)
 {
-    struct fl_buf pk = {0};
+    struct fl_buf pk = {0}; /* the flow row has no key bytes beyond its flow_no */
     int rc;
 
-    if (fl_buf_add_be64(&pk, a->flow_no) != 0)
-        return oom(a);
     rc = load_row(a, FL_T_FLOWS, &pk, &a->flow_old);
     fl_buf_free(&pk);
     if (rc < 0)
@@ -590,8 +619,9 @@ static int resolve(struct apply *a)
     if (rc != 0 && rc != MDB_NOTFOUND)
         return mdb_fail(a, rc, "read names");
     if (a->have_flow) {
-        rc = fl_names_flow_info(txn, db, a->flow_no, &a->version, &a->reg_seq);
-        if (rc != 0)
+        int64_t last_ts;
+        if ((rc = fl_names_flow_reg(txn, db, a->flow_no, &a->reg_seq)) != 0 ||
+            (rc = fl_flow_point(txn, db, a->flow_no, UINT64_MAX, &a->version, &last_ts)) != 0)
             return mdb_fail(a, rc, "read flow version");
         if ((rc = load_flow(a)) != 0)
             return rc;
@@ -979,19 +1009,20 @@ int fl_ver_scan(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_
 {
     MDB_cursor *c;
     MDB_val k, v, cur = {0, NULL}, at = {0, NULL};
-    uint8_t prefix[8];
+    uint8_t prefix[9];
     const uint8_t *g = NULL;
     size_t glen = 0;
     int rc, have = 0;
 
     fl_put_be64(prefix, flow_no);
-    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_VER], &c)) != 0)
+    prefix[8] = FL_KEY_VERSION;
+    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FLOWS], &c)) != 0)
         return rc;
-    k.mv_size = 8;
+    k.mv_size = 9;
     k.mv_data = prefix;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     for (;;) {
-        int end = rc != 0 || k.mv_size < 17 || memcmp(k.mv_data, prefix, 8) != 0;
+        int end = rc != 0 || k.mv_size < 18 || memcmp(k.mv_data, prefix, 9) != 0;
         int newgroup = end || !have || k.mv_size - 8 != glen || memcmp(k.mv_data, g, glen);
         if (have && newgroup) {
             int crc = cb(ctx, g, glen, &cur, &at);
@@ -1071,7 +1102,7 @@ static int do_rollback(struct apply *a)
     if ((rc = collect_changes(a, (uint64_t)ev_val(a, "to_seq")->i, &ch)) != 0)
         return rc;
     for (; ch; ch = ch->next) {
-        int table = ch->group[8];
+        int table = ch->group[9];
         struct fl_row oldr, newr;
         struct fl_buf pk = {0};
         MDB_val v = {ch->target_len, ch->target};
@@ -1080,7 +1111,7 @@ static int do_rollback(struct apply *a)
             (ch->cur && fl_row_decode(table, ch->cur, ch->cur_len, &oldr) != 0) ||
             (ch->target && fl_row_decode(table, ch->target, ch->target_len, &newr) != 0))
             return fl_error_set(a->err, FL_EINTERNAL, "a stored row version is damaged; run verify");
-        if (fl_buf_add(&pk, ch->group + 9, ch->glen - 9) != 0)
+        if (fl_buf_add(&pk, ch->group + 10, ch->glen - 10) != 0)
             return oom(a);
         rc = write_row(a->x, a->tenant_no, a->flow_no, table, &pk, ch->cur ? &oldr : NULL,
                        ch->target ? &newr : NULL, ch->target ? &v : NULL, a->seq, a->err);
@@ -1115,19 +1146,28 @@ static int write_event(struct apply *a)
     if (a->run_changed &&
         (rc = put_row(a, a->run_exists ? &a->run_old : NULL, &a->run_new)) != 0)
         return rc;
-    cell_int(&a->flow_new.c[FC_FLOW_LAST_UPDATE], a->ts);
     if ((rc = put_row(a, a->flow_exists ? &a->flow_old : NULL, &a->flow_new)) != 0)
         return rc;
-    /* streams: the flow's version, the run's events, the tenant's events */
-    uint8_t vb[8];
+    /* streams: the flow's (version and ts: its last_update_ts), the run's, the tenant's */
+    uint8_t key[25], val[16];
     a->version++;
-    fl_put_be64(vb, a->version);
-    if ((rc = put_flow_info(a)) != 0 ||
-        (rc = put_pair(a, FL_DB_FSTREAM, a->flow_no, a->seq, vb, 8)) != 0 ||
-        (rc = put_pair(a, FL_DB_TLOG, a->tenant_no, a->seq, NULL, 0)) != 0)
+    fl_put_be64(key, a->flow_no);
+    key[8] = FL_KEY_STREAM;
+    fl_put_be64(key + 9, a->seq);
+    fl_put_be64(val, a->version);
+    fl_put_be64(val + 8, (uint64_t)a->ts);
+    if ((rc = put_stream(a, FL_DB_FLOWS, key, 17, val, 16)) != 0)
         return rc;
-    if ((d->run_level || a->ev->type == FL_EV_RUN_STARTED) &&
-        (rc = put_pair(a, FL_DB_RSTREAM, a->run_no, a->seq, NULL, 0)) != 0)
+    if (d->run_level || a->ev->type == FL_EV_RUN_STARTED) {
+        key[8] = FL_KEY_RUNSTREAM;
+        fl_put_be64(key + 9, a->run_no);
+        fl_put_be64(key + 17, a->seq);
+        if ((rc = put_stream(a, FL_DB_FLOWS, key, 25, NULL, 0)) != 0)
+            return rc;
+    }
+    fl_put_be64(key, a->tenant_no);
+    fl_put_be64(key + 8, a->seq);
+    if ((rc = put_stream(a, FL_DB_TLOG, key, 16, NULL, 0)) != 0)
         return rc;
     if (a->ev->event_id.p) {
         uint8_t ib[32];
@@ -1139,8 +1179,8 @@ static int write_event(struct apply *a)
         fl_put_be64(ib, a->seq);
         fl_put_be64(ib + 8, (uint64_t)a->ts);
         memcpy(ib + 16, a->ev->payload_hash, 16);
-        MDB_val key = {k->len, k->p}, v = {32, ib};
-        if ((rc = mdb_put(a->x->txn, a->x->db->dbi[FL_DB_IDEM], &key, &v, 0)) != 0)
+        MDB_val ik = {k->len, k->p}, iv = {32, ib};
+        if ((rc = mdb_put(a->x->txn, a->x->db->dbi[FL_DB_IDEM], &ik, &iv, 0)) != 0)
             return mdb_fail(a, rc, "write idempotency key");
     }
     return 0;

@@ -20,6 +20,8 @@ struct fl_cell {
 struct fl_row {
     int table;
     struct fl_cell c[FL_MAX_COLS];
+    const void *raw; /* the encoded row it was decoded from, when loaded for an update */
+    size_t raw_len;
 };
 
 /* Encode a row (all of its table's stored columns) into out (cleared first). */
@@ -40,8 +42,12 @@ int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_eve
 int fl_names_tenant(MDB_txn *txn, const struct fl_dbs *db, struct fl_str tenant, uint64_t *no);
 int fl_names_flow(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str flow_id,
                   uint64_t *flow_no);
-int fl_names_flow_info(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no,
-                       uint64_t *version, uint64_t *reg_seq);
+/* The seq of the flow's flow_registered. */
+int fl_names_flow_reg(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t *reg_seq);
+/* The flow's version and last_update_ts right after seq upto (UINT64_MAX: now), from its
+ * stream; 0 and 0 before its first event. */
+int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t upto,
+                  uint64_t *version, int64_t *ts);
 int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str run_id,
                  uint64_t *run_no, uint64_t *flow_no);
 

@@ -61,29 +61,33 @@ static int mdb_err(int rc, struct fl_error *err)
 /* ---- log ---- */
 
 struct log_scan {
-    MDB_dbi dbi;      /* the index walked: tlog, fstream or rstream */
-    uint64_t prefix;  /* tenant_no, flow_no or run_no */
-    int empty;        /* the filter names something that does not exist */
+    MDB_dbi dbi;        /* tlog, or the flow space */
+    uint8_t prefix[17]; /* keys are prefix || seq(8) */
+    size_t plen;
+    int empty;          /* the filter names something that does not exist */
 };
 
-/* Choose the narrowest index for the filter. */
+/* Choose the narrowest stream for the filter: a run's, a flow's, or the tenant's. */
 static int log_source(struct fl_store *s, MDB_txn *txn, uint64_t tenant_no,
                       const struct fl_log_filter *f, struct log_scan *ls, struct fl_error *err)
 {
-    uint64_t run_no, flow_no, rflow;
+    uint64_t run_no = 0, flow_no = 0, rflow = 0;
     int rc;
 
     ls->empty = 0;
     ls->dbi = s->db.dbi[FL_DB_TLOG];
-    ls->prefix = tenant_no;
+    fl_put_be64(ls->prefix, tenant_no);
+    ls->plen = 8;
     if (f->flow_id.len) {
         rc = fl_names_flow(txn, &s->db, tenant_no, f->flow_id, &flow_no);
         if (rc == MDB_NOTFOUND)
             ls->empty = 1;
         else if (rc != 0)
             return mdb_err(rc, err);
-        ls->dbi = s->db.dbi[FL_DB_FSTREAM];
-        ls->prefix = flow_no;
+        ls->dbi = s->db.dbi[FL_DB_FLOWS];
+        fl_put_be64(ls->prefix, flow_no);
+        ls->prefix[8] = FL_KEY_STREAM;
+        ls->plen = 9;
     }
     if (f->run_id.len && !ls->empty) {
         rc = fl_names_run(txn, &s->db, tenant_no, f->run_id, &run_no, &rflow);
@@ -91,34 +95,37 @@ static int log_source(struct fl_store *s, MDB_txn *txn, uint64_t tenant_no,
             ls->empty = 1;
         else if (rc != 0)
             return mdb_err(rc, err);
-        ls->dbi = s->db.dbi[FL_DB_RSTREAM];
-        ls->prefix = run_no;
+        ls->dbi = s->db.dbi[FL_DB_FLOWS];
+        fl_put_be64(ls->prefix, rflow);
+        ls->prefix[8] = FL_KEY_RUNSTREAM;
+        fl_put_be64(ls->prefix + 9, run_no);
+        ls->plen = 17;
     }
     return 0;
 }
 
-/* Walk the chosen index from f->from, packing matching events into out. */
+/* Walk the chosen stream from f->from, packing matching events into out. */
 static int log_walk(struct fl_store *s, MDB_txn *txn, const struct log_scan *ls,
                     const struct fl_log_filter *f, msgpack_packer *out, uint64_t *count,
                     uint64_t *next, struct fl_error *err)
 {
     size_t max_bytes = f->max_bytes ? f->max_bytes : LOG_DEFAULT_BYTES;
     msgpack_sbuffer *sb = out->data;
-    uint8_t kb[16];
-    MDB_val k = {16, kb}, v;
+    uint8_t kb[25];
+    MDB_val k = {ls->plen + 8, kb}, v;
     MDB_cursor *c;
     uint64_t scanned = 0;
     int rc;
 
-    fl_put_be64(kb, ls->prefix);
-    fl_put_be64(kb + 8, f->from ? f->from : 1);
+    memcpy(kb, ls->prefix, ls->plen);
+    fl_put_be64(kb + ls->plen, f->from ? f->from : 1);
     if ((rc = mdb_cursor_open(txn, ls->dbi, &c)) != 0)
         return mdb_err(rc, err);
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 16 || fl_get_be64(k.mv_data) != ls->prefix)
+        if (k.mv_size != ls->plen + 8 || memcmp(k.mv_data, ls->prefix, ls->plen) != 0)
             break;
-        uint64_t seq = fl_get_be64((const uint8_t *)k.mv_data + 8);
+        uint64_t seq = fl_get_be64((const uint8_t *)k.mv_data + ls->plen);
         MDB_val rv;
         struct fl_record r;
         msgpack_unpacked up;
@@ -235,7 +242,7 @@ static int keep_row(void *ctx, const uint8_t *g, size_t glen, const MDB_val *cur
 {
     struct state *st = ctx;
     struct fl_row r;
-    int table = g[8];
+    int table = g[9];
     void *copy;
 
     (void)glen;
@@ -286,31 +293,9 @@ static int seq_at_time(MDB_txn *txn, const struct fl_dbs *db, uint64_t head, int
     return 0;
 }
 
-/* The flow's version right after seq s: the value of its last stream entry <= s. */
-static int version_at(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t s,
-                      uint64_t *version)
-{
-    uint8_t kb[16];
-    MDB_val k = {16, kb}, v;
-    MDB_cursor *c;
-    int rc;
-
-    *version = 0;
-    fl_put_be64(kb, flow_no);
-    fl_put_be64(kb + 8, s + 1);
-    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FSTREAM], &c)) != 0)
-        return rc;
-    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV)
-                 : rc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST) : rc;
-    if (rc == 0 && k.mv_size == 16 && fl_get_be64(k.mv_data) == flow_no && v.mv_size == 8)
-        *version = fl_get_be64(v.mv_data);
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
 struct flow_point {
     uint64_t flow_no, seq, version;
+    int64_t last_ts; /* the flow's last_update_ts at seq */
 };
 
 /* Resolve tenant, flow and the as-of point, then collect the flow's rows at that point. */
@@ -318,7 +303,7 @@ static int load_state(struct fl_store *s, MDB_txn *txn, struct fl_str tenant, st
                       uint64_t as_of_seq, int has_time, int64_t as_of_time, struct state *st,
                       struct flow_point *fp, struct fl_error *err)
 {
-    uint64_t tenant_no, reg_seq, version_now, head = snapshot_head(txn, &s->db);
+    uint64_t tenant_no, reg_seq, head = snapshot_head(txn, &s->db);
     int rc;
 
     rc = fl_names_tenant(txn, &s->db, tenant, &tenant_no);
@@ -327,7 +312,7 @@ static int load_state(struct fl_store *s, MDB_txn *txn, struct fl_str tenant, st
     if (rc == MDB_NOTFOUND)
         return fl_error_set(err, FL_ENOT_FOUND, "flow \"%.*s\" is not registered",
                             (int)(flow_id.len > 256 ? 256 : flow_id.len), flow_id.p);
-    if (rc != 0 || (rc = fl_names_flow_info(txn, &s->db, fp->flow_no, &version_now, &reg_seq)))
+    if (rc != 0 || (rc = fl_names_flow_reg(txn, &s->db, fp->flow_no, &reg_seq)) != 0)
         return mdb_err(rc, err);
     if (has_time) {
         if ((rc = seq_at_time(txn, &s->db, head, as_of_time, &fp->seq, err)) != 0)
@@ -343,7 +328,7 @@ static int load_state(struct fl_store *s, MDB_txn *txn, struct fl_str tenant, st
                             "flow \"%.*s\" did not exist at seq %llu (registered at seq %llu)",
                             (int)(flow_id.len > 256 ? 256 : flow_id.len), flow_id.p,
                             (unsigned long long)fp->seq, (unsigned long long)reg_seq);
-    if ((rc = version_at(txn, &s->db, fp->flow_no, fp->seq, &fp->version)) != 0)
+    if ((rc = fl_flow_point(txn, &s->db, fp->flow_no, fp->seq, &fp->version, &fp->last_ts)))
         return mdb_err(rc, err);
     rc = fl_ver_scan(txn, &s->db, fp->flow_no, fp->seq, keep_row, st);
     if (rc == -1)
@@ -355,6 +340,10 @@ static int load_state(struct fl_store *s, MDB_txn *txn, struct fl_str tenant, st
     for (int t = FL_T_FLOWS; t <= FL_T_LAST; t++)
         if (st->t[t].n > 1)
             qsort(st->t[t].v, st->t[t].n, sizeof(struct fl_row), row_cmp);
+    for (size_t i = 0; i < st->t[FL_T_FLOWS].n; i++) {
+        st->t[FL_T_FLOWS].v[i].c[FC_FLOW_LAST_UPDATE].t = FL_CELL_INT;
+        st->t[FL_T_FLOWS].v[i].c[FC_FLOW_LAST_UPDATE].i = fp->last_ts;
+    }
     return 0;
 }
 
@@ -573,97 +562,288 @@ int fl_query_history(struct fl_store *s, struct fl_str tenant, struct fl_str flo
 
 /* ---- tables ---- */
 
+/* A table read walks one of three key ranges: the idx entries of a value, the current rows of
+ * one flow (rows found through their flow or run), or the current rows of every flow of the
+ * tenant. The opaque cursor is the last key returned, prefixed in the last case by the flow's
+ * name key. */
 struct table_scan {
-    int table, col;
+    struct fl_store *s;
+    MDB_txn *txn;
+    int table, col, mode;
     struct fl_str value;
     uint64_t tenant_no;
-    struct fl_buf prefix;
+    struct fl_buf prefix; /* of the range walked (idx or flow space) */
+    msgpack_packer *rows;
+    uint64_t n, limit;
+    struct fl_buf next;
+    int more;
 };
 
-/* Fetch the current row (tenant_no, table, pk) into r (borrowing from LMDB). 1 found, 0 not. */
-static int fetch_row(MDB_txn *txn, const struct fl_dbs *db, const struct table_scan *ts,
-                     const uint8_t *pk, size_t pklen, struct fl_row *r)
-{
-    struct fl_buf k = {0};
-    MDB_val key, v;
-    int rc;
+enum { SCAN_INDEX, SCAN_FLOW, SCAN_TENANT };
 
-    if (fl_buf_add_be64(&k, ts->tenant_no) || fl_buf_add_u8(&k, (uint8_t)ts->table) ||
-        fl_buf_add(&k, pk, pklen)) {
-        fl_buf_free(&k);
+/* Pack a current row; flows rows get their last_update_ts from the stream. */
+static int emit_row(struct table_scan *ts, uint64_t flow_no, const MDB_val *v)
+{
+    struct fl_row r;
+
+    if (fl_row_decode(ts->table, v->mv_data, v->mv_size, &r) != 0)
         return -1;
+    if (ts->table == FL_T_FLOWS) {
+        uint64_t version;
+        int64_t last;
+        if (fl_flow_point(ts->txn, &ts->s->db, flow_no, UINT64_MAX, &version, &last) != 0)
+            return -1;
+        r.c[FC_FLOW_LAST_UPDATE].t = FL_CELL_INT;
+        r.c[FC_FLOW_LAST_UPDATE].i = last;
     }
-    key.mv_size = k.len;
-    key.mv_data = k.p;
-    rc = mdb_get(txn, db->dbi[FL_DB_ROWS], &key, &v);
-    fl_buf_free(&k);
-    if (rc == MDB_NOTFOUND)
-        return 0;
-    if (rc != 0 || fl_row_decode(ts->table, v.mv_data, v.mv_size, r) != 0)
-        return -1;
-    return 1;
+    pack_row(ts->rows, &r);
+    ts->n++;
+    return 0;
 }
 
-/* Walk rows (no filter) or index entries (filter) after `after`, packing matches. */
-static int table_walk(struct fl_store *s, MDB_txn *txn, struct table_scan *ts, struct fl_str after,
-                      uint64_t limit, msgpack_packer *rows, uint64_t *n, struct fl_buf *next,
-                      int *more, struct fl_error *err)
+/* Walk the current rows under one flow's prefix, from after `after` (a key of that range). */
+static int scan_flow_rows(struct table_scan *ts, const struct fl_buf *prefix, struct fl_str after,
+                          const struct fl_buf *cursor_head)
 {
-    MDB_dbi dbi = s->db.dbi[ts->col >= 0 ? FL_DB_IDX : FL_DB_ROWS];
+    uint64_t flow_no = fl_get_be64(prefix->p);
     MDB_cursor *c;
     MDB_val k, v;
     int rc;
 
-    if ((rc = mdb_cursor_open(txn, dbi, &c)) != 0)
-        return mdb_err(rc, err);
-    if (after.len && (after.len < ts->prefix.len ||
-                      memcmp(after.p, ts->prefix.p, ts->prefix.len) != 0)) {
-        mdb_cursor_close(c);
-        return fl_error_set(err, FL_EBAD_REQUEST, "after: not a cursor of this table query");
+    if ((rc = mdb_cursor_open(ts->txn, ts->s->db.dbi[FL_DB_FLOWS], &c)) != 0)
+        return rc;
+    k.mv_size = after.len ? after.len : prefix->len;
+    k.mv_data = after.len ? (void *)after.p : prefix->p;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && after.len && k.mv_size == after.len && !memcmp(k.mv_data, after.p, after.len))
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < prefix->len || memcmp(k.mv_data, prefix->p, prefix->len))
+            break;
+        if (ts->n >= ts->limit) {
+            ts->more = 1;
+            break;
+        }
+        if (emit_row(ts, flow_no, &v) != 0) {
+            rc = -1;
+            break;
+        }
+        ts->next.len = 0;
+        if ((cursor_head && fl_buf_add(&ts->next, cursor_head->p, cursor_head->len)) ||
+            fl_buf_add(&ts->next, k.mv_data, k.mv_size)) {
+            rc = -1;
+            break;
+        }
     }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Walk the idx entries of (table, col, value); check each row's real value (hashes collide). */
+static int scan_index(struct table_scan *ts, struct fl_str after)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    struct fl_buf rk = {0};
+    int rc;
+
+    if ((rc = mdb_cursor_open(ts->txn, ts->s->db.dbi[FL_DB_IDX], &c)) != 0)
+        return rc;
     k.mv_size = after.len ? after.len : ts->prefix.len;
     k.mv_data = after.len ? (void *)after.p : ts->prefix.p;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     if (rc == 0 && after.len && k.mv_size == after.len && !memcmp(k.mv_data, after.p, after.len))
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        const uint8_t *kp = k.mv_data;
+        MDB_val key, row;
         struct fl_row r;
-        if (k.mv_size < ts->prefix.len || memcmp(k.mv_data, ts->prefix.p, ts->prefix.len))
+        if (k.mv_size < ts->prefix.len + 8 || memcmp(kp, ts->prefix.p, ts->prefix.len))
             break;
-        if (*n >= limit) {
-            *more = 1; /* next keeps the last key returned: the caller resumes after it */
+        if (ts->n >= ts->limit) {
+            ts->more = 1;
             break;
         }
-        const uint8_t *pk = (const uint8_t *)k.mv_data + ts->prefix.len;
-        size_t pklen = k.mv_size - ts->prefix.len;
-        if (ts->col >= 0) {
-            int fr = fetch_row(txn, &s->db, ts, pk, pklen, &r);
-            if (fr < 0) {
-                rc = -1;
-                break;
-            }
-            const struct fl_cell *cc = &r.c[ts->col];
-            if (!fr || cc->t != FL_CELL_STR || cc->len != ts->value.len ||
-                memcmp(cc->s, ts->value.p, cc->len))
-                continue; /* a hash collision, not a match */
-        } else if (fl_row_decode(ts->table, v.mv_data, v.mv_size, &r) != 0) {
+        uint64_t flow_no = fl_get_be64(kp + ts->prefix.len);
+        rk.len = 0;
+        if (fl_buf_add_be64(&rk, flow_no) || fl_buf_add_u8(&rk, FL_KEY_CURRENT) ||
+            fl_buf_add_u8(&rk, (uint8_t)ts->table) ||
+            fl_buf_add(&rk, kp + ts->prefix.len + 8, k.mv_size - ts->prefix.len - 8)) {
             rc = -1;
             break;
         }
-        pack_row(rows, &r);
-        (*n)++;
-        next->len = 0;
-        if (fl_buf_add(next, k.mv_data, k.mv_size)) {
+        key.mv_size = rk.len;
+        key.mv_data = rk.p;
+        rc = mdb_get(ts->txn, ts->s->db.dbi[FL_DB_FLOWS], &key, &row);
+        if (rc == MDB_NOTFOUND)
+            continue;
+        if (rc != 0 || fl_row_decode(ts->table, row.mv_data, row.mv_size, &r) != 0) {
+            rc = rc ? rc : -1;
+            break;
+        }
+        const struct fl_cell *cc = &r.c[ts->col];
+        if (cc->t != FL_CELL_STR || cc->len != ts->value.len ||
+            memcmp(cc->s, ts->value.p, cc->len))
+            continue; /* a hash collision, not a match */
+        if (emit_row(ts, flow_no, &row) != 0) {
+            rc = -1;
+            break;
+        }
+        ts->next.len = 0;
+        if (fl_buf_add(&ts->next, k.mv_data, k.mv_size)) {
             rc = -1;
             break;
         }
     }
     mdb_cursor_close(c);
+    fl_buf_free(&rk);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* The flow-space prefix of a table's current rows under flow_no (and run_no, if not 0). */
+static int flow_prefix(struct fl_buf *p, uint64_t flow_no, int table, uint64_t run_no)
+{
+    p->len = 0;
+    if (fl_buf_add_be64(p, flow_no) || fl_buf_add_u8(p, FL_KEY_CURRENT) ||
+        fl_buf_add_u8(p, (uint8_t)table))
+        return -1;
+    return run_no ? fl_buf_add_be64(p, run_no) : 0;
+}
+
+/* Every flow of the tenant in name order, then its rows. Cursor: u16 name-key length, the
+ * name key, then the row key. */
+static int scan_tenant(struct table_scan *ts, struct fl_str after)
+{
+    struct fl_buf nk = {0}, head = {0}, prefix = {0};
+    struct fl_str row_after = {NULL, 0};
+    MDB_cursor *c = NULL;
+    MDB_val k, v;
+    int rc;
+
+    if (fl_buf_add_u8(&nk, 'F') || fl_buf_add_be64(&nk, ts->tenant_no)) {
+        rc = -1;
+        goto out;
+    }
+    if ((rc = mdb_cursor_open(ts->txn, ts->s->db.dbi[FL_DB_NAMES], &c)) != 0)
+        goto out;
+    if (after.len) {
+        size_t nl = after.len >= 2 ? ((size_t)(uint8_t)after.p[0] << 8) | (uint8_t)after.p[1] : 0;
+        if (after.len < 2 || nl + 2 > after.len || nl < nk.len || memcmp(after.p + 2, nk.p, nk.len)) {
+            rc = -2;
+            goto out;
+        }
+        k.mv_size = nl;
+        k.mv_data = (void *)(after.p + 2);
+        row_after.p = after.p + 2 + nl;
+        row_after.len = after.len - 2 - nl;
+    } else {
+        k.mv_size = nk.len;
+        k.mv_data = nk.p;
+    }
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < nk.len || memcmp(k.mv_data, nk.p, nk.len) || v.mv_size != 8)
+            break;
+        uint64_t flow_no = fl_get_be64(v.mv_data);
+        head.len = 0;
+        if (fl_buf_add_u8(&head, (uint8_t)(k.mv_size >> 8)) ||
+            fl_buf_add_u8(&head, (uint8_t)k.mv_size) || fl_buf_add(&head, k.mv_data, k.mv_size) ||
+            flow_prefix(&prefix, flow_no, ts->table, 0)) {
+            rc = -1;
+            break;
+        }
+        if (row_after.len &&
+            (row_after.len < prefix.len || memcmp(row_after.p, prefix.p, prefix.len)))
+            row_after.len = 0; /* not this flow's key: start the flow from its top */
+        rc = scan_flow_rows(ts, &prefix, row_after, &head);
+        row_after.len = 0;
+        if (rc != 0 || ts->more)
+            break;
+    }
+out:
+    if (c)
+        mdb_cursor_close(c);
+    fl_buf_free(&nk);
+    fl_buf_free(&head);
+    fl_buf_free(&prefix);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Decide how to reach the rows asked for. 1: nothing matches (an unknown flow or run). */
+static int table_plan(struct table_scan *ts, struct fl_error *err)
+{
+    uint64_t flow_no, run_no;
+    int rc;
+
+    if (ts->col < 0) {
+        ts->mode = SCAN_TENANT;
+        return 0;
+    }
+    if (fl_table_defs[ts->table].indexed[ts->col] == FL_IDX_SECONDARY) {
+        ts->mode = SCAN_INDEX;
+        if (fl_buf_add_be64(&ts->prefix, ts->tenant_no) ||
+            fl_buf_add_u8(&ts->prefix, (uint8_t)ts->table) ||
+            fl_buf_add_u8(&ts->prefix, (uint8_t)ts->col) ||
+            fl_buf_add_be64(&ts->prefix, fl_hash64(ts->value.p, ts->value.len)))
+            return fl_error_set(err, FL_EINTERNAL, "out of memory");
+        return 0;
+    }
+    ts->mode = SCAN_FLOW;
+    if (ts->table == FL_T_RUNS) {
+        rc = fl_names_flow(ts->txn, &ts->s->db, ts->tenant_no, ts->value, &flow_no);
+        run_no = 0;
+    } else {
+        rc = fl_names_run(ts->txn, &ts->s->db, ts->tenant_no, ts->value, &run_no, &flow_no);
+    }
+    if (rc == MDB_NOTFOUND)
+        return 1;
+    if (rc != 0)
+        return mdb_err(rc, err);
+    if (flow_prefix(&ts->prefix, flow_no, ts->table, run_no) != 0)
+        return fl_error_set(err, FL_EINTERNAL, "out of memory");
+    return 0;
+}
+
+/* Check the table and the filter column; fills ts->table and ts->col. */
+static int table_args(struct table_scan *ts, struct fl_str table, struct fl_str where_col,
+                      struct fl_error *err)
+{
+    ts->table = fl_table_from_name(table.p, table.len);
+    if (ts->table < 0)
+        return fl_error_set(err, FL_EBAD_REQUEST,
+                            "table: \"%.*s\" is not one of migration_flows, migration_runs, "
+                            "migration_iterations, migration_patches, migration_sast_results, "
+                            "migration_exec_results, migration_human_requests",
+                            (int)(table.len > 64 ? 64 : table.len), table.p);
+    ts->col = -1;
+    if (!where_col.len)
+        return 0;
+    ts->col = fl_table_col(ts->table, where_col.p, where_col.len);
+    if (ts->col < 0 || !fl_table_defs[ts->table].indexed[ts->col])
+        return fl_error_set(err, FL_EBAD_REQUEST,
+                            "column: %.*s is not an indexed column of %s (see PROTOCOL.md for "
+                            "the indexed columns of each table)",
+                            (int)(where_col.len > 64 ? 64 : where_col.len), where_col.p,
+                            fl_table_defs[ts->table].name);
+    return 0;
+}
+
+/* Run the planned scan; translate its failures. */
+static int table_run(struct table_scan *ts, struct fl_str after, struct fl_error *err)
+{
+    int rc;
+
+    if (after.len && ts->mode != SCAN_TENANT &&
+        (after.len < ts->prefix.len || memcmp(after.p, ts->prefix.p, ts->prefix.len)))
+        return fl_error_set(err, FL_EBAD_REQUEST, "after: not a cursor of this table query");
+    rc = ts->mode == SCAN_INDEX  ? scan_index(ts, after)
+         : ts->mode == SCAN_FLOW ? scan_flow_rows(ts, &ts->prefix, after, NULL)
+                                 : scan_tenant(ts, after);
+    if (rc == -2)
+        return fl_error_set(err, FL_EBAD_REQUEST, "after: not a cursor of this table query");
     if (rc == -1)
         return fl_error_set(err, FL_EINTERNAL, "a stored row is damaged or memory ran out");
-    if (rc != 0 && rc != MDB_NOTFOUND && rc != MDB_SUCCESS)
-        return mdb_err(rc, err);
-    return 0;
+    return rc ? mdb_err(rc, err) : 0;
 }
 
 int fl_query_table(struct fl_store *s, struct fl_str tenant, struct fl_str table,
@@ -671,70 +851,48 @@ int fl_query_table(struct fl_store *s, struct fl_str tenant, struct fl_str table
                    uint64_t limit, msgpack_packer *pk, struct fl_error *err)
 {
     struct table_scan ts = {0};
-    struct fl_buf next = {0};
     msgpack_sbuffer sb;
     msgpack_packer rp;
-    MDB_txn *txn;
-    uint64_t n = 0;
-    int rc, more = 0;
+    int rc;
 
-    ts.table = fl_table_from_name(table.p, table.len);
-    if (ts.table < 0)
-        return fl_error_set(err, FL_EBAD_REQUEST,
-                            "table: \"%.*s\" is not one of migration_flows, migration_runs, "
-                            "migration_iterations, migration_patches, migration_sast_results, "
-                            "migration_exec_results, migration_human_requests",
-                            (int)(table.len > 64 ? 64 : table.len), table.p);
-    ts.col = -1;
-    if (where_col.len) {
-        ts.col = fl_table_col(ts.table, where_col.p, where_col.len);
-        if (ts.col < 0 || !fl_table_defs[ts.table].indexed[ts.col])
-            return fl_error_set(err, FL_EBAD_REQUEST,
-                                "column: %.*s has no index on %s; indexed columns are listed in "
-                                "PROTOCOL.md",
-                                (int)(where_col.len > 64 ? 64 : where_col.len), where_col.p,
-                                fl_table_defs[ts.table].name);
-        ts.value = where_val;
-    }
-    if ((rc = fl_store_read_begin(s, &txn, err)) != 0)
+    if ((rc = table_args(&ts, table, where_col, err)) != 0)
+        return rc;
+    ts.s = s;
+    ts.value = where_val;
+    ts.limit = limit ? limit : TABLE_DEFAULT_LIMIT;
+    ts.rows = &rp;
+    if ((rc = fl_store_read_begin(s, &ts.txn, err)) != 0)
         return rc;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&rp, &sb, msgpack_sbuffer_write);
-    rc = fl_names_tenant(txn, &s->db, tenant, &ts.tenant_no);
-    if (rc == MDB_NOTFOUND) {
+    rc = fl_names_tenant(ts.txn, &s->db, tenant, &ts.tenant_no);
+    if (rc == MDB_NOTFOUND)
         rc = 0;
-    } else if (rc != 0) {
+    else if (rc != 0)
         rc = mdb_err(rc, err);
-    } else {
-        struct fl_cell vc = {FL_CELL_STR, 0, where_val.p, (uint32_t)where_val.len};
-        fl_buf_add_be64(&ts.prefix, ts.tenant_no);
-        fl_buf_add_u8(&ts.prefix, (uint8_t)ts.table);
-        if (ts.col >= 0) {
-            fl_buf_add_u8(&ts.prefix, (uint8_t)ts.col);
-            fl_buf_add_be64(&ts.prefix, fl_hash64(vc.s, vc.len));
-        }
-        rc = table_walk(s, txn, &ts, after, limit ? limit : TABLE_DEFAULT_LIMIT, &rp, &n, &next,
-                        &more, err);
-    }
-    fl_store_read_end(s, txn);
+    else if ((rc = table_plan(&ts, err)) == 1)
+        rc = 0;
+    else if (rc == 0)
+        rc = table_run(&ts, after, err);
+    fl_store_read_end(s, ts.txn);
     if (rc == 0) {
         msgpack_pack_map(pk, 3);
         pack_key(pk, "table");
         fl_wire_pack_cstr(pk, fl_table_defs[ts.table].name);
         pack_key(pk, "rows");
-        msgpack_pack_array(pk, (size_t)n);
+        msgpack_pack_array(pk, (size_t)ts.n);
         if (sb.size)
             msgpack_sbuffer_write(pk->data, sb.data, sb.size);
         pack_key(pk, "next");
-        if (more) {
-            msgpack_pack_bin(pk, next.len);
-            msgpack_pack_bin_body(pk, next.p, next.len);
+        if (ts.more && ts.next.len) {
+            msgpack_pack_bin(pk, ts.next.len);
+            msgpack_pack_bin_body(pk, ts.next.p, ts.next.len);
         } else {
             msgpack_pack_nil(pk);
         }
     }
     msgpack_sbuffer_destroy(&sb);
-    fl_buf_free(&next);
+    fl_buf_free(&ts.next);
     fl_buf_free(&ts.prefix);
     return rc;
 }

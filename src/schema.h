@@ -82,6 +82,7 @@ enum fl_table {
 };
 
 enum fl_col_type { FL_CT_STR, FL_CT_INT, FL_CT_TS };
+enum { FL_IDX_NONE, FL_IDX_SECONDARY, FL_IDX_BY_FLOW };
 
 struct fl_col_def {
     const char *name;
@@ -96,7 +97,9 @@ struct fl_table_def {
     size_t nvisible; /* the first nvisible columns are the table's public columns */
     size_t npk;      /* the first npk columns form the primary key */
     struct fl_col_def cols[FL_MAX_COLS];
-    int indexed[FL_MAX_COLS]; /* 1 for columns with a secondary index */
+    /* FL_IDX_SECONDARY: the column has an entry in the idx database; FL_IDX_BY_FLOW: the column
+     * names a flow or run, so its rows are found under that flow without an index. */
+    int indexed[FL_MAX_COLS];
 };
 
 /* Indexed by enum fl_table (entry 0 unused). */

@@ -12,13 +12,13 @@
 #include "project.h"
 #include "record.h"
 
-#define STORE_FORMAT "flowlog-store-1"
+#define STORE_FORMAT "flowlog-store-2"
 #define DEFAULT_MAP (256ull << 20)
 #define DEFAULT_MAX_MAP (1ull << 40)
 #define REBUILD_CHUNK 20000
 
 const char *const fl_db_names[FL_DB_COUNT] = {
-    "meta", "log", "tlog", "fstream", "rstream", "names", "idem", "rows", "ver", "idx",
+    "meta", "log", "tlog", "names", "idem", "flows", "idx",
 };
 
 /* ---- arena ---- */

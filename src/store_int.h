@@ -1,23 +1,29 @@
 /* store_int.h: the storage layer's shared internals (store.c, project.c, query.c, verify.c).
  * Only these files see LMDB. Key layouts (all integers big-endian, so keys sort by number):
  *
- *   log      seq(8)                                   -> record (record.h)     [INTEGERKEY? no:
- *            big-endian keys sort correctly with default flags and stay portable]
- *   tlog     tenant_no(8) seq(8)                      -> ""    a tenant's events
- *   fstream  flow_no(8) seq(8)                        -> version(8) after that event
- *   rstream  run_no(8) seq(8)                         -> ""    a run's events
- *   names    'T' tenant                               -> tenant_no(8)
- *            'F' tenant_no(8) flow_id                 -> flow_no(8)
- *            'V' flow_no(8)                           -> version(8) registered_seq(8)
- *            'R' tenant_no(8) run_id                  -> run_no(8) flow_no(8)
- *            "\0next"                                 -> the next number to give out(8)
- *   idem     tenant_no(8) event_id                    -> seq(8) ts(8) payload_hash(16)
- *   rows     tenant_no(8) table(1) pk                 -> row (current state)
- *   ver      flow_no(8) table(1) pk seq(8)            -> row, or "" once deleted (as-of)
- *   idx      tenant_no(8) table(1) col(1) xxh3(value)(8) pk -> ""
+ *   log    seq(8)                                  -> record (record.h)
+ *   tlog   tenant_no(8) seq(8)                     -> ""        a tenant's events
+ *   names  'T' tenant                              -> tenant_no(8)
+ *          'F' tenant_no(8) flow_id                -> flow_no(8)
+ *          'G' flow_no(8)                          -> seq of its flow_registered(8)
+ *          'R' tenant_no(8) run_id                 -> run_no(8) flow_no(8)
+ *          "\0next"                                -> the next number to give out(8)
+ *   idem   tenant_no(8) event_id                   -> seq(8) ts(8) payload_hash(16)
+ *   flows  flow_no(8) 'S' seq(8)                   -> version(8) ts(8)   the flow's stream
+ *          flow_no(8) 'R' run_no(8) seq(8)         -> ""                 a run's events
+ *          flow_no(8) 'C' table(1) pk              -> row                current rows
+ *          flow_no(8) 'V' table(1) pk seq(8)       -> row, or "" once deleted (as-of)
+ *   idx    tenant_no(8) table(1) col(1) xxh3(value)(8) flow_no(8) pk -> ""
  *
- *   pk: flows flow_no(8); runs run_no(8); iterations and human requests run_no(8) iter(4);
+ *   pk: flows (none); runs run_no(8); iterations and human requests run_no(8) iter(4);
  *   patches and scans run_no(8) iter(4) keystr(artifact_ref); exec run_no(8) iter(4) job_type(1).
+ *
+ * Everything a flow owns lives under its flow_no in one database, so that the several writes of
+ * one event land on one or two B-tree pages: a commit's cost is mostly the pages it dirties.
+ * A flow row's last_update_ts and a flow's version are not stored in rows: they are the ts and
+ * count of the flow's last stream entry at the point asked for, which is what the contract
+ * defines them as. Indexes exist only where a column is not reachable through its flow
+ * (flow_name, migration_status, job_run_id, run status, step).
  *
  * Every database but meta and log is a projection: derived from the log alone, dropped and
  * rebuilt by fl_store_rebuild, compared with a scratch rebuild by fl_store_verify. Numbers
@@ -36,15 +42,18 @@ enum fl_db {
     FL_DB_META,
     FL_DB_LOG,
     FL_DB_TLOG, /* first projection database */
-    FL_DB_FSTREAM,
-    FL_DB_RSTREAM,
     FL_DB_NAMES,
     FL_DB_IDEM,
-    FL_DB_ROWS,
-    FL_DB_VER,
+    FL_DB_FLOWS,
     FL_DB_IDX,
     FL_DB_COUNT
 };
+
+/* Kinds of keys under a flow_no in FL_DB_FLOWS. */
+#define FL_KEY_STREAM 'S'
+#define FL_KEY_RUNSTREAM 'R'
+#define FL_KEY_CURRENT 'C'
+#define FL_KEY_VERSION 'V'
 #define FL_DB_FIRST_PROJ FL_DB_TLOG
 
 extern const char *const fl_db_names[FL_DB_COUNT];

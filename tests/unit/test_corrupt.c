@@ -135,7 +135,7 @@ static void test_projection_tamper(void **state)
     mdb_env_set_maxdbs(env, 16);
     assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "rows", 0, &dbi), 0);
+    assert_int_equal(mdb_dbi_open(txn, "flows", 0, &dbi), 0);
     assert_int_equal(mdb_cursor_open(txn, dbi, &c), 0);
     assert_int_equal(mdb_cursor_get(c, &k, &v, MDB_FIRST), 0);
     uint8_t *copy = malloc(v.mv_size);
@@ -148,7 +148,7 @@ static void test_projection_tamper(void **state)
     mdb_env_close(env);
     free(copy);
     f->s = tu_open(f->dir, 0);
-    expect_problems(f->s, "projection rows differs from a rebuild", NULL);
+    expect_problems(f->s, "projection flows differs from a rebuild", NULL);
     /* a rebuild repairs it */
     struct fl_error e;
     assert_int_equal(fl_store_rebuild(f->s, NULL, &e), 0);
