@@ -236,8 +236,16 @@ int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint6
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV)
                  : rc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST) : rc;
+    if (rc == 0 && k.mv_size > 17 && fl_get_be64(k.mv_data) == flow_no &&
+        ((const uint8_t *)k.mv_data)[8] == FL_KEY_STREAM) {
+        /* a row image of the last event <= upto: its event's entry is its seq's own key */
+        memcpy(kb, k.mv_data, 17);
+        k.mv_size = 17;
+        k.mv_data = kb;
+        rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    }
     if (rc == 0 && k.mv_size == 17 && fl_get_be64(k.mv_data) == flow_no &&
-        ((const uint8_t *)k.mv_data)[8] == FL_KEY_STREAM && v.mv_size == 16) {
+        ((const uint8_t *)k.mv_data)[8] == FL_KEY_STREAM && v.mv_size == 24) {
         *version = fl_get_be64(v.mv_data);
         *ts = (int64_t)fl_get_be64((const uint8_t *)v.mv_data + 8);
     }
@@ -411,9 +419,12 @@ static int write_row(struct fl_ptx *x, uint64_t tenant_no, uint64_t flow_no, int
         rc = 0;
     if (rc != 0)
         goto mdb;
-    /* the same key, with kind V and the seq appended, is this version */
-    k.p[8] = FL_KEY_VERSION;
-    if (fl_buf_add_be64(&k, seq) != 0) {
+    /* This version sits in the stream right after the event's entry: flow_no 'S' seq table
+     * pk. The event's writes to its flow then land on one page. */
+    k.len = 0;
+    if (fl_buf_add_be64(&k, flow_no) || fl_buf_add_u8(&k, FL_KEY_STREAM) ||
+        fl_buf_add_be64(&k, seq) || fl_buf_add_u8(&k, (uint8_t)table) ||
+        fl_buf_add(&k, pk->p, pk->len)) {
         rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
         goto out;
     }
@@ -1004,49 +1015,88 @@ struct ver_change {
     size_t cur_len, target_len;
 };
 
+/* One row image found in a flow's stream, for grouping by row. */
+struct ver_item {
+    const uint8_t *group; /* table(1) pk */
+    size_t glen;
+    uint64_t seq;
+    MDB_val val;
+};
+
+static int ver_item_cmp(const void *pa, const void *pb)
+{
+    const struct ver_item *a = pa, *b = pb;
+    size_t n = a->glen < b->glen ? a->glen : b->glen;
+    int c = memcmp(a->group, b->group, n);
+
+    if (c)
+        return c;
+    if (a->glen != b->glen)
+        return a->glen < b->glen ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
 int fl_ver_scan(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t as_of,
                 fl_ver_cb cb, void *ctx)
 {
+    struct ver_item *items = NULL;
+    size_t n = 0, cap = 0;
     MDB_cursor *c;
-    MDB_val k, v, cur = {0, NULL}, at = {0, NULL};
+    MDB_val k, v;
     uint8_t prefix[9];
-    const uint8_t *g = NULL;
-    size_t glen = 0;
-    int rc, have = 0;
+    int rc;
 
+    /* Row images sit in the stream right after their event's entry (flow_no 'S' seq table
+     * pk), so that one event's writes share a page. Gather them, then group them by row. */
     fl_put_be64(prefix, flow_no);
-    prefix[8] = FL_KEY_VERSION;
+    prefix[8] = FL_KEY_STREAM;
     if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FLOWS], &c)) != 0)
         return rc;
     k.mv_size = 9;
     k.mv_data = prefix;
-    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    for (;;) {
-        int end = rc != 0 || k.mv_size < 18 || memcmp(k.mv_data, prefix, 9) != 0;
-        int newgroup = end || !have || k.mv_size - 8 != glen || memcmp(k.mv_data, g, glen);
-        if (have && newgroup) {
-            int crc = cb(ctx, g, glen, &cur, &at);
-            if (crc != 0) {
-                mdb_cursor_close(c);
-                return crc;
-            }
-        }
-        if (end)
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < 17 || memcmp(k.mv_data, prefix, 9) != 0)
             break;
-        if (newgroup) {
-            g = k.mv_data;
-            glen = k.mv_size - 8;
-            have = 1;
-            at.mv_size = 0;
-            at.mv_data = NULL;
+        if (k.mv_size == 17)
+            continue; /* the event's stream entry itself */
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            struct ver_item *p = realloc(items, ncap * sizeof *p);
+            if (!p) {
+                rc = -1;
+                break;
+            }
+            items = p;
+            cap = ncap;
         }
-        cur = v;
-        if (fl_get_be64((const uint8_t *)k.mv_data + k.mv_size - 8) <= as_of)
-            at = v;
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        items[n].group = (const uint8_t *)k.mv_data + 17;
+        items[n].glen = k.mv_size - 17;
+        items[n].seq = fl_get_be64((const uint8_t *)k.mv_data + 9);
+        items[n].val = v;
+        n++;
     }
     mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        free(items);
+        return rc;
+    }
+    rc = 0;
+    if (n > 1)
+        qsort(items, n, sizeof *items, ver_item_cmp);
+    for (size_t i = 0; i < n && rc == 0;) {
+        MDB_val at = {0, NULL};
+        size_t j = i;
+        for (; j < n && items[j].glen == items[i].glen &&
+               memcmp(items[j].group, items[i].group, items[i].glen) == 0;
+             j++)
+            if (items[j].seq <= as_of)
+                at = items[j].val;
+        rc = cb(ctx, items[i].group, items[i].glen, &items[j - 1].val, &at);
+        i = j;
+    }
+    free(items);
+    return rc;
 }
 
 struct change_ctx {
@@ -1102,7 +1152,7 @@ static int do_rollback(struct apply *a)
     if ((rc = collect_changes(a, (uint64_t)ev_val(a, "to_seq")->i, &ch)) != 0)
         return rc;
     for (; ch; ch = ch->next) {
-        int table = ch->group[9];
+        int table = ch->group[0];
         struct fl_row oldr, newr;
         struct fl_buf pk = {0};
         MDB_val v = {ch->target_len, ch->target};
@@ -1111,7 +1161,7 @@ static int do_rollback(struct apply *a)
             (ch->cur && fl_row_decode(table, ch->cur, ch->cur_len, &oldr) != 0) ||
             (ch->target && fl_row_decode(table, ch->target, ch->target_len, &newr) != 0))
             return fl_error_set(a->err, FL_EINTERNAL, "a stored row version is damaged; run verify");
-        if (fl_buf_add(&pk, ch->group + 10, ch->glen - 10) != 0)
+        if (fl_buf_add(&pk, ch->group + 1, ch->glen - 1) != 0)
             return oom(a);
         rc = write_row(a->x, a->tenant_no, a->flow_no, table, &pk, ch->cur ? &oldr : NULL,
                        ch->target ? &newr : NULL, ch->target ? &v : NULL, a->seq, a->err);
@@ -1149,22 +1199,16 @@ static int write_event(struct apply *a)
     if ((rc = put_row(a, a->flow_exists ? &a->flow_old : NULL, &a->flow_new)) != 0)
         return rc;
     /* streams: the flow's (version and ts: its last_update_ts), the run's, the tenant's */
-    uint8_t key[25], val[16];
+    uint8_t key[17], val[24];
     a->version++;
     fl_put_be64(key, a->flow_no);
     key[8] = FL_KEY_STREAM;
     fl_put_be64(key + 9, a->seq);
     fl_put_be64(val, a->version);
     fl_put_be64(val + 8, (uint64_t)a->ts);
-    if ((rc = put_stream(a, FL_DB_FLOWS, key, 17, val, 16)) != 0)
+    fl_put_be64(val + 16, d->run_level || a->ev->type == FL_EV_RUN_STARTED ? a->run_no : 0);
+    if ((rc = put_stream(a, FL_DB_FLOWS, key, 17, val, 24)) != 0)
         return rc;
-    if (d->run_level || a->ev->type == FL_EV_RUN_STARTED) {
-        key[8] = FL_KEY_RUNSTREAM;
-        fl_put_be64(key + 9, a->run_no);
-        fl_put_be64(key + 17, a->seq);
-        if ((rc = put_stream(a, FL_DB_FLOWS, key, 25, NULL, 0)) != 0)
-            return rc;
-    }
     fl_put_be64(key, a->tenant_no);
     fl_put_be64(key + 8, a->seq);
     if ((rc = put_stream(a, FL_DB_TLOG, key, 16, NULL, 0)) != 0)

@@ -64,6 +64,7 @@ struct log_scan {
     MDB_dbi dbi;        /* tlog, or the flow space */
     uint8_t prefix[17]; /* keys are prefix || seq(8) */
     size_t plen;
+    uint64_t run_no;    /* with a run filter: only stream entries of this run */
     int empty;          /* the filter names something that does not exist */
 };
 
@@ -75,6 +76,7 @@ static int log_source(struct fl_store *s, MDB_txn *txn, uint64_t tenant_no,
     int rc;
 
     ls->empty = 0;
+    ls->run_no = 0;
     ls->dbi = s->db.dbi[FL_DB_TLOG];
     fl_put_be64(ls->prefix, tenant_no);
     ls->plen = 8;
@@ -97,9 +99,9 @@ static int log_source(struct fl_store *s, MDB_txn *txn, uint64_t tenant_no,
             return mdb_err(rc, err);
         ls->dbi = s->db.dbi[FL_DB_FLOWS];
         fl_put_be64(ls->prefix, rflow);
-        ls->prefix[8] = FL_KEY_RUNSTREAM;
-        fl_put_be64(ls->prefix + 9, run_no);
-        ls->plen = 17;
+        ls->prefix[8] = FL_KEY_STREAM;
+        ls->plen = 9;
+        ls->run_no = run_no;
     }
     return 0;
 }
@@ -111,7 +113,7 @@ static int log_walk(struct fl_store *s, MDB_txn *txn, const struct log_scan *ls,
 {
     size_t max_bytes = f->max_bytes ? f->max_bytes : LOG_DEFAULT_BYTES;
     msgpack_sbuffer *sb = out->data;
-    uint8_t kb[25];
+    uint8_t kb[17];
     MDB_val k = {ls->plen + 8, kb}, v;
     MDB_cursor *c;
     uint64_t scanned = 0;
@@ -123,9 +125,20 @@ static int log_walk(struct fl_store *s, MDB_txn *txn, const struct log_scan *ls,
         return mdb_err(rc, err);
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != ls->plen + 8 || memcmp(k.mv_data, ls->prefix, ls->plen) != 0)
+        if (k.mv_size < ls->plen + 8 || memcmp(k.mv_data, ls->prefix, ls->plen) != 0)
             break;
+        if (k.mv_size != ls->plen + 8) /* a row image between stream entries */
+            continue;
         uint64_t seq = fl_get_be64((const uint8_t *)k.mv_data + ls->plen);
+        if (ls->run_no && (v.mv_size != 24 ||
+                           fl_get_be64((const uint8_t *)v.mv_data + 16) != ls->run_no)) {
+            *next = seq + 1;
+            if (++scanned >= LOG_MAX_SCAN) {
+                mdb_cursor_close(c);
+                return 0;
+            }
+            continue;
+        }
         MDB_val rv;
         struct fl_record r;
         msgpack_unpacked up;
@@ -242,7 +255,7 @@ static int keep_row(void *ctx, const uint8_t *g, size_t glen, const MDB_val *cur
 {
     struct state *st = ctx;
     struct fl_row r;
-    int table = g[9];
+    int table = g[0];
     void *copy;
 
     (void)glen;

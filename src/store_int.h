@@ -9,17 +9,19 @@
  *          'R' tenant_no(8) run_id                 -> run_no(8) flow_no(8)
  *          "\0next"                                -> the next number to give out(8)
  *   idem   tenant_no(8) event_id                   -> seq(8) ts(8) payload_hash(16)
- *   flows  flow_no(8) 'S' seq(8)                   -> version(8) ts(8)   the flow's stream
- *          flow_no(8) 'R' run_no(8) seq(8)         -> ""                 a run's events
- *          flow_no(8) 'C' table(1) pk              -> row                current rows
- *          flow_no(8) 'V' table(1) pk seq(8)       -> row, or "" once deleted (as-of)
+ *   flows  flow_no(8) 'C' table(1) pk              -> row                current rows
+ *          flow_no(8) 'S' seq(8)                   -> version(8) ts(8) run_no(8)   the stream
+ *          flow_no(8) 'S' seq(8) table(1) pk       -> row written by that event, or "" once
+ *                                                     deleted (the versions behind as-of)
  *   idx    tenant_no(8) table(1) col(1) xxh3(value)(8) flow_no(8) pk -> ""
  *
  *   pk: flows (none); runs run_no(8); iterations and human requests run_no(8) iter(4);
  *   patches and scans run_no(8) iter(4) keystr(artifact_ref); exec run_no(8) iter(4) job_type(1).
  *
- * Everything a flow owns lives under its flow_no in one database, so that the several writes of
- * one event land on one or two B-tree pages: a commit's cost is mostly the pages it dirties.
+ * Everything a flow owns lives under its flow_no in one database, and an event's row versions
+ * follow its stream entry, so that the writes of one event land on one or two B-tree pages: a
+ * durable commit's cost is mostly the pages it dirties (measured: bench/RESULTS.md). A run's
+ * events are the flow's stream entries that carry its run_no.
  * A flow row's last_update_ts and a flow's version are not stored in rows: they are the ts and
  * count of the flow's last stream entry at the point asked for, which is what the contract
  * defines them as. Indexes exist only where a column is not reachable through its flow
@@ -50,10 +52,8 @@ enum fl_db {
 };
 
 /* Kinds of keys under a flow_no in FL_DB_FLOWS. */
-#define FL_KEY_STREAM 'S'
-#define FL_KEY_RUNSTREAM 'R'
 #define FL_KEY_CURRENT 'C'
-#define FL_KEY_VERSION 'V'
+#define FL_KEY_STREAM 'S'
 #define FL_DB_FIRST_PROJ FL_DB_TLOG
 
 extern const char *const fl_db_names[FL_DB_COUNT];
