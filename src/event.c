@@ -53,7 +53,7 @@ static int mp_int(const msgpack_object *o, int64_t *out)
 }
 
 static int check_string(const struct fl_field_def *f, const msgpack_object *o, struct fl_val *v,
-                        struct fl_error *err)
+                        int trusted, struct fl_error *err)
 {
     size_t len = o->via.str.size, lo = 0, hi = FL_TEXT_MAX;
     const char *p = o->via.str.ptr;
@@ -68,7 +68,7 @@ static int check_string(const struct fl_field_def *f, const msgpack_object *o, s
         return fl_error_set(err, len > hi && f->kind != FL_FK_ID && f->kind != FL_FK_STEP
                                      ? FL_ETOO_LARGE : FL_EBAD_REQUEST,
                             "data.%s: must be %zu..%zu bytes, got %zu", f->name, lo, hi, len);
-    if (!fl_utf8_valid(p, len))
+    if (!trusted && !fl_utf8_valid(p, len))
         return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: is not valid UTF-8", f->name);
     if (f->kind == FL_FK_ENUM && fl_enum_index(f->enum_values, p, len) < 0) {
         char allowed[256] = "";
@@ -80,7 +80,7 @@ static int check_string(const struct fl_field_def *f, const msgpack_object *o, s
         return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: \"%.*s\" is not one of %s", f->name,
                             (int)(len > 64 ? 64 : len), p, allowed);
     }
-    if (f->kind == FL_FK_JSON) {
+    if (f->kind == FL_FK_JSON && !trusted) {
         json_error_t je;
         json_t *j = json_loadb(p, len, JSON_DECODE_ANY, &je);
         if (!j)
@@ -95,7 +95,7 @@ static int check_string(const struct fl_field_def *f, const msgpack_object *o, s
 
 /* Check one field value against its definition and store it in v. */
 static int check_field(const struct fl_field_def *f, const msgpack_object *o, struct fl_val *v,
-                       struct fl_error *err)
+                       int trusted, struct fl_error *err)
 {
     if (o->type == MSGPACK_OBJECT_NIL) {
         if (f->required)
@@ -117,7 +117,7 @@ static int check_field(const struct fl_field_def *f, const msgpack_object *o, st
         if (o->type != MSGPACK_OBJECT_STR)
             return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: must be a string, got %s",
                                 f->name, mp_type_name(o));
-        if (check_string(f, o, v, err) != 0)
+        if (check_string(f, o, v, trusted, err) != 0)
             return err ? err->code : FL_EBAD_REQUEST;
     }
     v->set = 1;
@@ -184,7 +184,8 @@ static int parse_data(struct fl_event *ev, const msgpack_object *data,
                                 d->name);
         if (ev->v[fi].set)
             return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: given twice", d->fields[fi].name);
-        if (check_field(&d->fields[fi], &data->via.map.ptr[k].val, &ev->v[fi], err) != 0)
+        if (check_field(&d->fields[fi], &data->via.map.ptr[k].val, &ev->v[fi],
+                        lim && lim->trusted, err) != 0)
             return err ? err->code : FL_EBAD_REQUEST;
     }
     for (size_t i = 0; i < d->nfields; i++)

@@ -37,6 +37,8 @@ struct fl_event {
 
 struct fl_event_limits {
     size_t max_event; /* canonical data bytes; default 1 MiB */
+    int trusted;      /* replaying the checksummed log: skip the UTF-8 and JSON scans, which
+                         the event passed when it was appended */
 };
 
 #define FL_DEFAULT_MAX_EVENT (1024 * 1024)

@@ -539,8 +539,10 @@ fail:
 int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
                     uint64_t to, uint64_t *done, struct fl_error *err)
 {
+    struct fl_event_limits lim = s->lim;
     int rc = 0;
 
+    lim.trusted = 1;
     for (uint64_t seq = from; seq <= to; seq++) {
         MDB_val v;
         struct fl_record r;
@@ -553,7 +555,7 @@ int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64
                                 (unsigned long long)seq, mdb_strerror(rc));
         if ((rc = fl_record_decode(v.mv_data, v.mv_size, &r, &up, err)) != 0 ||
             (rc = fl_event_parse_parts(r.type.p, r.type.len, r.event_id.p, r.event_id.len,
-                                       r.data, &s->lim, &ev, err)) != 0) {
+                                       r.data, &lim, &ev, err)) != 0) {
             msgpack_unpacked_destroy(&up);
             return fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq,
                                 err ? err->msg : "undecodable record");
