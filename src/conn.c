@@ -312,6 +312,7 @@ static void conn_pump_subs(struct conn *c)
             TAILQ_REMOVE(&c->subs, s, link);
             TAILQ_INSERT_TAIL(&c->subs, s, link);
             c->blocked = 1;
+            c->srv->sub_pauses++;
             break;
         }
         if (rc < 0) {
@@ -471,10 +472,28 @@ void conn_free(struct conn *c)
         event_base_loopexit(srv->base, NULL);
 }
 
+/* Shutdown: take in what the kernel already received for this socket, without waiting for
+ * more, so that "finish what was received" includes requests not yet read by the loop. */
+static void conn_drain_socket(struct conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    size_t cap = 2 * (size_t)c->srv->cfg->max_frame + CONN_OUT_HIGH;
+
+    if (fd < 0 || c->eof)
+        return;
+    while (evbuffer_get_length(in) < cap) {
+        int n = evbuffer_read(in, fd, 64 * 1024);
+        if (n <= 0) /* 0: EOF; < 0: EAGAIN (nothing more now) or an error */
+            break;
+    }
+}
+
 void conn_shutdown(struct conn *c)
 {
     if (c->state != CONN_CLOSING) {
         bufferevent_disable(c->bev, EV_READ);
+        conn_drain_socket(c);
         c->eof = 1;
         conn_process_input(c);
         conn_set_closing(c);

@@ -413,11 +413,12 @@ static int op_stats(struct conn *c, struct conn_req *r, struct fl_error *err)
     int rc;
 
     fl_wire_pack_ok_head(pk, r->id);
-    msgpack_pack_map(pk, 16);
+    msgpack_pack_map(pk, 17);
     pack_kv_u64(pk, "connections", srv->nconns);
     pack_kv_u64(pk, "connections_total", srv->conns_total);
     pack_kv_u64(pk, "connections_refused", srv->conns_refused);
     pack_kv_u64(pk, "subscribers", srv->nsubs);
+    pack_kv_u64(pk, "subscriber_pauses", srv->sub_pauses);
     pack_kv_u64(pk, "appends", cs->appends_ok);
     pack_kv_u64(pk, "appends_failed", cs->appends_failed);
     pack_kv_u64(pk, "events_committed", cs->events);

@@ -2,12 +2,14 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -293,7 +295,7 @@ static int server_tokens(struct server *srv)
     fl_error_clear(&err);
     if (srv->cfg->tokens_file) {
         if ((rc = auth_load_file(&srv->auth, srv->cfg->tokens_file, &err)) != 0) {
-            fl_errorf("%s", err.msg);
+            fl_errorf("--tokens: %s", err.msg);
             return rc;
         }
         fl_info("loaded %zu token(s) from %s", srv->auth.n, srv->cfg->tokens_file);
@@ -306,6 +308,42 @@ static int server_tokens(struct server *srv)
     fl_info("%s an admin token for tenant '%s' in %s/%s (mode 0600; use it with --token, or "
             "pass --data to the flowlog CLI)", created ? "created" : "using",
             AUTH_DEFAULT_TENANT, srv->cfg->data_dir, AUTH_ADMIN_TOKEN_FILE);
+    return 0;
+}
+
+/* One server per data directory: the store caches its head in memory, so a second writer
+ * process would corrupt the log. The lock dies with the process, so a crash leaves no stale
+ * lock behind; the file is never unlinked (that would race with a starting server). */
+static int server_lock_dir(struct server *srv)
+{
+    const char *dir = srv->cfg->data_dir;
+    char path[4096], pid[32] = "";
+    ssize_t n;
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fl_errorf("cannot create the data directory %s: %s", dir, strerror(errno));
+        return FL_EUNAVAILABLE;
+    }
+    if ((size_t)snprintf(path, sizeof path, "%s/flowlogd.lock", dir) >= sizeof path) {
+        fl_errorf("--data %s: the path is too long", dir);
+        return FL_EBAD_REQUEST;
+    }
+    srv->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (srv->lock_fd < 0) {
+        fl_errorf("cannot open %s: %s", path, strerror(errno));
+        return FL_EUNAVAILABLE;
+    }
+    if (flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        n = errno == EWOULDBLOCK ? pread(srv->lock_fd, pid, sizeof pid - 1, 0) : -1;
+        if (n > 0)
+            pid[strcspn(pid, "\n")] = '\0';
+        fl_errorf("another flowlogd%s%s%s is serving %s; stop it first (%s)", n > 0 ? " (pid " : "",
+                  n > 0 ? pid : "", n > 0 ? ")" : "", dir, strerror(errno));
+        return FL_EUNAVAILABLE;
+    }
+    n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(srv->lock_fd, 0) != 0 || pwrite(srv->lock_fd, pid, (size_t)n, 0) != n)
+        fl_warn("cannot record the pid in %s: %s", path, strerror(errno));
     return 0;
 }
 
@@ -343,6 +381,7 @@ int server_start(struct server *srv, const struct config *cfg)
     memset(srv, 0, sizeof *srv);
     srv->cfg = cfg;
     srv->started_us = fl_now_us();
+    srv->lock_fd = -1;
     TAILQ_INIT(&srv->conns);
     TAILQ_INIT(&srv->sub_conns);
     /* libevent writes with send/writev and does not block SIGPIPE: a peer that vanished
@@ -353,7 +392,11 @@ int server_start(struct server *srv, const struct config *cfg)
     }
     if (cfg->port_file)
         unlink(cfg->port_file); /* a stale port must not be mistaken for ours */
-    if ((rc = server_open_store(srv)) != 0 || (rc = server_tokens(srv)) != 0)
+    /* A tokens file is checked before anything is created; the default admin token lives
+     * in the data directory, so it comes after the store made that. */
+    if ((cfg->tokens_file && (rc = server_tokens(srv)) != 0) ||
+        (rc = server_lock_dir(srv)) != 0 || (rc = server_open_store(srv)) != 0 ||
+        (!cfg->tokens_file && (rc = server_tokens(srv)) != 0))
         return rc;
     if (!(srv->base = event_base_new())) {
         fl_errorf("cannot create the event base");
@@ -417,8 +460,11 @@ void server_free(struct server *srv)
     server_event_free(srv->accept_retry);
     server_event_free(srv->stop_timer);
     fl_store_close(srv->store);
+    if (srv->lock_fd >= 0)
+        close(srv->lock_fd); /* after the store is closed: releases the directory */
     auth_free(&srv->auth);
     if (srv->base)
         event_base_free(srv->base);
     memset(srv, 0, sizeof *srv);
+    srv->lock_fd = -1;
 }

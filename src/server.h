@@ -28,6 +28,7 @@ struct server {
     struct evconnlistener *local;   /* the Unix socket */
     int unix_bound;                 /* we created cfg->unix_path: unlink it at exit */
     int port_file_written;
+    int lock_fd;                    /* flock'ed DIR/flowlogd.lock; -1 if none */
     uint16_t tcp_port;              /* the bound port (useful with --listen HOST:0) */
     struct event *sig_term, *sig_int, *accept_retry, *stop_timer;
     struct conn_list conns;         /* every open connection */
@@ -36,6 +37,7 @@ struct server {
     uint64_t nsubs;
     uint64_t conns_total;
     uint64_t conns_refused;
+    uint64_t sub_pauses;            /* times a subscription waited for its output to drain */
     uint64_t next_conn_id;
     int64_t started_us;
     int stopping;
