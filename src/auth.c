@@ -108,17 +108,19 @@ static int auth_parse_line(struct auth *a, const char *f[4], const size_t flen[4
         return fl_error_set(err, FL_EBAD_REQUEST,
                             "%s:%u: a token must be 1..%d printable ASCII characters", origin,
                             lineno, AUTH_TOKEN_MAX);
+    /* The messages below never quote the field: if the columns are out of order, it may be
+     * the token. */
     if (!(flen[1] == 1 && f[1][0] == '*') && !auth_tenant_valid(f[1], flen[1]))
         return fl_error_set(err, FL_EBAD_REQUEST,
-                            "%s:%u: tenant '%.*s' is not valid: use 1..64 of A-Z a-z 0-9 . _ : - "
-                            "(or * for an operator)", origin, lineno, (int)(flen[1] > 80 ? 80 : flen[1]), f[1]);
+                            "%s:%u: the tenant (second field) is not valid: use 1..64 of "
+                            "A-Z a-z 0-9 . _ : - (or * for an operator)", origin, lineno);
     for (int i = 0; i < 3; i++)
         if (strlen(role_names[i]) == flen[2] && memcmp(role_names[i], f[2], flen[2]) == 0)
             role = i;
     if (role < 0)
         return fl_error_set(err, FL_EBAD_REQUEST,
-                            "%s:%u: role '%.*s' is not one of reader, writer, admin", origin,
-                            lineno, (int)(flen[2] > 40 ? 40 : flen[2]), f[2]);
+                            "%s:%u: the role (third field) is not one of reader, writer, admin",
+                            origin, lineno);
     auth_digest(f[0], flen[0], d);
     for (size_t i = 0; i < a->n; i++)
         if (fl_hash_ct_compare(a->v[i].digest, d, sizeof d) == 0)
