@@ -61,13 +61,14 @@ wait_until() {
 }
 
 # start_server NAME [flowlogd options...]: start flowlogd on $WORK/NAME (data in NAME/data) on
-# an ephemeral port; sets SRV_PID and SRV_ADDR. Options like --tokens may follow.
+# an ephemeral port; sets SRV_PID and SRV_ADDR. Options like --tokens may follow; --sync is
+# $SYNC (default none: these tests do not pull the power).
 start_server() {
     local name=$1 dir=$WORK/$1
     shift
     mkdir -p "$dir"
     rm -f "$dir/port"
-    "$FLOWLOGD" --data "$dir/data" --listen 127.0.0.1:0 --port-file "$dir/port" --sync none \
+    "$FLOWLOGD" --data "$dir/data" --listen 127.0.0.1:0 --port-file "$dir/port" --sync "${SYNC:-none}" \
         "$@" >>"$dir/server.log" 2>&1 &
     SRV_PID=$!
     SRV_PIDS+=("$SRV_PID")
