@@ -153,3 +153,18 @@ expect_error() {
 ev() {
     printf '{"type": "%s", "data": %s%s}\n' "$1" "$2" "${3:+, $3}"
 }
+
+# tap_from COMMAND...: run a C test program that prints unnumbered TAP ("ok - ...",
+# "not ok - ...", "# ..."), numbering its lines into this test's sequence. Returns its status.
+tap_from() {
+    local line
+    while IFS= read -r line; do
+        case $line in
+        "ok - "*) ok "${line#ok - }" ;;
+        "not ok - "*) not_ok "${line#not ok - }" ;;
+        "#"*) printf '%s\n' "$line" ;;
+        *) diag "$line" ;;
+        esac
+    done < <("$@" 2>&1)
+    wait $! 2>/dev/null
+}
