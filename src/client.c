@@ -51,7 +51,8 @@ struct fqueue {
 
 struct flc_client {
     int fd;
-    int dead; /* after a connection-level failure every call repeats c->err */
+    int dead; /* after a connection-level failure every call repeats dead_err... */
+    struct fl_error dead_err; /* ...once the replies already received are handed out */
     int timeout_ms;
     size_t max_frame;
     uint64_t next_id;
@@ -95,7 +96,18 @@ __attribute__((format(printf, 3, 4))) static int seterr(flc_client *c, int code,
     return code;
 }
 
-/* A connection-level failure: close the socket so that the handle stays dead. */
+/* The handle's current error becomes final: close the socket; later calls repeat the error. */
+static int mark_dead(flc_client *c)
+{
+    c->dead = 1;
+    c->dead_err = c->err;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    return c->err.code;
+}
+
+/* A connection-level failure: set the error and mark the handle dead. */
 __attribute__((format(printf, 3, 4))) static int fatal(flc_client *c, int code, const char *fmt,
                                                        ...)
 {
@@ -106,11 +118,7 @@ __attribute__((format(printf, 3, 4))) static int fatal(flc_client *c, int code, 
     va_end(ap);
     c->err.index = -1;
     c->err.version = -1;
-    c->dead = 1;
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    return code;
+    return mark_dead(c);
 }
 
 const char *flc_code_name(int code)
@@ -369,6 +377,10 @@ static int frame_read(flc_client *c, int64_t deadline, struct frame **out)
         int rc = frame_take(c, out);
         if (rc != 0)
             return rc > 0 ? 0 : rc;
+        if (c->dead) { /* nothing more will come: the bytes received were all there was */
+            c->err = c->dead_err;
+            return c->err.code;
+        }
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
         rc = poll(&p, 1, ms_left(deadline));
         if (rc < 0 && errno == EINTR)
@@ -512,11 +524,7 @@ static int frame_route(flc_client *c, struct frame *f, enum want kind, uint64_t 
     if (f->id_nil) {
         (void)error_from_reply(c, frame_obj(f));
         frame_free(f);
-        int code = c->err.code;
-        c->dead = 1;
-        close(c->fd);
-        c->fd = -1;
-        return code;
+        return mark_dead(c);
     }
     if (f->is_push) {
         if (c->subscribed && f->id == c->sub_id)
@@ -568,34 +576,42 @@ static int call_begin(flc_client *c)
 {
     frame_free(c->cur);
     c->cur = NULL;
-    if (c->dead)
+    if (c->dead) {
+        c->err = c->dead_err;
         return c->err.code;
+    }
     fl_error_clear(&c->err);
     return 0;
 }
 
-/* Hand out a reply frame: its result (owned by c->cur), or NULL with the error set. */
-static const msgpack_object *reply_result(flc_client *c, struct frame *f)
+/* Hand out a reply frame: *res is its result (owned by c->cur), or NULL with the server's
+ * error on the handle. Returns 0, or a fatal code for a malformed reply. */
+static int reply_take(flc_client *c, struct frame *f, const msgpack_object **res)
 {
     const msgpack_object *ok = fl_wire_get(frame_obj(f), "ok");
-    const msgpack_object *res = fl_wire_get(frame_obj(f), "result");
 
+    *res = NULL;
     if (ok->type != MSGPACK_OBJECT_BOOLEAN) {
         frame_free(f);
-        (void)fatal(c, FLC_EPROTOCOL, "protocol error: \"ok\" is not a boolean");
-        return NULL;
+        return fatal(c, FLC_EPROTOCOL, "protocol error: \"ok\" is not a boolean");
     }
     if (!ok->via.boolean) {
         (void)error_from_reply(c, frame_obj(f));
         frame_free(f);
-        return NULL;
+        return 0;
     }
     c->cur = f;
-    if (!res) {
-        (void)fatal(c, FLC_EPROTOCOL, "protocol error: a success reply without \"result\"");
-        return NULL;
-    }
-    return res;
+    if (!(*res = fl_wire_get(frame_obj(f), "result")))
+        return fatal(c, FLC_EPROTOCOL, "protocol error: a success reply without \"result\"");
+    return 0;
+}
+
+/* reply_take for callers that only need the result. */
+static const msgpack_object *reply_result(flc_client *c, struct frame *f)
+{
+    const msgpack_object *res;
+
+    return reply_take(c, f, &res) == 0 ? res : NULL;
 }
 
 /* Send the request built in wbuf and wait for its reply. */
@@ -1125,10 +1141,15 @@ int flc_reply_next(flc_client *c, int timeout_ms, uint64_t *id, const msgpack_ob
     int rc;
 
     *result = NULL;
-    if ((rc = call_begin(c)) != 0)
-        return rc;
+    /* Not call_begin: a dead handle still hands out the replies it received before dying. */
+    frame_free(c->cur);
+    c->cur = NULL;
+    if (c->dead)
+        c->err = c->dead_err;
+    else
+        fl_error_clear(&c->err);
     if (c->npending == 0)
-        return 0;
+        return c->dead ? c->err.code : 0;
     rc = wait_for(c, WANT_PENDING, 0, timeout_ms, &f);
     if (rc == FLC_ETIMEOUT) {
         fl_error_clear(&c->err);
@@ -1138,9 +1159,8 @@ int flc_reply_next(flc_client *c, int timeout_ms, uint64_t *id, const msgpack_ob
         return rc;
     *id = f->id;
     pending_remove(c, f->id);
-    *result = reply_result(c, f);
-    if (!*result && c->dead)
-        return c->err.code;
+    if ((rc = reply_take(c, f, result)) != 0)
+        return rc;
     return 1;
 }
 

@@ -796,7 +796,8 @@ static void pipe_reply(struct ctx *x, struct pipe *p, uint64_t id, const msgpack
     }
 }
 
-/* Collect replies: wait up to timeout_ms for the first. 0, or an exit code on a broken link. */
+/* Collect replies: wait up to timeout_ms for the first. 0, or an exit code on a broken link,
+ * reported after every result already known (so output line k stays input line k). */
 static int pipe_collect(struct ctx *x, struct pipe *p, int timeout_ms)
 {
     uint64_t id;
@@ -807,7 +808,10 @@ static int pipe_collect(struct ctx *x, struct pipe *p, int timeout_ms)
         pipe_reply(x, p, id, res);
         timeout_ms = 0;
     }
-    return rc < 0 ? client_err(x) : EX_OK;
+    if (rc >= 0)
+        return EX_OK;
+    pipe_flush(x, p);
+    return client_err(x);
 }
 
 /* Send one line (or record why it could not be sent). */
@@ -832,8 +836,8 @@ static int pipe_send(struct ctx *x, struct pipe *p, char *line, size_t len, msgp
             slot_finish(x, s, p->sent - 1, NULL);
             return EX_OK;
         }
-        pipe_flush(x, p);
-        return client_err(x);
+        p->sent--; /* this line was not sent: it gets no output line */
+        return pipe_collect(x, p, 0); /* hand out what arrived before the failure, then report */
     }
     return EX_OK;
 }
