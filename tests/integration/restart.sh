@@ -8,7 +8,7 @@
 #     every event answers the acknowledged ones as duplicates with their original seq.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 18
+plan 17
 DATA=$WORK/main/data
 start_server main || exit 1
 
