@@ -562,16 +562,14 @@ static int new_run(struct apply *a)
     return rc;
 }
 
-/* Put key -> val into db, trying MDB_APPEND first: stream keys usually are the largest. */
+/* Put key -> val into db. (MDB_APPEND would rarely apply: a flow's stream entry is the last key
+ * of its flow, not of the database.) */
 static int put_stream(struct apply *a, int db, const uint8_t *key, size_t klen, const void *val,
                       size_t len)
 {
     MDB_val k = {klen, (void *)key}, v = {len, (void *)(val ? val : "")};
-    int rc;
+    int rc = mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, 0);
 
-    rc = mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, MDB_APPEND);
-    if (rc == MDB_KEYEXIST) /* not the largest key of the DB: an ordinary put */
-        rc = mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, 0);
     return rc ? mdb_fail(a, rc, "write stream index") : 0;
 }
 
