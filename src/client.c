@@ -495,6 +495,12 @@ static int req_send(flc_client *c)
     return send_all(c, c->wbuf.data, c->wbuf.size);
 }
 
+/* A str object's bytes: msgpack-c gives an empty str a NULL pointer at times. */
+static const char *mp_str(const msgpack_object *o)
+{
+    return o->via.str.size ? o->via.str.ptr : "";
+}
+
 /* Fill the handle's error from a reply's "error" map. */
 static int error_from_reply(flc_client *c, const msgpack_object *reply)
 {
@@ -507,9 +513,9 @@ static int error_from_reply(flc_client *c, const msgpack_object *reply)
         return seterr(c, FLC_EPROTOCOL, "protocol error: an error reply without a code");
     rc = fl_err_from_name(code->via.str.ptr, code->via.str.size);
     if (msg && msg->type == MSGPACK_OBJECT_STR)
-        seterr(c, rc, "%.*s", (int)msg->via.str.size, msg->via.str.ptr);
+        seterr(c, rc, "%.*s", (int)msg->via.str.size, mp_str(msg));
     else
-        seterr(c, rc, "%.*s", (int)code->via.str.size, code->via.str.ptr);
+        seterr(c, rc, "%.*s", (int)code->via.str.size, mp_str(code));
     if (idx && idx->type == MSGPACK_OBJECT_POSITIVE_INTEGER && idx->via.u64 <= INT64_MAX)
         c->err.index = (int64_t)idx->via.u64;
     if (ver && ver->type == MSGPACK_OBJECT_POSITIVE_INTEGER && ver->via.u64 <= INT64_MAX)
@@ -746,7 +752,7 @@ static char *hello_str(const msgpack_object *res, const char *key)
 
     if (!o || o->type != MSGPACK_OBJECT_STR)
         return strdup("");
-    return strndup(o->via.str.ptr, o->via.str.size);
+    return strndup(mp_str(o), o->via.str.size);
 }
 
 /* Say hello and keep what the server says about us. */

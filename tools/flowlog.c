@@ -1218,7 +1218,8 @@ static int page_table(struct ctx *x, struct flc_table_query *q, uint64_t limit)
             rc = report(x, EX_SERVER, "nomem", "out of memory", -1, -1);
             break;
         }
-        memcpy(after, next->via.bin.ptr, next->via.bin.size);
+        if (next->via.bin.size)
+            memcpy(after, next->via.bin.ptr, next->via.bin.size);
         q->after = after;
         q->after_len = next->via.bin.size;
     }
