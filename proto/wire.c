@@ -158,8 +158,9 @@ const msgpack_object *fl_wire_get(const msgpack_object *map, const char *key)
         return NULL;
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key;
+        /* An empty str may carry a NULL ptr (msgpack-c), which memcmp must not see. */
         if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
-            memcmp(k->via.str.ptr, key, klen) == 0)
+            (klen == 0 || memcmp(k->via.str.ptr, key, klen) == 0))
             return &map->via.map.ptr[i].val;
     }
     return NULL;
@@ -216,7 +217,9 @@ int fl_wire_read_ts(const msgpack_object *o, int64_t *us)
     char tmp[64];
 
     if (o->type == MSGPACK_OBJECT_EXT) {
-        if (!msgpack_object_to_timestamp(o, &t))
+        /* Any 64-bit seconds fit a 12-byte timestamp; refuse those microseconds cannot hold. */
+        if (!msgpack_object_to_timestamp(o, &t) || t.tv_nsec >= 1000000000u ||
+            t.tv_sec > INT64_MAX / 1000000 - 1 || t.tv_sec < INT64_MIN / 1000000 + 1)
             return -1;
         *us = t.tv_sec * 1000000 + t.tv_nsec / 1000;
         return 0;
@@ -230,7 +233,8 @@ int fl_wire_read_ts(const msgpack_object *o, int64_t *us)
         return 0;
     }
     if (o->type == MSGPACK_OBJECT_STR && o->via.str.size < sizeof tmp) {
-        memcpy(tmp, o->via.str.ptr, o->via.str.size);
+        if (o->via.str.size) /* an empty str may have a NULL ptr */
+            memcpy(tmp, o->via.str.ptr, o->via.str.size);
         tmp[o->via.str.size] = '\0';
         return fl_time_parse(tmp, us);
     }

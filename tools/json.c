@@ -132,6 +132,13 @@ static json_t *ext_to_json(const msgpack_object *o, enum fjson_time tf, char *er
 
 static json_t *from_mp(const msgpack_object *o, enum fjson_time tf, char *err, int depth);
 
+/* A str object's bytes. msgpack-c may give an empty str a NULL ptr (when no earlier item of
+ * the buffer had a payload), which jansson rejects: an empty string is still a string. */
+static const char *mp_str(const msgpack_object *o)
+{
+    return o->via.str.size ? o->via.str.ptr : "";
+}
+
 /* A map, whose keys must be strings. */
 static json_t *map_to_json(const msgpack_object *o, enum fjson_time tf, char *err, int depth)
 {
@@ -146,7 +153,7 @@ static json_t *map_to_json(const msgpack_object *o, enum fjson_time tf, char *er
             return NULL;
         }
         v = from_mp(&o->via.map.ptr[i].val, tf, err, depth + 1);
-        if (!v || json_object_setn_new(j, k->via.str.ptr, k->via.str.size, v) != 0) {
+        if (!v || json_object_setn_new(j, mp_str(k), k->via.str.size, v) != 0) {
             if (v)
                 snprintf(err, FJSON_ERR_MAX, "a map key is not valid UTF-8");
             json_decref(j);
@@ -174,7 +181,7 @@ static json_t *array_to_json(const msgpack_object *o, enum fjson_time tf, char *
 /* A string, which JSON needs to be UTF-8. */
 static json_t *str_to_json(const msgpack_object *o, char *err)
 {
-    json_t *j = json_stringn(o->via.str.ptr, o->via.str.size);
+    json_t *j = json_stringn(mp_str(o), o->via.str.size);
 
     if (!j)
         snprintf(err, FJSON_ERR_MAX, "a string is not valid UTF-8");
