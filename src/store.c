@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "diag.h"
@@ -113,6 +114,26 @@ int fl_store_mdb_error(int rc, const char *what, struct fl_error *err)
         return fl_error_set(err, FL_EUNAVAILABLE,
                             "%s: the store reached its maximum size; raise the map limit", what);
     return fl_error_set(err, FL_EINTERNAL, "%s: %s", what, mdb_strerror(rc));
+}
+
+/* LMDB reports a page write cut short by a full disk as EIO (mdb_page_flush: "short write,
+ * filesystem full?"); only a write that could not start at all gives ENOSPC. Name the full disk
+ * when the data directory's file system is (nearly) out of space, so the operator knows what to
+ * do; any other error is mapped as by fl_store_mdb_error. */
+int fl_store_write_error(const struct fl_store *s, int rc, const char *what, struct fl_error *err)
+{
+    struct statvfs sv;
+    unsigned long long avail;
+
+    if (rc != EIO || statvfs(s->dir, &sv) != 0)
+        return fl_store_mdb_error(rc, what, err);
+    avail = (unsigned long long)sv.f_bavail * sv.f_frsize;
+    if (avail >= (64ull << 20))
+        return fl_store_mdb_error(rc, what, err);
+    return fl_error_set(err, FL_EUNAVAILABLE,
+                        "%s: the disk holding the data directory is full (a write was cut "
+                        "short; %llu KiB free); free space and retry",
+                        what, avail >> 10);
 }
 
 /* ---- environment ---- */
@@ -505,7 +526,7 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
             continue; /* redo the whole group: nothing of it was committed */
         }
         if (rc != 0) {
-            fl_store_mdb_error(rc, "commit", &e);
+            fl_store_write_error(s, rc, "commit", &e);
             goto fail;
         }
         break;

@@ -98,6 +98,9 @@ void fl_arena_free(struct fl_arena *a);
 
 /* Translate an MDB/errno code into an fl_err with a message. */
 int fl_store_mdb_error(int rc, const char *what, struct fl_error *err);
+/* The same for a failed write to the store's disk: an EIO while that disk is (nearly) full is
+ * reported as a full disk (LMDB turns a short write into EIO). */
+int fl_store_write_error(const struct fl_store *s, int rc, const char *what, struct fl_error *err);
 
 /* Open every database of dbs in txn (creating them if create). */
 int fl_store_open_dbs(MDB_txn *txn, struct fl_dbs *dbs, int create);

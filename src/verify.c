@@ -189,7 +189,9 @@ again:
         return fl_error_set(err, FL_EINTERNAL, "out of memory");
     if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_maxdbs(env, FL_DB_COUNT)) ||
         (rc = mdb_env_set_mapsize(env, map)) ||
-        (rc = mdb_env_open(env, dir, MDB_NOSYNC | MDB_NOTLS, 0600)) ||
+        /* MDB_NOLOCK: the scratch env is this thread's alone. Its lock file would be mmap'ed
+         * and written, which on a full disk kills the whole server with SIGBUS. */
+        (rc = mdb_env_open(env, dir, MDB_NOSYNC | MDB_NOTLS | MDB_NOLOCK, 0600)) ||
         (rc = mdb_txn_begin(env, NULL, 0, &txn)) || (rc = fl_store_open_dbs(txn, &sdb, 1)))
         goto mdb;
     x.db = &sdb;
@@ -239,7 +241,7 @@ mdb:
     fl_buf_free(&x.k);
     fl_buf_free(&x.v);
     fl_arena_free(x.arena);
-    return fl_store_mdb_error(rc, "verify rebuild", err);
+    return fl_store_write_error(s, rc, "verify rebuild", err);
 }
 
 int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
