@@ -427,6 +427,8 @@ static int send_all(flc_client *c, const char *buf, size_t len)
 {
     int64_t deadline = deadline_for(c, -1);
 
+    if (c->fd < 0) /* never poll a closed socket: that would wait for ever */
+        return fatal(c, FLC_ECONNECTION, "not connected");
     while (len > 0) {
         struct pollfd p = {.fd = c->fd, .events = POLLOUT | POLLIN};
         int rc = poll(&p, 1, ms_left(deadline));
@@ -805,8 +807,8 @@ flc_client *flc_connect(const char *server, const char *token, const char *tenan
     msgpack_sbuffer_init(&c->wbuf);
     msgpack_packer_init(&c->pk, &c->wbuf, msgpack_sbuffer_write);
     if (!server || !token) {
-        c->dead = 1;
         seterr(c, FLC_EUSAGE, "a server address and a token are needed");
+        (void)mark_dead(c);
         return c;
     }
     if (strncmp(server, "unix:", 5) == 0)
@@ -815,13 +817,8 @@ flc_client *flc_connect(const char *server, const char *token, const char *tenan
         rc = connect_tcp(c, server, deadline);
     if (rc == 0)
         rc = handshake(c, token, tenant);
-    if (rc != 0 && !c->dead) {
-        /* e.g. a usage error or a refused handshake: the handle is of no further use */
-        c->dead = 1;
-        if (c->fd >= 0)
-            close(c->fd);
-        c->fd = -1;
-    }
+    if (rc != 0 && !c->dead)
+        (void)mark_dead(c); /* e.g. a usage error or a refused handshake: of no further use */
     return c;
 }
 
@@ -882,8 +879,9 @@ const msgpack_object *flc_ping(flc_client *c)
     return call_finish(c, req_begin(c, "ping", 0));
 }
 
-/* Check the caller's events and pack {"events": [...]} into the request. */
-static int pack_events(flc_client *c, const struct flc_event *events, size_t n)
+/* Check the caller's events before anything is built: each must be one msgpack object, so
+ * that a bad one cannot corrupt the framing of the request. */
+static int check_events(flc_client *c, const struct flc_event *events, size_t n)
 {
     struct fl_error e;
 
@@ -900,22 +898,26 @@ static int pack_events(flc_client *c, const struct flc_event *events, size_t n)
             return FLC_EUSAGE;
         }
     }
+    return 0;
+}
+
+/* Pack {"events": [...]} (checked events) into the request. */
+static void pack_events(flc_client *c, const struct flc_event *events, size_t n)
+{
     fl_wire_pack_cstr(&c->pk, "events");
     msgpack_pack_array(&c->pk, n);
     for (size_t i = 0; i < n; i++)
         msgpack_sbuffer_write(&c->wbuf, events[i].msgpack, events[i].len);
-    return 0;
 }
 
 const msgpack_object *flc_append(flc_client *c, const struct flc_event *events, size_t n)
 {
     uint64_t id;
 
-    if (call_begin(c) != 0)
+    if (call_begin(c) != 0 || check_events(c, events, n) != 0)
         return NULL;
     id = req_begin(c, "append", 1);
-    if (pack_events(c, events, n) != 0)
-        return NULL;
+    pack_events(c, events, n);
     return call_finish(c, id);
 }
 
@@ -1121,11 +1123,10 @@ uint64_t flc_append_send(flc_client *c, const struct flc_event *events, size_t n
 {
     uint64_t id;
 
-    if (call_begin(c) != 0)
+    if (call_begin(c) != 0 || check_events(c, events, n) != 0)
         return 0;
     id = req_begin(c, "append", 1);
-    if (pack_events(c, events, n) != 0)
-        return 0;
+    pack_events(c, events, n);
     return send_pending(c, id);
 }
 
