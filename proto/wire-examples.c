@@ -226,6 +226,7 @@ static int example(const char *title, void (*build)(msgpack_packer *))
     return 0;
 }
 
+/* Print section 8 of PROTOCOL.md. */
 int main(void)
 {
     int rc = 0;

@@ -121,6 +121,7 @@ __attribute__((format(printf, 3, 4))) static int fatal(flc_client *c, int code, 
     return mark_dead(c);
 }
 
+/* The local codes have their own names; the server's are the contract's (err.c). */
 const char *flc_code_name(int code)
 {
     switch (code) {
@@ -141,6 +142,7 @@ const char *flc_code_name(int code)
     }
 }
 
+/* The error accessors never fail and never change the handle (see ERRORS in flowlog.h). */
 int flc_errcode(const flc_client *c)
 {
     return c->err.code;
@@ -792,6 +794,7 @@ static int handshake(flc_client *c, const char *token, const char *tenant)
     return 0;
 }
 
+/* hiredis-style: always a handle (NULL only without memory), the failure kept on it. */
 flc_client *flc_connect(const char *server, const char *token, const char *tenant)
 {
     flc_client *c = calloc(1, sizeof *c);
@@ -822,6 +825,7 @@ flc_client *flc_connect(const char *server, const char *token, const char *tenan
     return c;
 }
 
+/* Results are borrowed from the handle, so they go with it. */
 void flc_free(flc_client *c)
 {
     if (!c)
@@ -840,21 +844,25 @@ void flc_free(flc_client *c)
     free(c);
 }
 
+/* Negative values mean "no timeout", as 0 does. */
 void flc_set_timeout(flc_client *c, int ms)
 {
     c->timeout_ms = ms > 0 ? ms : 0;
 }
 
+/* A frame length is a u32: larger limits mean nothing. */
 void flc_set_max_frame(flc_client *c, size_t bytes)
 {
     c->max_frame = bytes > UINT32_MAX ? UINT32_MAX : bytes;
 }
 
+/* For callers that poll several sources (the CLI's pipelined append waits on stdin too). */
 int flc_fd(const flc_client *c)
 {
     return c->fd;
 }
 
+/* The handshake's strings, never NULL. */
 const char *flc_tenant(const flc_client *c)
 {
     return c->tenant ? c->tenant : empty;
@@ -872,6 +880,7 @@ const char *flc_server_name(const flc_client *c)
 
 /* ---- operations ---- */
 
+/* The cheapest round trip: checks the connection and the token's session. */
 const msgpack_object *flc_ping(flc_client *c)
 {
     if (call_begin(c) != 0)
@@ -910,6 +919,7 @@ static void pack_events(flc_client *c, const struct flc_event *events, size_t n)
         msgpack_sbuffer_write(&c->wbuf, events[i].msgpack, events[i].len);
 }
 
+/* One atomic append; the events are copied into the request as they are. */
 const msgpack_object *flc_append(flc_client *c, const struct flc_event *events, size_t n)
 {
     uint64_t id;
@@ -995,11 +1005,13 @@ static const msgpack_object *query_call(flc_client *c, const char *op, const str
     return call_finish(c, id);
 }
 
+/* One page; the caller follows "next" (the CLI's page_events shows how). */
 const msgpack_object *flc_log(flc_client *c, const struct flc_query *q)
 {
     return query_call(c, "log", q);
 }
 
+/* Checked here so that a missing run/flow is a usage error, not a round trip. */
 const msgpack_object *flc_timeline(flc_client *c, const struct flc_query *q)
 {
     if (!q || (!q->run_id && !q->flow_id)) {
@@ -1033,6 +1045,7 @@ static const msgpack_object *state_call(flc_client *c, const char *flow_id, int 
     return call_finish(c, id);
 }
 
+/* The three state reads share state_call. */
 const msgpack_object *flc_state(flc_client *c, const char *flow_id)
 {
     return state_call(c, flow_id, 0, 0, 0);
@@ -1048,6 +1061,7 @@ const msgpack_object *flc_state_at_time(flc_client *c, const char *flow_id, int6
     return state_call(c, flow_id, 2, 0, us);
 }
 
+/* limit 0 leaves the default to the server. */
 const msgpack_object *flc_history(flc_client *c, const char *flow_id, uint32_t limit)
 {
     uint64_t id;
@@ -1065,6 +1079,7 @@ const msgpack_object *flc_history(flc_client *c, const char *flow_id, uint32_t l
     return call_finish(c, id);
 }
 
+/* "after" is the previous page's opaque "next", sent back as bin. */
 const msgpack_object *flc_table(flc_client *c, const struct flc_table_query *q)
 {
     uint64_t id;
@@ -1091,6 +1106,7 @@ const msgpack_object *flc_table(flc_client *c, const struct flc_table_query *q)
     return call_finish(c, id);
 }
 
+/* Can take a while on a big store: the handle's timeout applies. */
 const msgpack_object *flc_verify(flc_client *c)
 {
     if (call_begin(c) != 0)
@@ -1098,6 +1114,7 @@ const msgpack_object *flc_verify(flc_client *c)
     return call_finish(c, req_begin(c, "verify", 0));
 }
 
+/* The counters are the server's; the library does not interpret them. */
 const msgpack_object *flc_stats(flc_client *c)
 {
     if (call_begin(c) != 0)
@@ -1119,6 +1136,7 @@ static uint64_t send_pending(flc_client *c, uint64_t id)
     return id;
 }
 
+/* The id is how the caller will recognise the reply in flc_reply_next. */
 uint64_t flc_append_send(flc_client *c, const struct flc_event *events, size_t n)
 {
     uint64_t id;
@@ -1130,6 +1148,7 @@ uint64_t flc_append_send(flc_client *c, const struct flc_event *events, size_t n
     return send_pending(c, id);
 }
 
+/* A pipelined ping: lets a pipelining caller measure or keep the connection alive. */
 uint64_t flc_ping_send(flc_client *c)
 {
     if (call_begin(c) != 0)
@@ -1137,11 +1156,13 @@ uint64_t flc_ping_send(flc_client *c)
     return send_pending(c, req_begin(c, "ping", 0));
 }
 
+/* Replies already received but not yet handed out count as pending. */
 size_t flc_pending(const flc_client *c)
 {
     return c->npending;
 }
 
+/* Arrival order, not sending order: the server answers reads at once, appends after commit. */
 int flc_reply_next(flc_client *c, int timeout_ms, uint64_t *id, const msgpack_object **result)
 {
     struct frame *f = NULL;
@@ -1173,6 +1194,7 @@ int flc_reply_next(flc_client *c, int timeout_ms, uint64_t *id, const msgpack_ob
 
 /* ---- subscriptions ---- */
 
+/* One subscription per handle keeps the iterator simple; open more handles for more. */
 int flc_subscribe(flc_client *c, const struct flc_query *q)
 {
     static const struct flc_query none;
@@ -1198,6 +1220,7 @@ int flc_subscribe(flc_client *c, const struct flc_query *q)
     return 0;
 }
 
+/* Pushes that arrived during other calls were queued; they come first, in order. */
 const msgpack_object *flc_sub_next(flc_client *c, int timeout_ms)
 {
     struct frame *f = NULL;
@@ -1226,6 +1249,7 @@ const msgpack_object *flc_sub_next(flc_client *c, int timeout_ms)
     return NULL;
 }
 
+/* Queued pushes are dropped at once; late ones are dropped on arrival (frame_route). */
 int flc_unsubscribe(flc_client *c)
 {
     uint64_t id;
@@ -1246,11 +1270,13 @@ int flc_unsubscribe(flc_client *c)
 
 /* ---- reading results ---- */
 
+/* A linear scan: result maps are small. */
 const msgpack_object *flc_get(const msgpack_object *map, const char *key)
 {
     return key ? fl_wire_get(map, key) : NULL;
 }
 
+/* Only the timestamp extension: results never carry times as integers or strings. */
 int flc_ts_us(const msgpack_object *o, int64_t *us)
 {
     if (!o || o->type != MSGPACK_OBJECT_EXT || o->via.ext.type != -1)

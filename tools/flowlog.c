@@ -1513,6 +1513,7 @@ static int parse_globals(struct ctx *x, int argc, char **argv, int *help)
     return optind;
 }
 
+/* Global options, then the command, whose own parser also takes the global ones. */
 int main(int argc, char **argv)
 {
     struct ctx x = {0};

@@ -70,11 +70,13 @@ static int to_mp(const json_t *v, msgpack_packer *pk, char *err, int depth)
     return -1;
 }
 
+/* The entry point keeps the depth counter private. */
 int fjson_to_msgpack(const json_t *v, msgpack_packer *pk, char err[FJSON_ERR_MAX])
 {
     return to_mp(v, pk, err, 0);
 }
 
+/* People read "2026-11-21 22:39:03.123456" more easily; JSON keeps RFC 3339. */
 void fjson_format_time(int64_t us, enum fjson_time tf, char out[32])
 {
     fl_time_format(us, out);
@@ -231,6 +233,7 @@ static json_t *from_mp(const msgpack_object *o, enum fjson_time tf, char *err, i
     return NULL;
 }
 
+/* A failure always comes with a message, even one the recursion did not set. */
 json_t *fjson_from_msgpack(const msgpack_object *o, enum fjson_time tf, char err[FJSON_ERR_MAX])
 {
     json_t *j;

@@ -340,6 +340,7 @@ static void churn_case(struct ctx *x)
     tap(x, good_append(x), "... meanwhile another client's append is acknowledged");
 }
 
+/* Every hostile case, then verify with the good client. */
 int main(int argc, char **argv)
 {
     struct ctx x = {0};

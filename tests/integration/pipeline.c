@@ -177,6 +177,7 @@ static void judge(struct run *r)
     free(seqs);
 }
 
+/* Half the appends, a synchronous read among them, the other half, then collect. */
 int main(int argc, char **argv)
 {
     struct run r = {0};
