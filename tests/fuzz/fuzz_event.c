@@ -23,11 +23,14 @@ static void fail(const char *what, const struct fl_error *e)
     abort();
 }
 
+/* A small event limit, so that inputs up to -max_len reach the too_large path too. */
+#define FUZZ_MAX_EVENT 4096
+
 /* Replay ev's canonical data through fl_event_parse_parts (trusted or not): same bytes out. */
 static void check_canonical(const struct fl_event *ev, int trusted)
 {
     const struct fl_event_def *d = &fl_event_defs[ev->type];
-    struct fl_event_limits lim = {.max_event = 0, .trusted = trusted};
+    struct fl_event_limits lim = {.max_event = FUZZ_MAX_EVENT, .trusted = trusted};
     struct fl_event again;
     struct fl_error err;
     msgpack_unpacked u;
@@ -49,7 +52,7 @@ static void check_canonical(const struct fl_event *ev, int trusted)
 /* Parse one event object; on success look at every field and replay its canonical form. */
 static void parse_one(const msgpack_object *o)
 {
-    struct fl_event_limits lim = {.max_event = 0, .trusted = 0};
+    struct fl_event_limits lim = {.max_event = FUZZ_MAX_EVENT, .trusted = 0};
     struct fl_event ev;
     struct fl_error err;
     int rc;
