@@ -17,7 +17,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +42,11 @@ static const char usage[] =
     "  --server=ADDR       use a running server instead (env FLOWLOG_SERVER)\n"
     "  --token=TOKEN       operator token (tenant *) for --server (env FLOWLOG_TOKEN)\n"
     "  --data-parent=DIR   where the spawned servers' temp directories go [$TMPDIR or /tmp]\n"
-    "  --keep              keep the spawned servers' directories (logs, data)\n";
+    "  --keep              keep the spawned servers' directories (logs, data)\n"
+    "  --reads=N           after the runs, N rounds of reads over the wire on the last run's\n"
+    "                      data: state now, state as of a seq, timeline of a run, history [200]\n"
+    "  --subscribers=N     then one more run (step mode, --sub-conns writers [16]) with N live\n"
+    "                      subscribers: time from an append's ack to its delivery [0: skip]\n";
 
 struct fb_cfg {
     const char *flowlogd, *server, *token, *sync, *data_parent;
@@ -51,6 +57,10 @@ struct fb_cfg {
     char *dir;
     char addr[64];
     char optoken[65];
+    /* subscription test: when acks is set, each acknowledged seq's time goes to acks[seq] */
+    int subscribers, sub_conns, reads;
+    _Atomic uint64_t *acks;
+    uint64_t nacks;
 };
 
 struct fb_conn {
@@ -244,6 +254,8 @@ static void fb_close(void *vc)
     free(fc);
 }
 
+static int64_t obj_int(const msgpack_object *o);
+
 static int fb_append(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
 {
     struct fb_conn *fc = vc;
@@ -269,8 +281,12 @@ static int fb_append(void *vc, const struct wl_batch *b, size_t from, size_t to,
     const msgpack_object *rs = flc_get(res, "results");
     if (!rs || rs->type != MSGPACK_OBJECT_ARRAY || rs->via.array.size != to - from)
         return snprintf(err, BU_ERR, "append: malformed results"), -1;
+    uint64_t now = fc->cfg->acks ? bu_now_ns() : 0;
     for (uint32_t i = 0; i < rs->via.array.size; i++) {
         const msgpack_object *dup = flc_get(&rs->via.array.ptr[i], "duplicate");
+        int64_t seq = obj_int(flc_get(&rs->via.array.ptr[i], "seq"));
+        if (fc->cfg->acks && seq > 0 && (uint64_t)seq < fc->cfg->nacks)
+            atomic_store(&fc->cfg->acks[seq], now);
         if (dup && dup->type == MSGPACK_OBJECT_BOOLEAN && dup->via.boolean)
             return snprintf(err, BU_ERR, "append: event %s was a duplicate (stale server?)",
                             b->ev[from + i].event_id), -1;
@@ -376,6 +392,254 @@ static int fb_verify(void *vcfg, const struct wl_params *p, int nwriters, char *
     return rc;
 }
 
+/* ---- reads over the wire, after the load ---- */
+
+static uint64_t rnd_next(uint64_t *x)
+{
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return *x >> 33;
+}
+
+/* rounds x (state now, state as of a random seq of the flow, a run's timeline, history) on
+ * random flows of the data left by the last run; one connection per tenant, one at a time. */
+static int read_phase(struct fb_cfg *cfg, const struct wl_params *p, int rounds, int json)
+{
+    char err[BU_ERR], flow_id[40], run_id[96];
+    flc_client **c = calloc((size_t)p->tenants, sizeof *c);
+    struct bu_lat now = {0}, asof = {0}, tl = {0}, hist = {0};
+    uint64_t x = 42, skipped = 0;
+    int rc = 0;
+    if (!c)
+        return -1;
+    for (int i = 0; i < rounds && rc == 0; i++) {
+        int g = (int)(rnd_next(&x) % (uint64_t)(p->tenants * p->flows)), t = g / p->flows;
+        if (!c[t] && !(c[t] = open_tenant(cfg, t, err))) {
+            fprintf(stderr, "flowlog-bench: reads: %s\n", err);
+            rc = -1;
+            break;
+        }
+        wl_flow_id(p, g, flow_id, sizeof flow_id);
+        snprintf(run_id, sizeof run_id, "%s_run_%d", flow_id,
+                 1 + (int)(rnd_next(&x) % (uint64_t)p->runs));
+        uint64_t t0 = bu_now_ns();
+        const msgpack_object *st = flc_state(c[t], flow_id);
+        uint64_t t1 = bu_now_ns();
+        if (!st) {
+            if (flc_errcode(c[t]) == FLC_ENOT_FOUND) { /* a capped run never wrote it */
+                skipped++;
+                continue;
+            }
+            fprintf(stderr, "flowlog-bench: state: %s\n", flc_errmsg(c[t]));
+            rc = -1;
+            break;
+        }
+        bu_lat_add(&now, t1 - t0);
+        /* a seq of this flow, from its first timeline page (not timed) */
+        struct flc_query q = {0};
+        q.flow_id = flow_id;
+        const msgpack_object *page = flc_timeline(c[t], &q);
+        const msgpack_object *evs = page ? flc_get(page, "events") : NULL;
+        if (evs && evs->type == MSGPACK_OBJECT_ARRAY && evs->via.array.size > 0) {
+            uint32_t k = (uint32_t)(rnd_next(&x) % evs->via.array.size);
+            int64_t seq = obj_int(flc_get(&evs->via.array.ptr[k], "seq"));
+            t0 = bu_now_ns();
+            st = flc_state_at_seq(c[t], flow_id, (uint64_t)seq);
+            t1 = bu_now_ns();
+            if (st)
+                bu_lat_add(&asof, t1 - t0);
+        }
+        memset(&q, 0, sizeof q);
+        q.run_id = run_id;
+        t0 = bu_now_ns();
+        page = flc_timeline(c[t], &q);
+        t1 = bu_now_ns();
+        if (page)
+            bu_lat_add(&tl, t1 - t0);
+        t0 = bu_now_ns();
+        st = flc_history(c[t], flow_id, 0);
+        t1 = bu_now_ns();
+        if (st)
+            bu_lat_add(&hist, t1 - t0);
+    }
+    for (int t = 0; t < p->tenants; t++)
+        flc_free(c[t]);
+    free(c);
+    size_t n = now.n;
+    double v[8] = {bu_lat_pct_ms(&now, 50),  bu_lat_pct_ms(&now, 99),  bu_lat_pct_ms(&asof, 50),
+                   bu_lat_pct_ms(&asof, 99), bu_lat_pct_ms(&tl, 50),   bu_lat_pct_ms(&tl, 99),
+                   bu_lat_pct_ms(&hist, 50), bu_lat_pct_ms(&hist, 99)};
+    if (json)
+        printf("{\"flowlog_reads\":{\"rounds\":%zu,\"skipped\":%" PRIu64 ",\"state_now_p50_ms\":%.4f,"
+               "\"state_now_p99_ms\":%.4f,\"state_asof_p50_ms\":%.4f,\"state_asof_p99_ms\":%.4f,"
+               "\"timeline_run_p50_ms\":%.4f,\"timeline_run_p99_ms\":%.4f,"
+               "\"history_p50_ms\":%.4f,\"history_p99_ms\":%.4f}}\n",
+               n, skipped, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+    else
+        printf("reads over the wire after the load (%zu rounds, p50 / p99 ms): state now %.3f / "
+               "%.3f, as of a seq %.3f / %.3f, run timeline %.3f / %.3f, history %.3f / %.3f\n",
+               n, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+    fflush(stdout);
+    bu_lat_free(&now);
+    bu_lat_free(&asof);
+    bu_lat_free(&tl);
+    bu_lat_free(&hist);
+    return rc;
+}
+
+/* ---- subscriptions: ack-to-delivery latency with live writers ---- */
+
+struct sub_thread {
+    struct fb_cfg *cfg;
+    int tenant;
+    pthread_t tid;
+    uint64_t (*got)[2]; /* (seq, arrival ns) */
+    size_t n, cap;
+    atomic_int *stop, *ready;
+    _Atomic uint64_t last_ns;
+    int failed;
+    char err[BU_ERR];
+};
+
+static void *sub_main(void *arg)
+{
+    struct sub_thread *st = arg;
+    flc_client *c = open_tenant(st->cfg, st->tenant, st->err);
+    struct flc_query q = {0};
+    q.from = 1;
+    if (!c || flc_subscribe(c, &q) != 0) {
+        if (c)
+            snprintf(st->err, BU_ERR, "subscribe: %s", flc_errmsg(c));
+        st->failed = 1;
+        atomic_fetch_add(st->ready, 1);
+        flc_free(c);
+        return NULL;
+    }
+    atomic_fetch_add(st->ready, 1);
+    while (!atomic_load(st->stop)) {
+        const msgpack_object *res = flc_sub_next(c, 50);
+        uint64_t now = bu_now_ns();
+        if (!res) {
+            if (flc_errcode(c) == FLC_ETIMEOUT)
+                continue;
+            snprintf(st->err, BU_ERR, "sub_next: %s: %s", flc_errname(c), flc_errmsg(c));
+            st->failed = 1;
+            break;
+        }
+        const msgpack_object *evs = flc_get(res, "events");
+        if (!evs || evs->type != MSGPACK_OBJECT_ARRAY)
+            continue;
+        for (uint32_t i = 0; i < evs->via.array.size; i++) {
+            if (st->n == st->cap) {
+                st->cap = st->cap ? st->cap * 2 : 8192;
+                if (!(st->got = realloc(st->got, st->cap * sizeof *st->got)))
+                    exit(2);
+            }
+            st->got[st->n][0] = (uint64_t)obj_int(flc_get(&evs->via.array.ptr[i], "seq"));
+            st->got[st->n][1] = now;
+            st->n++;
+        }
+        atomic_store(&st->last_ns, now);
+    }
+    flc_free(c);
+    return NULL;
+}
+
+/* One more run on a fresh server: nsub subscribers (tenant i % T, from seq 1) listening while
+ * conns step-mode writers append; then, per delivered event, arrival minus its writer's ack. */
+static int sub_phase(const struct bu_driver *d, struct fb_cfg *cfg, struct bu_opts *o, int json)
+{
+    char err[BU_ERR];
+    int nsub = cfg->subscribers, rc = 0;
+    if (!cfg->flowlogd)
+        o->wl.seed += 1000000; /* a running server: flows no earlier run wrote */
+    if (d->reset(cfg, &o->wl, err) != 0) {
+        fprintf(stderr, "flowlog-bench: %s\n", err);
+        return -1;
+    }
+    cfg->nacks = wl_total_events(&o->wl) + 16;
+    cfg->acks = calloc(cfg->nacks, sizeof *cfg->acks);
+    struct sub_thread *st = calloc((size_t)nsub, sizeof *st);
+    atomic_int stop, ready;
+    atomic_init(&stop, 0);
+    atomic_init(&ready, 0);
+    if (!cfg->acks || !st)
+        return -1;
+    for (int i = 0; i < nsub; i++) {
+        st[i].cfg = cfg;
+        st[i].tenant = i % o->wl.tenants;
+        st[i].stop = &stop;
+        st[i].ready = &ready;
+        atomic_init(&st[i].last_ns, 0);
+        pthread_create(&st[i].tid, NULL, sub_main, &st[i]);
+    }
+    for (int i = 0; i < 2000 && atomic_load(&ready) < nsub; i++) { /* bounded: 20 s */
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    struct bu_result r;
+    bu_run(d, cfg, o, cfg->sub_conns, BU_STEP, &r);
+    /* let the last pushes arrive: until 500 ms pass without one (bounded: 10 s) */
+    uint64_t end = bu_now_ns(), quiet = 500ull * 1000 * 1000;
+    for (;;) {
+        uint64_t now = bu_now_ns(), last = end;
+        for (int i = 0; i < nsub; i++)
+            if (atomic_load(&st[i].last_ns) > last)
+                last = atomic_load(&st[i].last_ns);
+        if (now - last > quiet || now - end > 10ull * 1000 * 1000 * 1000)
+            break;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&stop, 1);
+    struct bu_lat lat = {0};
+    uint64_t delivered = 0, before_ack = 0, unmatched = 0, expected = 0;
+    for (int i = 0; i < nsub; i++) {
+        pthread_join(st[i].tid, NULL);
+        if (st[i].failed) {
+            fprintf(stderr, "flowlog-bench: subscriber %d: %s\n", i, st[i].err);
+            rc = -1;
+        }
+        for (size_t k = 0; k < st[i].n; k++) {
+            uint64_t seq = st[i].got[k][0], at = st[i].got[k][1];
+            uint64_t ack = seq < cfg->nacks ? atomic_load(&cfg->acks[seq]) : 0;
+            delivered++;
+            if (!ack) {
+                unmatched++; /* pushed before its writer had read the ack */
+                bu_lat_add(&lat, 0);
+            } else if (at < ack) {
+                before_ack++;
+                bu_lat_add(&lat, 0);
+            } else {
+                bu_lat_add(&lat, at - ack);
+            }
+        }
+        free(st[i].got);
+    }
+    /* every subscriber should have seen each event of its tenant */
+    for (int i = 0; i < nsub; i++)
+        expected += r.events / (uint64_t)o->wl.tenants;
+    double p50 = bu_lat_pct_ms(&lat, 50), p99 = bu_lat_pct_ms(&lat, 99),
+           p999 = bu_lat_pct_ms(&lat, 99.9);
+    if (json)
+        printf("{\"flowlog_subscription\":{\"subscribers\":%d,\"writers\":%d,\"events\":%" PRIu64
+               ",\"events_per_s\":%.1f,\"delivered\":%" PRIu64 ",\"delivered_before_ack\":%" PRIu64
+               ",\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f}}\n",
+               nsub, cfg->sub_conns, r.events, r.ev_per_s, delivered, before_ack + unmatched, p50,
+               p99, p999);
+    else
+        printf("subscription: %d subscribers, %d step writers, %" PRIu64 " events at %.0f ev/s; "
+               "%" PRIu64 " deliveries (about %" PRIu64 " expected), %" PRIu64 " before the writer "
+               "saw its ack; ack -> delivery p50 %.3f p99 %.3f p99.9 %.3f ms\n",
+               nsub, cfg->sub_conns, r.events, r.ev_per_s, delivered, expected,
+               before_ack + unmatched, p50, p99, p999);
+    fflush(stdout);
+    bu_lat_free(&lat);
+    free(st);
+    free(cfg->acks);
+    cfg->acks = NULL;
+    return rc;
+}
+
 static int extra_opt(const char *name, const char *val, void *ctx)
 {
     struct fb_cfg *cfg = ctx;
@@ -391,6 +655,12 @@ static int extra_opt(const char *name, const char *val, void *ctx)
         return (cfg->data_parent = val)[0] ? 1 : -1;
     if (strcmp(name, "keep") == 0)
         return cfg->keep = 1;
+    if (strcmp(name, "subscribers") == 0)
+        return (cfg->subscribers = atoi(val)) >= 0 && cfg->subscribers <= 256 ? 1 : -1;
+    if (strcmp(name, "sub-conns") == 0)
+        return (cfg->sub_conns = atoi(val)) >= 1 && cfg->sub_conns <= 1024 ? 1 : -1;
+    if (strcmp(name, "reads") == 0)
+        return (cfg->reads = atoi(val)) >= 0 ? 1 : -1;
     return 0;
 }
 
@@ -407,6 +677,8 @@ int main(int argc, char **argv)
     char err[BU_ERR];
     memset(&cfg, 0, sizeof cfg);
     cfg.sync = "full";
+    cfg.sub_conns = 16;
+    cfg.reads = 200;
     cfg.server = getenv("FLOWLOG_SERVER");
     cfg.token = getenv("FLOWLOG_TOKEN");
     bu_opts_default(&o);
@@ -429,6 +701,10 @@ int main(int argc, char **argv)
     struct bu_driver d = {strcmp(cfg.sync, "full") == 0 ? "flowlog" : "flowlog-nosync",
                           fb_connect, fb_append, fb_close, fb_reset, fb_verify};
     int rc = bu_matrix(&d, &cfg, &o);
+    if (cfg.reads > 0 && read_phase(&cfg, &o.wl, cfg.reads, o.json) != 0)
+        rc = 1;
+    if (cfg.subscribers > 0 && sub_phase(&d, &cfg, &o, o.json) != 0)
+        rc = 1;
     if (stop_server(&cfg, err) != 0) {
         fprintf(stderr, "flowlog-bench: %s\n", err);
         rc = 1;
