@@ -26,65 +26,18 @@
 #include <unistd.h>
 #include <fcntl.h>
 
-#include "err.h"
-#include "util.h"
-#include "wire.h"
+#include "client_int.h"
 
 #define CONNECT_TIMEOUT_MS 10000
 #define DEFAULT_MAX_FRAME ((size_t)64 * 1024 * 1024)
 #define READ_CHUNK (64 * 1024)
 
-/* One received frame: its bytes and their decoded tree (strings point into bytes). */
-struct frame {
-    struct frame *next;
-    uint64_t id;
-    int id_nil;  /* the server's "id": nil: a connection-level error */
-    int is_push; /* has a "push" key */
-    uint8_t *bytes;
-    msgpack_unpacked u;
-};
-
-/* A FIFO of frames. */
-struct fqueue {
-    struct frame *head, *tail;
-};
-
-struct flc_client {
-    int fd;
-    int dead; /* after a connection-level failure every call repeats dead_err... */
-    struct fl_error dead_err; /* ...once the replies already received are handed out */
-    int timeout_ms;
-    size_t max_frame;
-    uint64_t next_id;
-    struct fl_error err;
-
-    char *tenant, *role, *server_name;
-
-    struct fl_buf rbuf; /* bytes received, from rpos on not yet framed */
-    size_t rpos;
-    msgpack_sbuffer wbuf; /* the request being built */
-    msgpack_packer pk;
-
-    struct frame *cur;
-    struct fqueue replies, pushes;
-
-    uint64_t *pending; /* ids sent with *_send, reply not yet handed out */
-    size_t npending, cap_pending;
-
-    int subscribed;
-    uint64_t sub_id;
-};
-
-/* What a wait is waiting for. */
-enum want { WANT_ID, WANT_PENDING, WANT_PUSH };
-
 static const char empty[] = "";
 
 /* ---- errors ---- */
 
-/* Set the handle's error; returns code so callers can `return seterr(...)`. */
-__attribute__((format(printf, 3, 4))) static int seterr(flc_client *c, int code, const char *fmt,
-                                                        ...)
+/* Set the handle's error; returns code so callers can `return client_seterr(...)`. */
+int client_seterr(flc_client *c, int code, const char *fmt, ...)
 {
     va_list ap;
 
@@ -108,8 +61,7 @@ static int mark_dead(flc_client *c)
 }
 
 /* A connection-level failure: set the error and mark the handle dead. */
-__attribute__((format(printf, 3, 4))) static int fatal(flc_client *c, int code, const char *fmt,
-                                                       ...)
+int client_fatal(flc_client *c, int code, const char *fmt, ...)
 {
     va_list ap;
 
@@ -171,7 +123,7 @@ int64_t flc_errversion(const flc_client *c)
 /* ---- frames and queues ---- */
 
 /* Free one frame (NULL is fine). */
-static void frame_free(struct frame *f)
+void client_frame_free(struct frame *f)
 {
     if (!f)
         return;
@@ -206,16 +158,16 @@ static struct frame *fq_pop(struct fqueue *q)
 }
 
 /* Free every frame of q. */
-static void fq_clear(struct fqueue *q)
+void client_fq_clear(struct fqueue *q)
 {
     struct frame *f;
 
     while ((f = fq_pop(q)) != NULL)
-        frame_free(f);
+        client_frame_free(f);
 }
 
 /* The decoded map of a frame. */
-static const msgpack_object *frame_obj(const struct frame *f)
+const msgpack_object *client_frame_obj(const struct frame *f)
 {
     return &f->u.data;
 }
@@ -230,13 +182,13 @@ static ssize_t pending_find(const flc_client *c, uint64_t id)
 }
 
 /* Remember that id was sent with *_send. */
-static int pending_add(flc_client *c, uint64_t id)
+int client_pending_add(flc_client *c, uint64_t id)
 {
     if (c->npending == c->cap_pending) {
         size_t cap = c->cap_pending ? c->cap_pending * 2 : 64;
         uint64_t *p = realloc(c->pending, cap * sizeof *p);
         if (!p)
-            return seterr(c, FLC_ENOMEM, "out of memory");
+            return client_seterr(c, FLC_ENOMEM, "out of memory");
         c->pending = p;
         c->cap_pending = cap;
     }
@@ -245,7 +197,7 @@ static int pending_add(flc_client *c, uint64_t id)
 }
 
 /* Forget a pending id (its reply was handed out). */
-static void pending_remove(flc_client *c, uint64_t id)
+void client_pending_remove(flc_client *c, uint64_t id)
 {
     ssize_t i = pending_find(c, id);
 
@@ -300,16 +252,16 @@ static int recv_some(flc_client *c)
         c->rpos = 0;
     }
     if (fl_buf_reserve(&c->rbuf, READ_CHUNK) != 0)
-        return fatal(c, FLC_ENOMEM, "out of memory buffering a reply");
+        return client_fatal(c, FLC_ENOMEM, "out of memory buffering a reply");
     do
         n = recv(c->fd, c->rbuf.p + c->rbuf.len, READ_CHUNK, 0);
     while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;
     if (n < 0)
-        return fatal(c, FLC_ECONNECTION, "receive failed: %s", strerror(errno));
+        return client_fatal(c, FLC_ECONNECTION, "receive failed: %s", strerror(errno));
     if (n == 0)
-        return fatal(c, FLC_ECONNECTION, "the server closed the connection");
+        return client_fatal(c, FLC_ECONNECTION, "the server closed the connection");
     c->rbuf.len += (size_t)n;
     return 0;
 }
@@ -317,20 +269,20 @@ static int recv_some(flc_client *c)
 /* Read the "id" and the kind of a decoded frame. */
 static int frame_classify(flc_client *c, struct frame *f)
 {
-    const msgpack_object *o = frame_obj(f), *id;
+    const msgpack_object *o = client_frame_obj(f), *id;
 
     if (o->type != MSGPACK_OBJECT_MAP)
-        return fatal(c, FLC_EPROTOCOL, "protocol error: a reply is not a map");
+        return client_fatal(c, FLC_EPROTOCOL, "protocol error: a reply is not a map");
     id = fl_wire_get(o, "id");
     if (id && id->type == MSGPACK_OBJECT_NIL)
         f->id_nil = 1;
     else if (id && id->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         f->id = id->via.u64;
     else
-        return fatal(c, FLC_EPROTOCOL, "protocol error: a reply has no valid \"id\"");
+        return client_fatal(c, FLC_EPROTOCOL, "protocol error: a reply has no valid \"id\"");
     f->is_push = fl_wire_get(o, "push") != NULL;
     if (!f->is_push && !fl_wire_get(o, "ok"))
-        return fatal(c, FLC_EPROTOCOL, "protocol error: a reply has no \"ok\"");
+        return client_fatal(c, FLC_EPROTOCOL, "protocol error: a reply has no \"ok\"");
     return 0;
 }
 
@@ -347,25 +299,25 @@ static int frame_take(flc_client *c, struct frame **out)
         return 0;
     len = fl_wire_frame_len(c->rbuf.p + c->rpos);
     if (len == 0 || len > c->max_frame)
-        return fatal(c, FLC_EPROTOCOL, "protocol error: reply frame of %u bytes (limit %zu)",
+        return client_fatal(c, FLC_EPROTOCOL, "protocol error: reply frame of %u bytes (limit %zu)",
                      len, c->max_frame);
     if (avail - FL_FRAME_HDR < len)
         return 0;
     f = calloc(1, sizeof *f);
     if (!f || !(f->bytes = malloc(len))) {
         free(f);
-        return fatal(c, FLC_ENOMEM, "out of memory decoding a reply");
+        return client_fatal(c, FLC_ENOMEM, "out of memory decoding a reply");
     }
     msgpack_unpacked_init(&f->u);
     memcpy(f->bytes, c->rbuf.p + c->rpos + FL_FRAME_HDR, len);
     c->rpos += FL_FRAME_HDR + len;
     fl_error_clear(&e);
     if (fl_wire_decode(f->bytes, len, &f->u, &e) != 0) {
-        frame_free(f);
-        return fatal(c, FLC_EPROTOCOL, "protocol error: undecodable reply: %s", e.msg);
+        client_frame_free(f);
+        return client_fatal(c, FLC_EPROTOCOL, "protocol error: undecodable reply: %s", e.msg);
     }
     if (frame_classify(c, f) != 0) {
-        frame_free(f);
+        client_frame_free(f);
         return c->err.code;
     }
     *out = f;
@@ -388,9 +340,9 @@ static int frame_read(flc_client *c, int64_t deadline, struct frame **out)
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc < 0)
-            return fatal(c, FLC_ECONNECTION, "poll failed: %s", strerror(errno));
+            return client_fatal(c, FLC_ECONNECTION, "poll failed: %s", strerror(errno));
         if (rc == 0)
-            return seterr(c, FLC_ETIMEOUT, "no reply from the server in time");
+            return client_seterr(c, FLC_ETIMEOUT, "no reply from the server in time");
         if ((rc = recv_some(c)) != 0)
             return rc;
     }
@@ -421,7 +373,7 @@ static int send_failed(flc_client *c, int err)
             return rc; /* an "id": nil error: the server's reason */
     if (c->dead)
         return c->err.code;
-    return fatal(c, FLC_ECONNECTION, "send failed: %s", strerror(err));
+    return client_fatal(c, FLC_ECONNECTION, "send failed: %s", strerror(err));
 }
 
 /* Send all of buf, reading replies meanwhile so that neither side can block the other. */
@@ -430,16 +382,16 @@ static int send_all(flc_client *c, const char *buf, size_t len)
     int64_t deadline = deadline_for(c, -1);
 
     if (c->fd < 0) /* never poll a closed socket: that would wait for ever */
-        return fatal(c, FLC_ECONNECTION, "not connected");
+        return client_fatal(c, FLC_ECONNECTION, "not connected");
     while (len > 0) {
         struct pollfd p = {.fd = c->fd, .events = POLLOUT | POLLIN};
         int rc = poll(&p, 1, ms_left(deadline));
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc < 0)
-            return fatal(c, FLC_ECONNECTION, "poll failed: %s", strerror(errno));
+            return client_fatal(c, FLC_ECONNECTION, "poll failed: %s", strerror(errno));
         if (rc == 0)
-            return fatal(c, FLC_ECONNECTION, "timed out sending a request");
+            return client_fatal(c, FLC_ECONNECTION, "timed out sending a request");
         if (p.revents & POLLIN) {
             if ((rc = recv_some(c)) != 0)
                 return rc;
@@ -460,7 +412,7 @@ static int send_all(flc_client *c, const char *buf, size_t len)
 /* ---- requests ---- */
 
 /* Start building request {"id", "op", ...} with nargs further keys; returns its id. */
-static uint64_t req_begin(flc_client *c, const char *op, uint32_t nargs)
+uint64_t client_req_begin(flc_client *c, const char *op, uint32_t nargs)
 {
     uint64_t id = c->next_id++;
 
@@ -475,26 +427,26 @@ static uint64_t req_begin(flc_client *c, const char *op, uint32_t nargs)
 }
 
 /* Pack "key": "value". */
-static void pack_kv_str(flc_client *c, const char *key, const char *val)
+void client_pack_kv_str(flc_client *c, const char *key, const char *val)
 {
     fl_wire_pack_cstr(&c->pk, key);
     fl_wire_pack_cstr(&c->pk, val);
 }
 
 /* Pack "key": unsigned. */
-static void pack_kv_u64(flc_client *c, const char *key, uint64_t val)
+void client_pack_kv_u64(flc_client *c, const char *key, uint64_t val)
 {
     fl_wire_pack_cstr(&c->pk, key);
     msgpack_pack_uint64(&c->pk, val);
 }
 
 /* Finish the frame and send it. */
-static int req_send(flc_client *c)
+int client_req_send(flc_client *c)
 {
     if (!c->wbuf.data)
-        return seterr(c, FLC_ENOMEM, "out of memory building a request");
+        return client_seterr(c, FLC_ENOMEM, "out of memory building a request");
     if (fl_wire_frame_end(&c->wbuf, 0, c->max_frame) != 0)
-        return seterr(c, FLC_ETOO_LARGE, "request of %zu bytes exceeds the frame limit %zu",
+        return client_seterr(c, FLC_ETOO_LARGE, "request of %zu bytes exceeds the frame limit %zu",
                       c->wbuf.size - FL_FRAME_HDR, c->max_frame);
     return send_all(c, c->wbuf.data, c->wbuf.size);
 }
@@ -514,12 +466,12 @@ static int error_from_reply(flc_client *c, const msgpack_object *reply)
     int rc;
 
     if (!code || code->type != MSGPACK_OBJECT_STR)
-        return seterr(c, FLC_EPROTOCOL, "protocol error: an error reply without a code");
+        return client_seterr(c, FLC_EPROTOCOL, "protocol error: an error reply without a code");
     rc = fl_err_from_name(code->via.str.ptr, code->via.str.size);
     if (msg && msg->type == MSGPACK_OBJECT_STR)
-        seterr(c, rc, "%.*s", (int)msg->via.str.size, mp_str(msg));
+        client_seterr(c, rc, "%.*s", (int)msg->via.str.size, mp_str(msg));
     else
-        seterr(c, rc, "%.*s", (int)code->via.str.size, mp_str(code));
+        client_seterr(c, rc, "%.*s", (int)code->via.str.size, mp_str(code));
     if (idx && idx->type == MSGPACK_OBJECT_POSITIVE_INTEGER && idx->via.u64 <= INT64_MAX)
         c->err.index = (int64_t)idx->via.u64;
     if (ver && ver->type == MSGPACK_OBJECT_POSITIVE_INTEGER && ver->via.u64 <= INT64_MAX)
@@ -532,15 +484,15 @@ static int error_from_reply(flc_client *c, const msgpack_object *reply)
 static int frame_route(flc_client *c, struct frame *f, enum want kind, uint64_t id)
 {
     if (f->id_nil) {
-        (void)error_from_reply(c, frame_obj(f));
-        frame_free(f);
+        (void)error_from_reply(c, client_frame_obj(f));
+        client_frame_free(f);
         return mark_dead(c);
     }
     if (f->is_push) {
         if (c->subscribed && f->id == c->sub_id)
             fq_push(&c->pushes, f);
         else
-            frame_free(f); /* a push still in flight after unsubscribe */
+            client_frame_free(f); /* a push still in flight after unsubscribe */
         return 0;
     }
     if (kind == WANT_ID && f->id == id)
@@ -550,12 +502,12 @@ static int frame_route(flc_client *c, struct frame *f, enum want kind, uint64_t 
     else if (c->subscribed && f->id == c->sub_id)
         fq_push(&c->pushes, f); /* the subscription ended with an error */
     else
-        frame_free(f); /* the late reply of a call that timed out */
+        client_frame_free(f); /* the late reply of a call that timed out */
     return 0;
 }
 
 /* Wait for what kind/id names, taking queued frames first. 0 with *out, or a code. */
-static int wait_for(flc_client *c, enum want kind, uint64_t id, int timeout_ms,
+int client_wait_for(flc_client *c, enum want kind, uint64_t id, int timeout_ms,
                     struct frame **out)
 {
     int64_t deadline = deadline_for(c, timeout_ms);
@@ -582,9 +534,9 @@ static int wait_for(flc_client *c, enum want kind, uint64_t id, int timeout_ms,
 /* ---- the call cycle ---- */
 
 /* Start a call: release the previous result; a dead handle repeats its error. */
-static int call_begin(flc_client *c)
+int client_call_begin(flc_client *c)
 {
-    frame_free(c->cur);
+    client_frame_free(c->cur);
     c->cur = NULL;
     if (c->dead) {
         c->err = c->dead_err;
@@ -596,42 +548,42 @@ static int call_begin(flc_client *c)
 
 /* Hand out a reply frame: *res is its result (owned by c->cur), or NULL with the server's
  * error on the handle. Returns 0, or a fatal code for a malformed reply. */
-static int reply_take(flc_client *c, struct frame *f, const msgpack_object **res)
+int client_reply_take(flc_client *c, struct frame *f, const msgpack_object **res)
 {
-    const msgpack_object *ok = fl_wire_get(frame_obj(f), "ok");
+    const msgpack_object *ok = fl_wire_get(client_frame_obj(f), "ok");
 
     *res = NULL;
     if (ok->type != MSGPACK_OBJECT_BOOLEAN) {
-        frame_free(f);
-        return fatal(c, FLC_EPROTOCOL, "protocol error: \"ok\" is not a boolean");
+        client_frame_free(f);
+        return client_fatal(c, FLC_EPROTOCOL, "protocol error: \"ok\" is not a boolean");
     }
     if (!ok->via.boolean) {
-        (void)error_from_reply(c, frame_obj(f));
-        frame_free(f);
+        (void)error_from_reply(c, client_frame_obj(f));
+        client_frame_free(f);
         return 0;
     }
     c->cur = f;
-    if (!(*res = fl_wire_get(frame_obj(f), "result")))
-        return fatal(c, FLC_EPROTOCOL, "protocol error: a success reply without \"result\"");
+    if (!(*res = fl_wire_get(client_frame_obj(f), "result")))
+        return client_fatal(c, FLC_EPROTOCOL, "protocol error: a success reply without \"result\"");
     return 0;
 }
 
-/* reply_take for callers that only need the result. */
-static const msgpack_object *reply_result(flc_client *c, struct frame *f)
+/* client_reply_take for callers that only need the result. */
+const msgpack_object *client_reply_result(flc_client *c, struct frame *f)
 {
     const msgpack_object *res;
 
-    return reply_take(c, f, &res) == 0 ? res : NULL;
+    return client_reply_take(c, f, &res) == 0 ? res : NULL;
 }
 
 /* Send the request built in wbuf and wait for its reply. */
-static const msgpack_object *call_finish(flc_client *c, uint64_t id)
+const msgpack_object *client_call_finish(flc_client *c, uint64_t id)
 {
     struct frame *f = NULL;
 
-    if (req_send(c) != 0 || wait_for(c, WANT_ID, id, -1, &f) != 0)
+    if (client_req_send(c) != 0 || client_wait_for(c, WANT_ID, id, -1, &f) != 0)
         return NULL;
-    return reply_result(c, f);
+    return client_reply_result(c, f);
 }
 
 /* ---- connecting ---- */
@@ -646,12 +598,12 @@ static int parse_hostport(flc_client *c, const char *s, char *host, size_t hosts
     if (s[0] == '[') {
         const char *end = strchr(s, ']');
         if (!end)
-            return seterr(c, FLC_EUSAGE, "bad server address '%s': missing ']'", s);
+            return client_seterr(c, FLC_EUSAGE, "bad server address '%s': missing ']'", s);
         h = s + 1;
         hlen = (size_t)(end - h);
         colon = end[1] == ':' ? end + 1 : NULL;
         if (end[1] != '\0' && !colon)
-            return seterr(c, FLC_EUSAGE, "bad server address '%s'", s);
+            return client_seterr(c, FLC_EUSAGE, "bad server address '%s'", s);
     } else {
         colon = strrchr(s, ':');
         if (colon && strchr(s, ':') != colon)
@@ -659,7 +611,7 @@ static int parse_hostport(flc_client *c, const char *s, char *host, size_t hosts
         hlen = colon ? (size_t)(colon - s) : strlen(s);
     }
     if (hlen == 0 || hlen >= hostsz)
-        return seterr(c, FLC_EUSAGE, "bad server address '%s': bad host", s);
+        return client_seterr(c, FLC_EUSAGE, "bad server address '%s': bad host", s);
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     if (!colon) {
@@ -669,7 +621,7 @@ static int parse_hostport(flc_client *c, const char *s, char *host, size_t hosts
     char *end;
     long p = strtol(colon + 1, &end, 10);
     if (colon[1] == '\0' || *end != '\0' || p < 1 || p > 65535)
-        return seterr(c, FLC_EUSAGE, "bad server address '%s': bad port", s);
+        return client_seterr(c, FLC_EUSAGE, "bad server address '%s': bad port", s);
     snprintf(port, portsz, "%ld", p);
     return 0;
 }
@@ -718,12 +670,12 @@ static int connect_unix(flc_client *c, const char *path, int64_t deadline)
     int err = 0;
 
     if (strlen(path) == 0 || strlen(path) >= sizeof sun.sun_path)
-        return seterr(c, FLC_EUSAGE, "bad unix socket path '%s' (1..%zu bytes)", path,
+        return client_seterr(c, FLC_EUSAGE, "bad unix socket path '%s' (1..%zu bytes)", path,
                       sizeof sun.sun_path - 1);
     memcpy(sun.sun_path, path, strlen(path) + 1);
     c->fd = connect_addr((struct sockaddr *)&sun, sizeof sun, AF_UNIX, deadline, &err);
     if (c->fd < 0)
-        return fatal(c, FLC_ECONNECTION, "cannot connect to unix:%s: %s", path, strerror(err));
+        return client_fatal(c, FLC_ECONNECTION, "cannot connect to unix:%s: %s", path, strerror(err));
     return 0;
 }
 
@@ -737,15 +689,15 @@ static int connect_tcp(flc_client *c, const char *server, int64_t deadline)
     if ((rc = parse_hostport(c, server, host, sizeof host, port, sizeof port)) != 0)
         return rc;
     if ((rc = getaddrinfo(host, port, &hints, &res)) != 0)
-        return fatal(c, FLC_ECONNECTION, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        return client_fatal(c, FLC_ECONNECTION, "cannot resolve '%s': %s", host, gai_strerror(rc));
     for (ai = res; ai && c->fd < 0; ai = ai->ai_next)
         c->fd = connect_addr(ai->ai_addr, ai->ai_addrlen, ai->ai_family, deadline, &err);
     freeaddrinfo(res);
     if (c->fd < 0)
-        return fatal(c, FLC_ECONNECTION, "cannot connect to %s: %s", server, strerror(err));
+        return client_fatal(c, FLC_ECONNECTION, "cannot connect to %s: %s", server, strerror(err));
     /* Requests are small and a reply is awaited: never let Nagle hold one back. */
     if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
-        return fatal(c, FLC_ECONNECTION, "setsockopt(TCP_NODELAY): %s", strerror(errno));
+        return client_fatal(c, FLC_ECONNECTION, "setsockopt(TCP_NODELAY): %s", strerror(errno));
     return 0;
 }
 
@@ -768,18 +720,18 @@ static int handshake(flc_client *c, const char *token, const char *tenant)
     msgpack_sbuffer_clear(&c->wbuf);
     (void)fl_wire_frame_begin(&c->wbuf);
     msgpack_pack_map(&c->pk, tenant ? 5 : 4);
-    pack_kv_u64(c, "id", 0);
-    pack_kv_str(c, "op", "hello");
-    pack_kv_u64(c, "version", FLC_PROTOCOL_VERSION);
-    pack_kv_str(c, "token", token);
+    client_pack_kv_u64(c, "id", 0);
+    client_pack_kv_str(c, "op", "hello");
+    client_pack_kv_u64(c, "version", FLC_PROTOCOL_VERSION);
+    client_pack_kv_str(c, "token", token);
     if (tenant)
-        pack_kv_str(c, "tenant", tenant);
+        client_pack_kv_str(c, "tenant", tenant);
     c->timeout_ms = CONNECT_TIMEOUT_MS;
-    res = call_finish(c, 0);
+    res = client_call_finish(c, 0);
     c->timeout_ms = saved;
     if (!res) {
         if (c->err.code == FLC_ETIMEOUT)
-            return fatal(c, FLC_ECONNECTION, "no answer to the handshake in %d ms",
+            return client_fatal(c, FLC_ECONNECTION, "no answer to the handshake in %d ms",
                          CONNECT_TIMEOUT_MS);
         return c->err.code;
     }
@@ -790,7 +742,7 @@ static int handshake(flc_client *c, const char *token, const char *tenant)
     c->role = hello_str(res, "role");
     c->server_name = hello_str(res, "server");
     if (!c->tenant || !c->role || !c->server_name)
-        return fatal(c, FLC_ENOMEM, "out of memory");
+        return client_fatal(c, FLC_ENOMEM, "out of memory");
     return 0;
 }
 
@@ -810,7 +762,7 @@ flc_client *flc_connect(const char *server, const char *token, const char *tenan
     msgpack_sbuffer_init(&c->wbuf);
     msgpack_packer_init(&c->pk, &c->wbuf, msgpack_sbuffer_write);
     if (!server || !token) {
-        seterr(c, FLC_EUSAGE, "a server address and a token are needed");
+        client_seterr(c, FLC_EUSAGE, "a server address and a token are needed");
         (void)mark_dead(c);
         return c;
     }
@@ -832,9 +784,9 @@ void flc_free(flc_client *c)
         return;
     if (c->fd >= 0)
         close(c->fd);
-    frame_free(c->cur);
-    fq_clear(&c->replies);
-    fq_clear(&c->pushes);
+    client_frame_free(c->cur);
+    client_fq_clear(&c->replies);
+    client_fq_clear(&c->pushes);
     fl_buf_free(&c->rbuf);
     msgpack_sbuffer_destroy(&c->wbuf);
     free(c->pending);
@@ -876,410 +828,4 @@ const char *flc_role(const flc_client *c)
 const char *flc_server_name(const flc_client *c)
 {
     return c->server_name ? c->server_name : empty;
-}
-
-/* ---- operations ---- */
-
-/* The cheapest round trip: checks the connection and the token's session. */
-const msgpack_object *flc_ping(flc_client *c)
-{
-    if (call_begin(c) != 0)
-        return NULL;
-    return call_finish(c, req_begin(c, "ping", 0));
-}
-
-/* Check the caller's events before anything is built: each must be one msgpack object, so
- * that a bad one cannot corrupt the framing of the request. */
-static int check_events(flc_client *c, const struct flc_event *events, size_t n)
-{
-    struct fl_error e;
-
-    if (!events || n == 0)
-        return seterr(c, FLC_EUSAGE, "an append needs at least one event");
-    if (n > UINT32_MAX)
-        return seterr(c, FLC_EUSAGE, "too many events");
-    for (size_t i = 0; i < n; i++) {
-        fl_error_clear(&e);
-        if (!events[i].msgpack || fl_wire_check(events[i].msgpack, events[i].len, &e) != 0) {
-            seterr(c, FLC_EUSAGE, "event %zu is not one well-formed msgpack object: %s", i,
-                   events[i].msgpack ? e.msg : "NULL");
-            c->err.index = (int64_t)i;
-            return FLC_EUSAGE;
-        }
-    }
-    return 0;
-}
-
-/* Pack {"events": [...]} (checked events) into the request. */
-static void pack_events(flc_client *c, const struct flc_event *events, size_t n)
-{
-    fl_wire_pack_cstr(&c->pk, "events");
-    msgpack_pack_array(&c->pk, n);
-    for (size_t i = 0; i < n; i++)
-        msgpack_sbuffer_write(&c->wbuf, events[i].msgpack, events[i].len);
-}
-
-/* One atomic append; the events are copied into the request as they are. */
-const msgpack_object *flc_append(flc_client *c, const struct flc_event *events, size_t n)
-{
-    uint64_t id;
-
-    if (call_begin(c) != 0 || check_events(c, events, n) != 0)
-        return NULL;
-    id = req_begin(c, "append", 1);
-    pack_events(c, events, n);
-    return call_finish(c, id);
-}
-
-const msgpack_object *flc_rollback(flc_client *c, const char *flow_id, uint64_t to_seq,
-                                   const char *reason, const char *event_id)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    struct flc_event ev;
-    const msgpack_object *res;
-
-    if (!flow_id || !reason) {
-        (void)call_begin(c);
-        seterr(c, FLC_EUSAGE, "a rollback needs a flow_id and a reason");
-        return NULL;
-    }
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, event_id ? 3 : 2);
-    fl_wire_pack_cstr(&pk, "type");
-    fl_wire_pack_cstr(&pk, "flow_rollback");
-    if (event_id) {
-        fl_wire_pack_cstr(&pk, "event_id");
-        fl_wire_pack_cstr(&pk, event_id);
-    }
-    fl_wire_pack_cstr(&pk, "data");
-    msgpack_pack_map(&pk, 3);
-    fl_wire_pack_cstr(&pk, "flow_id");
-    fl_wire_pack_cstr(&pk, flow_id);
-    fl_wire_pack_cstr(&pk, "to_seq");
-    msgpack_pack_uint64(&pk, to_seq);
-    fl_wire_pack_cstr(&pk, "reason");
-    fl_wire_pack_cstr(&pk, reason);
-    ev.msgpack = sb.data;
-    ev.len = sb.size;
-    res = flc_append(c, &ev, 1);
-    msgpack_sbuffer_destroy(&sb);
-    return res;
-}
-
-/* Number of filter keys q will send (limit only when with_limit). */
-static uint32_t query_nargs(const struct flc_query *q, int with_limit)
-{
-    return (q->from != 0) + (with_limit && q->limit != 0) + (q->type != NULL) +
-           (q->flow_id != NULL) + (q->run_id != NULL);
-}
-
-/* Pack the filter keys of q. */
-static void pack_query(flc_client *c, const struct flc_query *q, int with_limit)
-{
-    if (q->from)
-        pack_kv_u64(c, "from", q->from);
-    if (with_limit && q->limit)
-        pack_kv_u64(c, "limit", q->limit);
-    if (q->type)
-        pack_kv_str(c, "type", q->type);
-    if (q->flow_id)
-        pack_kv_str(c, "flow_id", q->flow_id);
-    if (q->run_id)
-        pack_kv_str(c, "run_id", q->run_id);
-}
-
-/* log and timeline share their request shape. */
-static const msgpack_object *query_call(flc_client *c, const char *op, const struct flc_query *q)
-{
-    static const struct flc_query none;
-    uint64_t id;
-
-    if (call_begin(c) != 0)
-        return NULL;
-    if (!q)
-        q = &none;
-    id = req_begin(c, op, query_nargs(q, 1));
-    pack_query(c, q, 1);
-    return call_finish(c, id);
-}
-
-/* One page; the caller follows "next" (the CLI's page_events shows how). */
-const msgpack_object *flc_log(flc_client *c, const struct flc_query *q)
-{
-    return query_call(c, "log", q);
-}
-
-/* Checked here so that a missing run/flow is a usage error, not a round trip. */
-const msgpack_object *flc_timeline(flc_client *c, const struct flc_query *q)
-{
-    if (!q || (!q->run_id && !q->flow_id)) {
-        (void)call_begin(c);
-        seterr(c, FLC_EUSAGE, "a timeline needs a run_id or a flow_id");
-        return NULL;
-    }
-    return query_call(c, "timeline", q);
-}
-
-/* state with an optional as-of (kind 0: now, 1: seq, 2: time). */
-static const msgpack_object *state_call(flc_client *c, const char *flow_id, int kind,
-                                        uint64_t seq, int64_t us)
-{
-    uint64_t id;
-
-    if (call_begin(c) != 0)
-        return NULL;
-    if (!flow_id) {
-        seterr(c, FLC_EUSAGE, "state needs a flow_id");
-        return NULL;
-    }
-    id = req_begin(c, "state", kind ? 2 : 1);
-    pack_kv_str(c, "flow_id", flow_id);
-    if (kind == 1)
-        pack_kv_u64(c, "as_of_seq", seq);
-    if (kind == 2) {
-        fl_wire_pack_cstr(&c->pk, "as_of_time");
-        fl_wire_pack_ts(&c->pk, us);
-    }
-    return call_finish(c, id);
-}
-
-/* The three state reads share state_call. */
-const msgpack_object *flc_state(flc_client *c, const char *flow_id)
-{
-    return state_call(c, flow_id, 0, 0, 0);
-}
-
-const msgpack_object *flc_state_at_seq(flc_client *c, const char *flow_id, uint64_t seq)
-{
-    return state_call(c, flow_id, 1, seq, 0);
-}
-
-const msgpack_object *flc_state_at_time(flc_client *c, const char *flow_id, int64_t us)
-{
-    return state_call(c, flow_id, 2, 0, us);
-}
-
-/* limit 0 leaves the default to the server. */
-const msgpack_object *flc_history(flc_client *c, const char *flow_id, uint32_t limit)
-{
-    uint64_t id;
-
-    if (call_begin(c) != 0)
-        return NULL;
-    if (!flow_id) {
-        seterr(c, FLC_EUSAGE, "history needs a flow_id");
-        return NULL;
-    }
-    id = req_begin(c, "history", limit ? 2 : 1);
-    pack_kv_str(c, "flow_id", flow_id);
-    if (limit)
-        pack_kv_u64(c, "limit", limit);
-    return call_finish(c, id);
-}
-
-/* "after" is the previous page's opaque "next", sent back as bin. */
-const msgpack_object *flc_table(flc_client *c, const struct flc_table_query *q)
-{
-    uint64_t id;
-
-    if (call_begin(c) != 0)
-        return NULL;
-    if (!q || !q->table || (!q->column != !q->value)) {
-        seterr(c, FLC_EUSAGE, "a table read needs a table, and a column together with a value");
-        return NULL;
-    }
-    id = req_begin(c, "table", 1 + (q->column ? 2 : 0) + (q->after != NULL) + (q->limit != 0));
-    pack_kv_str(c, "table", q->table);
-    if (q->column) {
-        pack_kv_str(c, "column", q->column);
-        pack_kv_str(c, "value", q->value);
-    }
-    if (q->after) {
-        fl_wire_pack_cstr(&c->pk, "after");
-        msgpack_pack_bin(&c->pk, q->after_len);
-        msgpack_pack_bin_body(&c->pk, q->after, q->after_len);
-    }
-    if (q->limit)
-        pack_kv_u64(c, "limit", q->limit);
-    return call_finish(c, id);
-}
-
-/* Can take a while on a big store: the handle's timeout applies. */
-const msgpack_object *flc_verify(flc_client *c)
-{
-    if (call_begin(c) != 0)
-        return NULL;
-    return call_finish(c, req_begin(c, "verify", 0));
-}
-
-/* The counters are the server's; the library does not interpret them. */
-const msgpack_object *flc_stats(flc_client *c)
-{
-    if (call_begin(c) != 0)
-        return NULL;
-    return call_finish(c, req_begin(c, "stats", 0));
-}
-
-/* ---- pipelining ---- */
-
-/* Send the built request without waiting and remember its id as pending. */
-static uint64_t send_pending(flc_client *c, uint64_t id)
-{
-    if (pending_add(c, id) != 0)
-        return 0;
-    if (req_send(c) != 0) {
-        pending_remove(c, id);
-        return 0;
-    }
-    return id;
-}
-
-/* The id is how the caller will recognise the reply in flc_reply_next. */
-uint64_t flc_append_send(flc_client *c, const struct flc_event *events, size_t n)
-{
-    uint64_t id;
-
-    if (call_begin(c) != 0 || check_events(c, events, n) != 0)
-        return 0;
-    id = req_begin(c, "append", 1);
-    pack_events(c, events, n);
-    return send_pending(c, id);
-}
-
-/* A pipelined ping: lets a pipelining caller measure or keep the connection alive. */
-uint64_t flc_ping_send(flc_client *c)
-{
-    if (call_begin(c) != 0)
-        return 0;
-    return send_pending(c, req_begin(c, "ping", 0));
-}
-
-/* Replies already received but not yet handed out count as pending. */
-size_t flc_pending(const flc_client *c)
-{
-    return c->npending;
-}
-
-/* Arrival order, not sending order: the server answers reads at once, appends after commit. */
-int flc_reply_next(flc_client *c, int timeout_ms, uint64_t *id, const msgpack_object **result)
-{
-    struct frame *f = NULL;
-    int rc;
-
-    *result = NULL;
-    /* Not call_begin: a dead handle still hands out the replies it received before dying. */
-    frame_free(c->cur);
-    c->cur = NULL;
-    if (c->dead)
-        c->err = c->dead_err;
-    else
-        fl_error_clear(&c->err);
-    if (c->npending == 0)
-        return c->dead ? c->err.code : 0;
-    rc = wait_for(c, WANT_PENDING, 0, timeout_ms, &f);
-    if (rc == FLC_ETIMEOUT) {
-        fl_error_clear(&c->err);
-        return 0;
-    }
-    if (rc != 0)
-        return rc;
-    *id = f->id;
-    pending_remove(c, f->id);
-    if ((rc = reply_take(c, f, result)) != 0)
-        return rc;
-    return 1;
-}
-
-/* ---- subscriptions ---- */
-
-/* One subscription per handle keeps the iterator simple; open more handles for more. */
-int flc_subscribe(flc_client *c, const struct flc_query *q)
-{
-    static const struct flc_query none;
-    uint64_t id;
-    int rc;
-
-    if ((rc = call_begin(c)) != 0)
-        return rc;
-    if (c->subscribed)
-        return seterr(c, FLC_EUSAGE, "this handle already has a subscription");
-    if (!q)
-        q = &none;
-    id = req_begin(c, "subscribe", query_nargs(q, 0));
-    pack_query(c, q, 0);
-    /* Pushes may follow the reply at once: route them to the queue from now on. */
-    c->subscribed = 1;
-    c->sub_id = id;
-    if (!call_finish(c, id)) {
-        c->subscribed = 0;
-        fq_clear(&c->pushes);
-        return c->err.code;
-    }
-    return 0;
-}
-
-/* Pushes that arrived during other calls were queued; they come first, in order. */
-const msgpack_object *flc_sub_next(flc_client *c, int timeout_ms)
-{
-    struct frame *f = NULL;
-    const msgpack_object *res;
-
-    if (call_begin(c) != 0)
-        return NULL;
-    if (!c->subscribed) {
-        seterr(c, FLC_EUSAGE, "no subscription on this handle");
-        return NULL;
-    }
-    if (wait_for(c, WANT_PUSH, 0, timeout_ms, &f) != 0)
-        return NULL;
-    if (f->is_push) {
-        c->cur = f;
-        res = fl_wire_get(frame_obj(f), "result");
-        if (!res)
-            (void)fatal(c, FLC_EPROTOCOL, "protocol error: a push without \"result\"");
-        return res;
-    }
-    /* A reply to the subscribe id after its acknowledgement: the subscription ended. */
-    c->subscribed = 0;
-    res = reply_result(c, f);
-    if (res)
-        (void)seterr(c, FLC_EPROTOCOL, "protocol error: a second reply to the subscription");
-    return NULL;
-}
-
-/* Queued pushes are dropped at once; late ones are dropped on arrival (frame_route). */
-int flc_unsubscribe(flc_client *c)
-{
-    uint64_t id;
-    int rc;
-
-    if ((rc = call_begin(c)) != 0)
-        return rc;
-    if (!c->subscribed)
-        return seterr(c, FLC_EUSAGE, "no subscription on this handle");
-    id = req_begin(c, "unsubscribe", 1);
-    pack_kv_u64(c, "sub", c->sub_id);
-    c->subscribed = 0;
-    fq_clear(&c->pushes);
-    if (!call_finish(c, id))
-        return c->err.code;
-    return 0;
-}
-
-/* ---- reading results ---- */
-
-/* A linear scan: result maps are small. */
-const msgpack_object *flc_get(const msgpack_object *map, const char *key)
-{
-    return key ? fl_wire_get(map, key) : NULL;
-}
-
-/* Only the timestamp extension: results never carry times as integers or strings. */
-int flc_ts_us(const msgpack_object *o, int64_t *us)
-{
-    if (!o || o->type != MSGPACK_OBJECT_EXT || o->via.ext.type != -1)
-        return -1;
-    return fl_wire_read_ts(o, us);
 }

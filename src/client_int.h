@@ -1,0 +1,94 @@
+/* client_int.h: libflowlog's insides, shared by client.c (the handle, frames, I/O, the call
+ * cycle, connecting) and client_ops.c (the operations). Not installed. */
+#ifndef FL_CLIENT_INT_H
+#define FL_CLIENT_INT_H
+
+#include <stdint.h>
+
+#include "err.h"
+#include "flowlog.h"
+#include "util.h"
+#include "wire.h"
+
+/* One received frame: its bytes and their decoded tree (strings point into bytes). */
+struct frame {
+    struct frame *next;
+    uint64_t id;
+    int id_nil;  /* the server's "id": nil: a connection-level error */
+    int is_push; /* has a "push" key */
+    uint8_t *bytes;
+    msgpack_unpacked u;
+};
+
+/* A FIFO of frames. */
+struct fqueue {
+    struct frame *head, *tail;
+};
+
+struct flc_client {
+    int fd;
+    int dead; /* after a connection-level failure every call repeats dead_err... */
+    struct fl_error dead_err; /* ...once the replies already received are handed out */
+    int timeout_ms;
+    size_t max_frame;
+    uint64_t next_id;
+    struct fl_error err;
+
+    char *tenant, *role, *server_name;
+
+    struct fl_buf rbuf; /* bytes received, from rpos on not yet framed */
+    size_t rpos;
+    msgpack_sbuffer wbuf; /* the request being built */
+    msgpack_packer pk;
+
+    struct frame *cur;
+    struct fqueue replies, pushes;
+
+    uint64_t *pending; /* ids sent with *_send, reply not yet handed out */
+    size_t npending, cap_pending;
+
+    int subscribed;
+    uint64_t sub_id;
+};
+
+/* What a wait is waiting for. */
+enum want { WANT_ID, WANT_PENDING, WANT_PUSH };
+
+/* Start a call: release the previous result; a dead handle repeats its error. */
+int client_call_begin(flc_client *c);
+/* Send the request built in wbuf and wait for its reply. */
+const msgpack_object *client_call_finish(flc_client *c, uint64_t id);
+/* Free every frame of q. */
+void client_fq_clear(struct fqueue *q);
+/* Free one frame (NULL is fine). */
+void client_frame_free(struct frame *f);
+/* The decoded map of a frame. */
+const msgpack_object *client_frame_obj(const struct frame *f);
+/* Pack "key": "value". */
+void client_pack_kv_str(flc_client *c, const char *key, const char *val);
+/* Pack "key": unsigned. */
+void client_pack_kv_u64(flc_client *c, const char *key, uint64_t val);
+/* Remember that id was sent with *_send. */
+int client_pending_add(flc_client *c, uint64_t id);
+/* Forget a pending id (its reply was handed out). */
+void client_pending_remove(flc_client *c, uint64_t id);
+/* client_reply_take for callers that only need the result. */
+const msgpack_object *client_reply_result(flc_client *c, struct frame *f);
+/* Hand out a reply frame: *res is its result (owned by c->cur), or NULL with the server's
+ * error on the handle. Returns 0, or a fatal code for a malformed reply. */
+int client_reply_take(flc_client *c, struct frame *f, const msgpack_object **res);
+/* Start building request {"id", "op", ...} with nargs further keys; returns its id. */
+uint64_t client_req_begin(flc_client *c, const char *op, uint32_t nargs);
+/* Finish the frame and send it. */
+int client_req_send(flc_client *c);
+/* Wait for what kind/id names, taking queued frames first. 0 with *out, or a code. */
+int client_wait_for(flc_client *c, enum want kind, uint64_t id, int timeout_ms,
+                    struct frame **out);
+/* Set the handle's error; returns code so callers can `return client_seterr(...)`. */
+int client_seterr(flc_client *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A connection-level failure: set the error and mark the handle dead. */
+int client_fatal(flc_client *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
