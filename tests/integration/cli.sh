@@ -4,8 +4,8 @@
 # a time), history ordering, table filters and paging, verify, stats, ping, help, exit codes.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 50
-start_server main || exit 1
+plan 51
+start_server main --unix "$WORK/main.sock" || exit 1
 DATA=$WORK/main/data
 DEMO=$top_srcdir/tools/demo-data.jsonl
 RUN=abc-123_run_1706543210
@@ -193,3 +193,5 @@ check "connection refused exits with 3" test $st -eq 3
 expect_json "connection refused: code connection" "$out" "d['error']['code'] == 'connection'"
 out=$(FLOWLOG_SERVER=$SRV_ADDR FLOWLOG_TOKEN=$(head -n 1 "$DATA/admin.token") "$FLOWLOG" --json ping)
 expect_json "FLOWLOG_SERVER and FLOWLOG_TOKEN are honoured" "$out" "d['ok'] is True"
+out=$("$FLOWLOG" --json --server "unix:$WORK/main.sock" --data "$DATA" log --limit 1)
+expect_json "the same server through its Unix socket (--server unix:PATH)" "$out" "L[0]['seq'] == 1"
