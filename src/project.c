@@ -964,9 +964,12 @@ static int check_child(struct apply *a)
     case FL_EV_HUMAN_RESOLUTION:
         if ((rc = load_child(a, FL_T_HUMAN, -1, NULL)) != 0)
             return rc;
+        /* Contract: only a PENDING request can be resolved; "anything else", including no
+         * request at all, is an invalid transition (the run itself exists). */
         if (!a->child_exists)
-            return fl_error_set(a->err, FL_ENOT_FOUND,
-                                "there is no human request for run \"%.*s\" iteration %lld",
+            return fl_error_set(a->err, FL_EINVALID_TRANSITION,
+                                "there is no human request for run \"%.*s\" iteration %lld to "
+                                "resolve",
                                 (int)c->c[0].len, c->c[0].s, (long long)c->c[1].i);
         if (!cell_is(&a->child_old.c[FC_HU_STATUS], "PENDING"))
             return final_error(a, "the human request", &a->child_old.c[FC_HU_STATUS]);

@@ -241,7 +241,7 @@ static void test_child_tables(void **state)
                FL_EBAD_REQUEST);
     expect_err(f->s, "{\"type\":\"exec_result\",\"data\":{\"run_id\":\"r1\",\"iteration_num\":2,\"job_type\":\"flow_job\",\"status\":\"SUCCESS\",\"runtime_s\":1.5}}",
                FL_EBAD_REQUEST);
-    expect_err(f->s, HRES("r1", 1, "RESOLVED"), FL_ENOT_FOUND);
+    expect_err(f->s, HRES("r1", 1, "RESOLVED"), FL_EINVALID_TRANSITION);
     ok(f->s, HREQ("r1", 1));
     expect_err(f->s, HREQ("r1", 1), FL_EINVALID_TRANSITION);
     ok(f->s, HRES("r1", 1, "RESOLVED"));
