@@ -325,11 +325,32 @@ static void conn_pump_subs(struct conn *c)
     conn_check_output(c);
 }
 
-/* Free c if it is closing and owes nothing more: no append waiting, nothing left to write. */
+/* Everything owed was written: half-close and discard input until the peer's EOF, so that
+ * the kernel delivers our last replies instead of resetting the connection (a close() with
+ * unread input sends RST and drops unsent data). */
+static void conn_linger(struct conn *c)
+{
+    struct timeval tv = {CONN_LINGER_S, 0};
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+    c->lingering = 1;
+    if (c->eof || fd < 0 || shutdown(fd, SHUT_WR) != 0) {
+        conn_free(c);
+        return;
+    }
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    if (bufferevent_enable(c->bev, EV_READ) != 0)
+        conn_free(c);
+}
+
+/* Close c if it is closing and owes nothing more: no append waiting, nothing left to write. */
 static void conn_maybe_free(struct conn *c)
 {
-    if (c->state == CONN_CLOSING && c->npending == 0 && conn_out_len(c) == 0)
-        conn_free(c);
+    if (c->state == CONN_CLOSING && !c->lingering && c->npending == 0 && conn_out_len(c) == 0)
+        conn_linger(c);
 }
 
 /* Enter CLOSING: read nothing more, end subscriptions, flush, then go. */
@@ -356,7 +377,11 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
 
-    (void)bev;
+    if (c->lingering) {
+        struct evbuffer *in = bufferevent_get_input(bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     conn_process_input(c);
     conn_maybe_free(c);
 }
@@ -383,6 +408,10 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
 
     (void)bev;
+    if (c->lingering) { /* EOF, error or the linger timeout: done */
+        conn_free(c);
+        return;
+    }
     if (what & BEV_EVENT_ERROR) {
         fl_debug("conn %llu (%s): %s", (unsigned long long)c->id, c->peer,
                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -484,6 +513,8 @@ static void conn_drain_socket(struct conn *c)
         return;
     while (evbuffer_get_length(in) < cap) {
         int n = evbuffer_read(in, fd, 64 * 1024);
+        if (n == 0)
+            c->eof = 1;
         if (n <= 0) /* 0: EOF; < 0: EAGAIN (nothing more now) or an error */
             break;
     }
@@ -494,8 +525,7 @@ void conn_shutdown(struct conn *c)
     if (c->state != CONN_CLOSING) {
         bufferevent_disable(c->bev, EV_READ);
         conn_drain_socket(c);
-        c->eof = 1;
-        conn_process_input(c);
+        conn_process_input(c); /* in shutdown it serves every whole frame, paused or not */
         conn_set_closing(c);
     }
     conn_maybe_free(c);

@@ -4,8 +4,10 @@
  *
  * States:  HELLO --valid hello--> READY --EOF, fatal frame, shutdown--> CLOSING --drained--> freed
  * In HELLO only `hello` is served; anything else is answered `unauthenticated` and the
- * connection closes. In CLOSING nothing more is read; the connection is freed once its pending
- * appends have been answered and its output has been written (or the peer is gone).
+ * connection closes. In CLOSING no more requests are served; once its pending appends have been
+ * answered and its output written, the connection lingers: it sends FIN and discards input
+ * until the peer's EOF (or CONN_LINGER_S), because closing a socket with unread input makes
+ * the kernel send RST and drop replies not yet delivered.
  *
  * Lifetime rule: only the top-level entry points (libevent callbacks, commit callbacks,
  * shutdown) may free a connection, through conn_maybe_free as their last action on it. */
@@ -33,6 +35,7 @@ enum conn_state { CONN_HELLO, CONN_READY, CONN_CLOSING };
 #define CONN_HELLO_MAX_FRAME (64u * 1024) /* before authentication, frames stay small */
 #define CONN_HELLO_TIMEOUT_S 10
 #define CONN_CLOSE_TIMEOUT_S 10
+#define CONN_LINGER_S 2 /* after our FIN, how long to discard what the peer still sends */
 #define CONN_MAX_SUBS 64
 
 struct conn {
@@ -51,6 +54,7 @@ struct conn {
     int paused;  /* reading stopped because output is above CONN_OUT_HIGH */
     int eof;     /* the peer finished sending */
     int blocked; /* a subscription stopped on a full output and waits for it to drain */
+    int lingering; /* everything was written and FIN sent; discarding input until EOF */
 
     struct commit_list pending; /* appends waiting for their commit, in arrival order */
     size_t npending;

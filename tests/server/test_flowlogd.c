@@ -46,6 +46,8 @@ struct srv {
 };
 
 static struct srv S; /* the shared server of most tests */
+static struct srv T; /* a test's own server, stopped by teardown_own even if the test fails */
+static int PORT;     /* where session() connects */
 
 /* ---- the server process ---- */
 
@@ -127,12 +129,15 @@ static void srv_destroy(struct srv *s)
 
 /* ---- frames ---- */
 
-static int cli_connect(int port)
+/* Connect; rcvbuf > 0 shrinks the receive buffer first (so the server's replies back up). */
+static int cli_connect_rcvbuf(int port, int rcvbuf)
 {
     struct sockaddr_in sa;
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 
     assert_true(fd >= 0);
+    if (rcvbuf > 0)
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
@@ -140,6 +145,11 @@ static int cli_connect(int port)
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;
+}
+
+static int cli_connect(int port)
+{
+    return cli_connect_rcvbuf(port, 0);
 }
 
 static void send_all(int fd, const void *p, size_t n)
@@ -284,9 +294,9 @@ static json_t *expect_ok(int fd, long long id)
 }
 
 /* Connect and say hello with token (and tenant, for operators). */
-static int session(const char *token, const char *tenant)
+static int session_rcvbuf(const char *token, const char *tenant, int rcvbuf)
 {
-    int fd = cli_connect(S.port);
+    int fd = cli_connect_rcvbuf(PORT, rcvbuf);
 
     if (tenant)
         send_json(fd, "{\"id\":0,\"op\":\"hello\",\"version\":1,\"token\":\"%s\",\"tenant\":\"%s\"}",
@@ -295,6 +305,11 @@ static int session(const char *token, const char *tenant)
         send_json(fd, "{\"id\":0,\"op\":\"hello\",\"version\":1,\"token\":\"%s\"}", token);
     json_decref(expect_ok(fd, 0));
     return fd;
+}
+
+static int session(const char *token, const char *tenant)
+{
+    return session_rcvbuf(token, tenant, 0);
 }
 
 #define REG(flow) \
@@ -321,13 +336,25 @@ static int group_setup(void **state)
     (void)state;
     signal(SIGPIPE, SIG_IGN);
     srv_start(&S, NULL);
+    PORT = S.port;
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
+    srv_destroy(&T);
     srv_destroy(&S);
+    return 0;
+}
+
+/* Stop a test's own server and point session() back at the shared one. */
+static int teardown_own(void **state)
+{
+    (void)state;
+    srv_destroy(&T);
+    memset(&T, 0, sizeof T);
+    PORT = S.port;
     return 0;
 }
 
@@ -397,6 +424,20 @@ static void test_bad_frames(void **state)
             expect_eof(fd);
             close(fd);
         }
+    }
+    /* the error still arrives when the client has already sent much more (a close with
+     * unread input would reset the connection and drop it) */
+    {
+        size_t n = 256 * 1024;
+        char *junk = malloc(n);
+        int fd = session(TOK_WRITER, NULL);
+        memset(junk, 0x5a, n);
+        send_all(fd, zero, sizeof zero);
+        send_all(fd, junk, n);
+        json_decref(expect_error(fd, -1, "bad_request"));
+        expect_eof(fd);
+        close(fd);
+        free(junk);
     }
     send_json(other, "{\"id\":9,\"op\":\"ping\"}");
     json_decref(expect_ok(other, 9));
@@ -744,43 +785,50 @@ static void test_vanishing_client(void **state)
 
 static void test_max_connections(void **state)
 {
-    struct srv s2 = {0};
     int a, b, c;
 
     (void)state;
-    srv_start(&s2, "--max-connections=2");
-    a = cli_connect(s2.port);
-    b = cli_connect(s2.port);
+    srv_start(&T, "--max-connections=2");
+    a = cli_connect(T.port);
+    b = cli_connect(T.port);
     usleep(100000);
-    c = cli_connect(s2.port);
+    c = cli_connect(T.port);
     json_decref(expect_error(c, -1, "unavailable"));
     expect_eof(c);
     close(a);
     close(b);
     close(c);
-    assert_int_equal(srv_stop(&s2), 0);
-    srv_destroy(&s2);
+    assert_int_equal(srv_stop(&T), 0);
 }
 
 /* SIGTERM: what was received is committed and answered, then exit 0; every acknowledged event
- * is there after a restart. */
+ * is there after a restart, and every committed one was acknowledged. The client reads slowly
+ * (small receive buffer, so the answers wait in the server's send queue) and keeps sending after
+ * the stop: a server that closed with unread input would reset the connection and the kernel
+ * would drop the answers still queued. */
 static void test_sigterm(void **state)
 {
     enum { N = 300 };
-    struct srv s2 = {0};
-    struct srv saved = S;
     long long acked[N];
     int nacked = 0, fd;
     json_t *j;
 
     (void)state;
-    srv_start(&s2, NULL);
-    S = s2; /* session() connects to S */
-    fd = session(TOK_WRITER, NULL);
+    srv_start(&T, NULL);
+    PORT = T.port;
+    fd = session_rcvbuf(TOK_WRITER, NULL, 4096);
     for (int i = 0; i < N; i++)
         send_json(fd, "{\"id\":%d,\"op\":\"append\",\"events\":[{\"type\":\"flow_registered\","
-                      "\"data\":{\"flow_id\":\"term-%d\",\"flow_name\":\"n\"}}]}", i, i);
-    kill(s2.pid, SIGTERM);
+                      "\"data\":{\"flow_id\":\"term-%d\",\"flow_name\":\"n\",\"description\":"
+                      "\"%0200d\"}}]}", i, i, 0);
+    kill(T.pid, SIGTERM);
+    usleep(300000);
+    {
+        static const uint8_t late[] = {0, 0, 0, 1, 0x80};
+        for (int i = 0; i < 2000; i++) /* after the stop: the server must not answer with RST */
+            if (send(fd, late, sizeof late, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+                break;
+    }
     while ((j = recv_json(fd)) != NULL) {
         if (json_is_true(json_object_get(j, "ok")))
             acked[nacked++] = tu_int(j, "result/results/0/seq");
@@ -789,15 +837,20 @@ static void test_sigterm(void **state)
     close(fd);
     {
         int st;
-        waitpid(s2.pid, &st, 0);
-        s2.pid = 0;
+        waitpid(T.pid, &st, 0);
+        T.pid = 0;
         assert_true(WIFEXITED(st));
         assert_int_equal(WEXITSTATUS(st), 0);
     }
     print_message("# %d of %d pipelined appends acknowledged before exit\n", nacked, N);
-    srv_start(&s2, NULL);
-    S = s2;
+    srv_start(&T, NULL);
+    PORT = T.port;
     fd = session(TOK_READER, NULL);
+    /* nothing was committed without its acknowledgement reaching the client */
+    send_json(fd, "{\"id\":%d,\"op\":\"log\",\"limit\":1}", N);
+    j = expect_ok(fd, N);
+    assert_int_equal(tu_int(j, "result/head"), nacked);
+    json_decref(j);
     for (int i = 0; i < nacked; i++) {
         send_json(fd, "{\"id\":%d,\"op\":\"log\",\"from\":%lld,\"limit\":1}", i, acked[i]);
         j = expect_ok(fd, i);
@@ -805,9 +858,7 @@ static void test_sigterm(void **state)
         json_decref(j);
     }
     close(fd);
-    S = saved;
-    assert_int_equal(srv_stop(&s2), 0);
-    srv_destroy(&s2);
+    assert_int_equal(srv_stop(&T), 0);
 }
 
 int main(void)
@@ -823,8 +874,8 @@ int main(void)
         cmocka_unit_test(test_subscribe),
         cmocka_unit_test(test_slow_subscriber),
         cmocka_unit_test(test_vanishing_client),
-        cmocka_unit_test(test_max_connections),
-        cmocka_unit_test(test_sigterm),
+        cmocka_unit_test_teardown(test_max_connections, teardown_own),
+        cmocka_unit_test_teardown(test_sigterm, teardown_own),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
