@@ -46,6 +46,7 @@ void fl_error_clear(struct fl_error *e);
  * `return fl_error_set(...)`. */
 int fl_error_set(struct fl_error *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-int fl_error_vset(struct fl_error *e, int code, const char *fmt, va_list ap);
+int fl_error_vset(struct fl_error *e, int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 #endif
