@@ -100,10 +100,9 @@ static int auth_parse_line(struct auth *a, const char *f[4], const size_t flen[4
     uint8_t d[FL_CHAIN_LEN];
 
     if (nf != 3)
-        return fl_error_set(err, FL_EBAD_REQUEST,
-                            "%s:%u: expected 'TOKEN TENANT ROLE', found %s%d field%s", origin,
-                            lineno, nf > 3 ? "more than " : "", nf > 3 ? 3 : nf,
-                            nf == 1 ? "" : "s");
+        return fl_error_set(
+            err, FL_EBAD_REQUEST, "%s:%u: expected 'TOKEN TENANT ROLE', found %s%d field%s", origin,
+            lineno, nf > 3 ? "more than " : "", nf > 3 ? 3 : nf, nf == 1 ? "" : "s");
     if (!auth_token_valid(f[0], flen[0]))
         return fl_error_set(err, FL_EBAD_REQUEST,
                             "%s:%u: a token must be 1..%d printable ASCII characters", origin,
@@ -113,7 +112,8 @@ static int auth_parse_line(struct auth *a, const char *f[4], const size_t flen[4
     if (!(flen[1] == 1 && f[1][0] == '*') && !auth_tenant_valid(f[1], flen[1]))
         return fl_error_set(err, FL_EBAD_REQUEST,
                             "%s:%u: the tenant (second field) is not valid: use 1..64 of "
-                            "A-Z a-z 0-9 . _ : - (or * for an operator)", origin, lineno);
+                            "A-Z a-z 0-9 . _ : - (or * for an operator)",
+                            origin, lineno);
     for (int i = 0; i < 3; i++)
         if (strlen(role_names[i]) == flen[2] && memcmp(role_names[i], f[2], flen[2]) == 0)
             role = i;
@@ -126,7 +126,8 @@ static int auth_parse_line(struct auth *a, const char *f[4], const size_t flen[4
         if (fl_hash_ct_compare(a->v[i].digest, d, sizeof d) == 0)
             return fl_error_set(err, FL_EBAD_REQUEST,
                                 "%s:%u: this token already appears on an earlier line; each "
-                                "token must map to one tenant and role", origin, lineno);
+                                "token must map to one tenant and role",
+                                origin, lineno);
     if (flen[0] < AUTH_TOKEN_MIN_SAFE)
         fl_warn("%s:%u: token is shorter than %d characters and easy to guess", origin, lineno,
                 AUTH_TOKEN_MIN_SAFE);
@@ -162,7 +163,8 @@ int auth_parse(struct auth *a, const char *text, size_t len, const char *origin,
     if (a->n == 0) {
         rc = fl_error_set(err, FL_EBAD_REQUEST,
                           "%s: holds no tokens, so nobody could connect; add 'TOKEN TENANT ROLE' "
-                          "lines", origin);
+                          "lines",
+                          origin);
         goto fail;
     }
     return 0;
@@ -193,8 +195,8 @@ static int auth_read_private(const char *path, char **out, size_t *len, struct f
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
         rc = fl_error_set(err, FL_EFORBIDDEN,
                           "%s holds secrets but group or others can access it (mode %04o); "
-                          "run 'chmod 600 %s' and start again", path,
-                          (unsigned)(st.st_mode & 07777), path);
+                          "run 'chmod 600 %s' and start again",
+                          path, (unsigned)(st.st_mode & 07777), path);
         goto out;
     }
     if ((uint64_t)st.st_size > AUTH_FILE_MAX) {
@@ -265,8 +267,9 @@ static int auth_create_token_file(const char *path, struct fl_error *err)
     explicit_bzero(raw, sizeof raw);
     fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        rc = errno == EEXIST ? 1 : fl_error_set(err, FL_EUNAVAILABLE, "cannot create %s: %s",
-                                                  path, strerror(errno));
+        rc = errno == EEXIST ? 1
+                             : fl_error_set(err, FL_EUNAVAILABLE, "cannot create %s: %s", path,
+                                            strerror(errno));
         goto out;
     }
     while (off < sizeof line) {
@@ -309,7 +312,8 @@ int auth_load_admin_token(struct auth *a, const char *dir, int *created, struct 
     if (!auth_token_valid(text, tlen)) {
         rc = fl_error_set(err, FL_EBAD_REQUEST,
                           "%s must hold one token (1..%d printable ASCII characters) on its first "
-                          "line; delete it to have a new one made", path, AUTH_TOKEN_MAX);
+                          "line; delete it to have a new one made",
+                          path, AUTH_TOKEN_MAX);
     } else if (auth_add(a, text, tlen, AUTH_DEFAULT_TENANT, strlen(AUTH_DEFAULT_TENANT),
                         AUTH_ADMIN) != 0) {
         rc = fl_error_set(err, FL_EINTERNAL, "out of memory");

@@ -81,10 +81,10 @@ static void commit_fail_all(struct commit_list *list, const struct fl_error *err
     struct commit_item *it;
 
     TAILQ_FOREACH(it, list, q_link)
-        if (it->app.err.code == 0) {
-            it->app.err = *err;
-            it->app.err.index = -1;
-        }
+    if (it->app.err.code == 0) {
+        it->app.err = *err;
+        it->app.err.index = -1;
+    }
 }
 
 /* Commit the queue as one transaction, then answer each append with its own outcome.
@@ -110,7 +110,7 @@ static void commit_run(struct commit *q)
     } else {
         size_t i = 0;
         TAILQ_FOREACH(it, &list, q_link)
-            q->apps[i++] = &it->app;
+        q->apps[i++] = &it->app;
         t0 = fl_now_us();
         rc = fl_store_commit(q->store, q->apps, n, &err);
         q->stats.commit_us += (uint64_t)(fl_now_us() - t0);

@@ -23,13 +23,13 @@ struct conn;
 /* One append request waiting for its commit. Owns everything the parsed events borrow from:
  * the frame bytes (strings point into them) and the decoded msgpack objects. */
 struct commit_item {
-    struct fl_append app;           /* tenant, events and acks point into this item */
-    struct fl_event *events;        /* app.n entries, all parsed */
+    struct fl_append app;    /* tenant, events and acks point into this item */
+    struct fl_event *events; /* app.n entries, all parsed */
     struct fl_ack *acks;
     msgpack_unpacked msg;
     uint8_t *frame;
     char tenant[FL_TENANT_MAX + 1];
-    struct conn *conn;              /* owner; NULL once the connection has gone */
+    struct conn *conn; /* owner; NULL once the connection has gone */
     uint64_t req_id;
     TAILQ_ENTRY(commit_item) q_link;    /* in the commit queue (commit.c) */
     TAILQ_ENTRY(commit_item) conn_link; /* in the owner's pending list (conn.c) */
@@ -43,13 +43,13 @@ typedef void (*commit_done_fn)(struct commit_item *it, void *arg);
 typedef void (*commit_after_fn)(void *arg);
 
 struct commit_stats {
-    uint64_t commits;          /* fl_store_commit calls that committed */
-    uint64_t commit_failures;  /* calls that committed nothing */
+    uint64_t commits;         /* fl_store_commit calls that committed */
+    uint64_t commit_failures; /* calls that committed nothing */
     uint64_t appends_ok;
     uint64_t appends_failed;
-    uint64_t events;           /* new events committed */
-    uint64_t duplicates;       /* events answered as duplicates */
-    uint64_t commit_us;        /* total time inside fl_store_commit */
+    uint64_t events;     /* new events committed */
+    uint64_t duplicates; /* events answered as duplicates */
+    uint64_t commit_us;  /* total time inside fl_store_commit */
 };
 
 struct commit {

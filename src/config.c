@@ -19,7 +19,7 @@ struct opt_def {
     const char *name;
     const char *arg; /* metavariable for --help; NULL: no argument */
     enum opt_kind kind;
-    size_t off;       /* offset of the field in struct config */
+    size_t off;        /* offset of the field in struct config */
     uint64_t min, max; /* for OPT_UINT */
     const char *help;
 };
@@ -30,7 +30,8 @@ static const struct opt_def opt_table[] = {
     {"data", "DIR", OPT_STR, F(data_dir), 0, 0,
      "data directory, created if missing (default " CONFIG_DEFAULT_DATA ")"},
     {"listen", "HOST:PORT", OPT_LISTEN, F(listen), 0, 0,
-     "TCP address (default " CONFIG_DEFAULT_LISTEN "; port 0 picks a free port; 'none' disables TCP)"},
+     "TCP address (default " CONFIG_DEFAULT_LISTEN
+     "; port 0 picks a free port; 'none' disables TCP)"},
     {"unix", "PATH", OPT_STR, F(unix_path), 0, 0, "also listen on a Unix socket at PATH"},
     {"tokens", "FILE", OPT_STR, F(tokens_file), 0, 0,
      "tokens file: 'TOKEN TENANT ROLE' per line, mode 0600 (default: DIR/admin.token)"},
@@ -40,7 +41,8 @@ static const struct opt_def opt_table[] = {
      "most simultaneous client connections (default 1024)"},
     {"max-frame", "BYTES", OPT_UINT, F(max_frame), 4096, 1u << 30,
      "largest request or reply frame (default 4194304)"},
-    {"max-batch", "N", OPT_UINT, F(max_batch), 1, 100000, "most events in one append (default 1000)"},
+    {"max-batch", "N", OPT_UINT, F(max_batch), 1, 100000,
+     "most events in one append (default 1000)"},
     {"log-level", "LEVEL", OPT_LEVEL, F(log_level), 0, 0,
      "debug, info, warn or error (default info)"},
     {"port-file", "FILE", OPT_STR, F(port_file), 0, 0,
@@ -136,8 +138,9 @@ static int config_apply(struct config *c, const struct opt_def *o, const char *a
         return 0;
     case OPT_UINT:
         if (parse_uint(arg, o->min, o->max, (uint64_t *)field) != 0) {
-            fprintf(stderr, "flowlogd: --%s: '%s' is not a whole number in %" PRIu64 "..%" PRIu64
-                            "\n", o->name, arg, o->min, o->max);
+            fprintf(stderr,
+                    "flowlogd: --%s: '%s' is not a whole number in %" PRIu64 "..%" PRIu64 "\n",
+                    o->name, arg, o->min, o->max);
             return -1;
         }
         return 0;

@@ -13,15 +13,15 @@
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 1024
 
 struct config {
-    const char *data_dir;        /* --data DIR; borrowed from argv or a literal */
-    const char *listen;          /* --listen HOST:PORT; NULL: no TCP listener ("none") */
-    const char *unix_path;       /* --unix PATH; NULL: none */
-    const char *tokens_file;     /* --tokens FILE; NULL: DIR/admin.token */
-    const char *port_file;       /* --port-file FILE; NULL: none */
-    int sync;                    /* 1: fsync before acknowledging (full); 0: none (tests) */
+    const char *data_dir;    /* --data DIR; borrowed from argv or a literal */
+    const char *listen;      /* --listen HOST:PORT; NULL: no TCP listener ("none") */
+    const char *unix_path;   /* --unix PATH; NULL: none */
+    const char *tokens_file; /* --tokens FILE; NULL: DIR/admin.token */
+    const char *port_file;   /* --port-file FILE; NULL: none */
+    int sync;                /* 1: fsync before acknowledging (full); 0: none (tests) */
     uint64_t max_connections;
-    uint64_t max_frame;          /* bytes; applies to requests and replies */
-    uint64_t max_batch;          /* events per append */
+    uint64_t max_frame; /* bytes; applies to requests and replies */
+    uint64_t max_batch; /* events per append */
     enum fl_diag_level log_level;
 };
 

@@ -245,8 +245,8 @@ static int conn_next_frame(struct conn *c)
         return -1;
     }
     if (len > max) {
-        conn_fail(c, -1, FL_ETOO_LARGE, "frame of %u bytes is over the %zu-byte limit%s", len,
-                  max, c->state == CONN_HELLO ? " before hello" : "");
+        conn_fail(c, -1, FL_ETOO_LARGE, "frame of %u bytes is over the %zu-byte limit%s", len, max,
+                  c->state == CONN_HELLO ? " before hello" : "");
         return -1;
     }
     if (avail - FL_FRAME_HDR < len) {
@@ -305,8 +305,7 @@ static void conn_pump_subs(struct conn *c)
     for (s = TAILQ_FIRST(&c->subs); s; s = next) {
         next = TAILQ_NEXT(s, link);
         fl_error_clear(&err);
-        rc = sub_pump(s, c->srv->store, tenant, &c->sb, out, CONN_SUB_FILL, push, max_frame,
-                      &err);
+        rc = sub_pump(s, c->srv->store, tenant, &c->sb, out, CONN_SUB_FILL, push, max_frame, &err);
         if (rc == SUB_BLOCKED) {
             /* Fairness: the next drain starts with the subscriptions that waited. */
             TAILQ_REMOVE(&c->subs, s, link);
@@ -428,8 +427,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
             conn_free(c);
             return;
         }
-        conn_fail(c, -1, FL_EUNAUTHENTICATED, "no hello within %d seconds",
-                  CONN_HELLO_TIMEOUT_S);
+        conn_fail(c, -1, FL_EUNAUTHENTICATED, "no hello within %d seconds", CONN_HELLO_TIMEOUT_S);
     }
     conn_maybe_free(c);
 }
@@ -575,8 +573,8 @@ struct sub *conn_sub_find(struct conn *c, uint64_t id)
     struct sub *s;
 
     TAILQ_FOREACH(s, &c->subs, link)
-        if (s->id == id)
-            return s;
+    if (s->id == id)
+        return s;
     return NULL;
 }
 

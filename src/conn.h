@@ -48,12 +48,12 @@ struct conn {
     /* who: set by hello */
     char tenant[FL_TENANT_MAX + 1]; /* "" for an operator that named no tenant */
     size_t tenant_len;
-    int operator;
+    int is_operator;
     enum auth_role role;
 
-    int paused;  /* reading stopped because output is above CONN_OUT_HIGH */
-    int eof;     /* the peer finished sending */
-    int blocked; /* a subscription stopped on a full output and waits for it to drain */
+    int paused;    /* reading stopped because output is above CONN_OUT_HIGH */
+    int eof;       /* the peer finished sending */
+    int blocked;   /* a subscription stopped on a full output and waits for it to drain */
     int lingering; /* everything was written and FIN sent; discarding input until EOF */
 
     struct commit_list pending; /* appends waiting for their commit, in arrival order */

@@ -97,7 +97,8 @@ static int arg_filter(const struct conn_req *r, struct conn *c, int with_limit,
         if (f->type < 0)
             return fl_error_set(err, FL_EBAD_REQUEST,
                                 "\"type\": '%.*s' is not an event type (e.g. run_started, "
-                                "run_status, flow_registered)", (int)type.len, type.p);
+                                "run_status, flow_registered)",
+                                (int)type.len, type.p);
     }
     return 0;
 }
@@ -115,7 +116,7 @@ static int op_hello(struct conn *c, struct conn_req *r, struct fl_error *err)
 {
     const msgpack_object *v = arg(r, "version"), *tok = arg(r, "token"), *ten = arg(r, "tenant");
     const struct auth_entry *e;
-    int operator;
+    int is_operator;
     size_t off;
 
     if (c->state != CONN_HELLO)
@@ -134,8 +135,8 @@ static int op_hello(struct conn *c, struct conn_req *r, struct fl_error *err)
                   "the token is not valid for this server; check --token or FLOWLOG_TOKEN");
         return 0;
     }
-    operator = strcmp(e->tenant, AUTH_OPERATOR_TENANT) == 0;
-    if (ten && !operator)
+    is_operator = strcmp(e->tenant, AUTH_OPERATOR_TENANT) == 0;
+    if (ten && !is_operator)
         return fl_error_set(err, FL_EFORBIDDEN,
                             "only operator tokens may name a tenant; this token acts for its own "
                             "tenant, so leave \"tenant\" out");
@@ -147,17 +148,17 @@ static int op_hello(struct conn *c, struct conn_req *r, struct fl_error *err)
     if (ten) {
         memcpy(c->tenant, ten->via.str.ptr, ten->via.str.size);
         c->tenant_len = ten->via.str.size;
-    } else if (!operator) {
+    } else if (!is_operator) {
         c->tenant_len = strlen(e->tenant);
         memcpy(c->tenant, e->tenant, c->tenant_len);
     }
     c->tenant[c->tenant_len] = '\0';
-    c->operator = operator;
+    c->is_operator = is_operator;
     c->role = e->role;
     conn_ready(c);
     fl_debug("conn %llu (%s): hello: tenant %s, role %s%s", (unsigned long long)c->id, c->peer,
              c->tenant_len ? c->tenant : "(none)", auth_role_name(c->role),
-             operator ? " (operator)" : "");
+             is_operator ? " (operator)" : "");
     off = conn_reply_begin(c);
     fl_wire_pack_ok_head(&c->pk, r->id);
     msgpack_pack_map(&c->pk, 4);
@@ -228,8 +229,9 @@ static int op_timeline(struct conn *c, struct conn_req *r, struct fl_error *err)
     if ((rc = arg_filter(r, c, 1, &f, err)) != 0)
         return rc;
     if ((f.run_id.len > 0) == (f.flow_id.len > 0))
-        return fl_error_set(err, FL_EBAD_REQUEST, "timeline needs exactly one of \"run_id\" "
-                                                  "and \"flow_id\"");
+        return fl_error_set(err, FL_EBAD_REQUEST,
+                            "timeline needs exactly one of \"run_id\" "
+                            "and \"flow_id\"");
     return op_reply_log(c, r->id, &f, err);
 }
 
@@ -249,7 +251,8 @@ static int op_subscribe(struct conn *c, struct conn_req *r, struct fl_error *err
     if (c->nsubs >= CONN_MAX_SUBS)
         return fl_error_set(err, FL_ETOO_LARGE,
                             "at most %d subscriptions per connection; unsubscribe one or open "
-                            "another connection", CONN_MAX_SUBS);
+                            "another connection",
+                            CONN_MAX_SUBS);
     if (!(s = sub_new(r->id, &f)))
         return fl_error_set(err, FL_EUNAVAILABLE, "server out of memory; retry later");
     off = conn_reply_begin(c);
@@ -271,8 +274,9 @@ static int op_unsubscribe(struct conn *c, struct conn_req *r, struct fl_error *e
     if ((rc = arg_u64(r, "sub", 0, &id, &present, err)) != 0)
         return rc;
     if (!present)
-        return fl_error_set(err, FL_EBAD_REQUEST, "\"sub\" is required: the subscribe "
-                                                  "request's id");
+        return fl_error_set(err, FL_EBAD_REQUEST,
+                            "\"sub\" is required: the subscribe "
+                            "request's id");
     if (!(s = conn_sub_find(c, id)))
         return fl_error_set(err, FL_ENOT_FOUND, "no subscription %llu on this connection",
                             (unsigned long long)id);
@@ -480,7 +484,8 @@ static int op_append(struct conn *c, struct conn_req *r, struct fl_error *err)
         if (it->events[i].type == FL_EV_FLOW_ROLLBACK && c->role < AUTH_ADMIN) {
             rc = fl_error_set(err, FL_EFORBIDDEN,
                               "event %zu: flow_rollback needs an admin token; this token's role "
-                              "is %s", i, auth_role_name(c->role));
+                              "is %s",
+                              i, auth_role_name(c->role));
             err->index = (int64_t)i;
             goto fail;
         }

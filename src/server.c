@@ -120,10 +120,10 @@ static int server_listen_tcp(struct server *srv)
         fl_errorf("--listen %s: %s", srv->cfg->listen, gai_strerror(rc));
         return FL_EBAD_REQUEST;
     }
-    srv->tcp = evconnlistener_new_bind(srv->base, server_accept_cb, srv,
-                                       LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE |
-                                           LEV_OPT_CLOSE_ON_EXEC,
-                                       SERVER_BACKLOG, res->ai_addr, (int)res->ai_addrlen);
+    srv->tcp =
+        evconnlistener_new_bind(srv->base, server_accept_cb, srv,
+                                LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                SERVER_BACKLOG, res->ai_addr, (int)res->ai_addrlen);
     freeaddrinfo(res);
     if (!srv->tcp) {
         fl_errorf("cannot listen on %s: %s", srv->cfg->listen, strerror(errno));
@@ -306,8 +306,9 @@ static int server_tokens(struct server *srv)
         return rc;
     }
     fl_info("%s an admin token for tenant '%s' in %s/%s (mode 0600; use it with --token, or "
-            "pass --data to the flowlog CLI)", created ? "created" : "using",
-            AUTH_DEFAULT_TENANT, srv->cfg->data_dir, AUTH_ADMIN_TOKEN_FILE);
+            "pass --data to the flowlog CLI)",
+            created ? "created" : "using", AUTH_DEFAULT_TENANT, srv->cfg->data_dir,
+            AUTH_ADMIN_TOKEN_FILE);
     return 0;
 }
 
@@ -394,9 +395,8 @@ int server_start(struct server *srv, const struct config *cfg)
         unlink(cfg->port_file); /* a stale port must not be mistaken for ours */
     /* A tokens file is checked before anything is created; the default admin token lives
      * in the data directory, so it comes after the store made that. */
-    if ((cfg->tokens_file && (rc = server_tokens(srv)) != 0) ||
-        (rc = server_lock_dir(srv)) != 0 || (rc = server_open_store(srv)) != 0 ||
-        (!cfg->tokens_file && (rc = server_tokens(srv)) != 0))
+    if ((cfg->tokens_file && (rc = server_tokens(srv)) != 0) || (rc = server_lock_dir(srv)) != 0 ||
+        (rc = server_open_store(srv)) != 0 || (!cfg->tokens_file && (rc = server_tokens(srv)) != 0))
         return rc;
     if (!(srv->base = event_base_new())) {
         fl_errorf("cannot create the event base");
@@ -408,8 +408,7 @@ int server_start(struct server *srv, const struct config *cfg)
         return FL_EINTERNAL;
     }
     srv->commit_ready = 1;
-    if ((rc = server_events(srv)) != 0 ||
-        (cfg->listen && (rc = server_listen_tcp(srv)) != 0) ||
+    if ((rc = server_events(srv)) != 0 || (cfg->listen && (rc = server_listen_tcp(srv)) != 0) ||
         (cfg->unix_path && (rc = server_listen_unix(srv)) != 0) ||
         (cfg->port_file && cfg->listen && (rc = server_write_port_file(srv)) != 0))
         return rc;
@@ -426,7 +425,7 @@ int server_run(struct server *srv)
         return FL_EINTERNAL;
     }
     /* A loopbreak (second signal) can leave appends queued: they were never acknowledged. */
-    fl_info("stopped: %llu events committed in %llu commits", 
+    fl_info("stopped: %llu events committed in %llu commits",
             (unsigned long long)srv->commit.stats.events,
             (unsigned long long)srv->commit.stats.commits);
     return 0;

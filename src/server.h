@@ -23,21 +23,21 @@ struct server {
     struct fl_store *store;
     struct auth auth;
     struct commit commit;
-    int commit_ready;               /* commit_init succeeded */
+    int commit_ready; /* commit_init succeeded */
     struct evconnlistener *tcp;
-    struct evconnlistener *local;   /* the Unix socket */
-    int unix_bound;                 /* we created cfg->unix_path: unlink it at exit */
+    struct evconnlistener *local; /* the Unix socket */
+    int unix_bound;               /* we created cfg->unix_path: unlink it at exit */
     int port_file_written;
-    int lock_fd;                    /* flock'ed DIR/flowlogd.lock; -1 if none */
-    uint16_t tcp_port;              /* the bound port (useful with --listen HOST:0) */
+    int lock_fd;       /* flock'ed DIR/flowlogd.lock; -1 if none */
+    uint16_t tcp_port; /* the bound port (useful with --listen HOST:0) */
     struct event *sig_term, *sig_int, *accept_retry, *stop_timer;
-    struct conn_list conns;         /* every open connection */
-    struct conn_list sub_conns;     /* connections with at least one subscription */
+    struct conn_list conns;     /* every open connection */
+    struct conn_list sub_conns; /* connections with at least one subscription */
     uint64_t nconns;
     uint64_t nsubs;
     uint64_t conns_total;
     uint64_t conns_refused;
-    uint64_t sub_pauses;            /* times a subscription waited for its output to drain */
+    uint64_t sub_pauses; /* times a subscription waited for its output to drain */
     uint64_t next_conn_id;
     int64_t started_us;
     int stopping;

@@ -17,12 +17,12 @@
 #include "query.h"
 
 struct sub {
-    uint64_t id;                /* the subscribe request's id; pushes carry it */
-    uint64_t next;              /* next seq to consider */
-    struct fl_log_filter f;     /* flow_id/run_id point at the owned copies below */
+    uint64_t id;            /* the subscribe request's id; pushes carry it */
+    uint64_t next;          /* next seq to consider */
+    struct fl_log_filter f; /* flow_id/run_id point at the owned copies below */
     char *flow_id, *run_id;
-    uint64_t pushed;            /* events delivered so far */
-    TAILQ_ENTRY(sub) link;      /* in the connection's list */
+    uint64_t pushed;       /* events delivered so far */
+    TAILQ_ENTRY(sub) link; /* in the connection's list */
 };
 
 TAILQ_HEAD(sub_list, sub);

@@ -56,7 +56,8 @@ static void srv_write_tokens(struct srv *s)
     FILE *f = fopen(s->tokens, "w");
 
     assert_non_null(f);
-    fprintf(f, "# test tokens\n%s %s reader\n%s %s writer\n%s %s admin\n%s other writer\n%s * admin\n",
+    fprintf(f,
+            "# test tokens\n%s %s reader\n%s %s writer\n%s %s admin\n%s other writer\n%s * admin\n",
             TOK_READER, TENANT, TOK_WRITER, TENANT, TOK_ADMIN, TENANT, TOK_OTHER, TOK_OPER);
     assert_int_equal(fclose(f), 0);
     assert_int_equal(chmod(s->tokens, 0600), 0);
@@ -80,9 +81,9 @@ static void srv_start(struct srv *s, const char *extra)
     s->pid = fork();
     assert_true(s->pid >= 0);
     if (s->pid == 0) {
-        const char *argv[16] = {bin, "--data", s->data, "--listen", "127.0.0.1:0", "--sync",
-                                "none", "--tokens", s->tokens, "--port-file", s->portf,
-                                "--log-level", "warn"};
+        const char *argv[16] = {bin,      "--data",      s->data,    "--listen", "127.0.0.1:0",
+                                "--sync", "none",        "--tokens", s->tokens,  "--port-file",
+                                s->portf, "--log-level", "warn"};
         int n = 13;
         if (extra)
             argv[n++] = extra;
@@ -299,7 +300,8 @@ static int session_rcvbuf(const char *token, const char *tenant, int rcvbuf)
     int fd = cli_connect_rcvbuf(PORT, rcvbuf);
 
     if (tenant)
-        send_json(fd, "{\"id\":0,\"op\":\"hello\",\"version\":1,\"token\":\"%s\",\"tenant\":\"%s\"}",
+        send_json(fd,
+                  "{\"id\":0,\"op\":\"hello\",\"version\":1,\"token\":\"%s\",\"tenant\":\"%s\"}",
                   token, tenant);
     else
         send_json(fd, "{\"id\":0,\"op\":\"hello\",\"version\":1,\"token\":\"%s\"}", token);
@@ -312,8 +314,8 @@ static int session(const char *token, const char *tenant)
     return session_rcvbuf(token, tenant, 0);
 }
 
-#define REG(flow) \
-    "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"" flow "\",\"flow_name\":\"n\"," \
+#define REG(flow)                                                                                  \
+    "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"" flow "\",\"flow_name\":\"n\","        \
     "\"priority\":\"P1\"}}"
 
 /* Append one event (JSON) and return its seq. */
@@ -409,9 +411,9 @@ static void test_bad_frames(void **state)
         size_t n;
         const char *code;
     } cases[] = {
-        {zero, sizeof zero, "bad_request"},   {huge, sizeof huge, "too_large"},
+        {zero, sizeof zero, "bad_request"},       {huge, sizeof huge, "too_large"},
         {garbage, sizeof garbage, "bad_request"}, {not_map, sizeof not_map, "bad_request"},
-        {bomb, sizeof bomb, "bad_request"},   {trailing, sizeof trailing, "bad_request"},
+        {bomb, sizeof bomb, "bad_request"},       {trailing, sizeof trailing, "bad_request"},
     };
     int other = session(TOK_READER, NULL);
 
@@ -494,13 +496,14 @@ static void test_batch_limits(void **state)
     for (int i = 0; i < 1001; i++)
         len += (size_t)snprintf(big + len, cap - len,
                                 "%s{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"b-%d\","
-                                "\"flow_name\":\"n\"}}", i ? "," : "", i);
+                                "\"flow_name\":\"n\"}}",
+                                i ? "," : "", i);
     snprintf(big + len, cap - len, "]}");
     send_json(fd, "%s", big);
     json_decref(expect_error(fd, 3, "too_large"));
     /* a bad event names its index, and nothing of the batch is committed */
     send_json(fd, "{\"id\":4,\"op\":\"append\",\"events\":[" REG("lim-1") ",{\"type\":\"x\","
-                  "\"data\":{}}]}");
+                                                                          "\"data\":{}}]}");
     j = expect_error(fd, 4, "bad_request");
     assert_int_equal(tu_int(j, "error/index"), 1);
     json_decref(j);
@@ -523,9 +526,12 @@ static void test_roles_and_tenants(void **state)
     json_decref(expect_error(rd, 1, "forbidden"));
     seq = append1(wr, 2, REG("role-1"));
     assert_true(seq > 0);
-    send_json(wr, "{\"id\":3,\"op\":\"append\",\"events\":[" REG("role-2") ",{\"type\":"
-                  "\"flow_rollback\",\"data\":{\"flow_id\":\"role-1\",\"to_seq\":%lld,"
-                  "\"reason\":\"r\"}}]}", seq);
+    send_json(wr,
+              "{\"id\":3,\"op\":\"append\",\"events\":[" REG(
+                  "role-2") ",{\"type\":"
+                            "\"flow_rollback\",\"data\":{\"flow_id\":\"role-1\",\"to_seq\":%lld,"
+                            "\"reason\":\"r\"}}]}",
+              seq);
     j = expect_error(wr, 3, "forbidden");
     assert_int_equal(tu_int(j, "error/index"), 1);
     json_decref(j);
@@ -586,8 +592,10 @@ static void test_pipelining(void **state)
     commits0 = tu_int(j, "result/commits");
     json_decref(j);
     for (int i = 0; i < N; i++) {
-        send_json(fd, "{\"id\":%d,\"op\":\"append\",\"events\":[{\"type\":\"flow_registered\","
-                      "\"data\":{\"flow_id\":\"pipe-%d\",\"flow_name\":\"n\"}}]}", 2 + 2 * i, i);
+        send_json(fd,
+                  "{\"id\":%d,\"op\":\"append\",\"events\":[{\"type\":\"flow_registered\","
+                  "\"data\":{\"flow_id\":\"pipe-%d\",\"flow_name\":\"n\"}}]}",
+                  2 + 2 * i, i);
         send_json(fd, "{\"id\":%d,\"op\":\"ping\"}", 3 + 2 * i);
     }
     for (int i = 0; i < 2 * N; i++) {
@@ -635,9 +643,11 @@ static void test_group_commit_across_connections(void **state)
     json_decref(j);
     for (int k = 0; k < K; k++)
         for (int c = 0; c < C; c++)
-            send_json(fds[c], "{\"id\":%d,\"op\":\"append\",\"events\":[{\"type\":"
-                              "\"flow_registered\",\"data\":{\"flow_id\":\"gc-%d-%d\","
-                              "\"flow_name\":\"n\"}}]}", k, c, k);
+            send_json(fds[c],
+                      "{\"id\":%d,\"op\":\"append\",\"events\":[{\"type\":"
+                      "\"flow_registered\",\"data\":{\"flow_id\":\"gc-%d-%d\","
+                      "\"flow_name\":\"n\"}}]}",
+                      k, c, k);
     for (int c = 0; c < C; c++)
         for (int k = 0; k < K; k++)
             json_decref(expect_ok(fds[c], k));
@@ -673,8 +683,9 @@ static void test_subscribe(void **state)
     assert_int_equal(tu_int(j, "result/events/0/seq"), s1);
     json_decref(j);
     append1(wr, 2, REG("sub-2")); /* filtered out */
-    s2 = append1(wr, 3, "{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"sub-1\","
-                        "\"migration_status\":\"RUNNING\"}}");
+    s2 = append1(wr, 3,
+                 "{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"sub-1\","
+                 "\"migration_status\":\"RUNNING\"}}");
     j = recv_json(sub);
     assert_int_equal(tu_int(j, "id"), 50);
     assert_int_equal(json_array_size(tu_get(j, "result/events")), 1);
@@ -690,8 +701,9 @@ static void test_subscribe(void **state)
     json_decref(expect_ok(sub, 52));
     send_json(sub, "{\"id\":53,\"op\":\"unsubscribe\",\"sub\":51}");
     json_decref(expect_ok(sub, 53));
-    s3 = append1(wr, 4, "{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"sub-1\","
-                        "\"migration_status\":\"DONE\"}}");
+    s3 = append1(wr, 4,
+                 "{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"sub-1\","
+                 "\"migration_status\":\"DONE\"}}");
     assert_true(s3 > s2);
     send_json(sub, "{\"id\":54,\"op\":\"ping\"}");
     json_decref(expect_ok(sub, 54)); /* no push came before the ping's reply */
@@ -704,7 +716,8 @@ static void test_subscribe(void **state)
 static void test_slow_subscriber(void **state)
 {
     enum { BATCHES = 40, PER = 50 };
-    int sub = session(TOK_READER, NULL), wr = session(TOK_WRITER, NULL), rd = session(TOK_READER, NULL);
+    int sub = session(TOK_READER, NULL), wr = session(TOK_WRITER, NULL),
+        rd = session(TOK_READER, NULL);
     size_t cap = PER * 2400 + 200, len;
     char *buf = malloc(cap), pad[2001];
     long long from, expect, got = 0;
@@ -768,8 +781,10 @@ static void test_vanishing_client(void **state)
     for (int round = 0; round < 20; round++) {
         int fd = session(TOK_WRITER, NULL);
         struct linger lg = {1, 0};
-        send_json(fd, "{\"id\":1,\"op\":\"append\",\"events\":[{\"type\":\"flow_registered\","
-                      "\"data\":{\"flow_id\":\"gone-%d\",\"flow_name\":\"n\"}}]}", round);
+        send_json(fd,
+                  "{\"id\":1,\"op\":\"append\",\"events\":[{\"type\":\"flow_registered\","
+                  "\"data\":{\"flow_id\":\"gone-%d\",\"flow_name\":\"n\"}}]}",
+                  round);
         send_json(fd, "{\"id\":2,\"op\":\"subscribe\"}");
         if (round % 2) /* a reset instead of a FIN */
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -818,9 +833,11 @@ static void test_sigterm(void **state)
     PORT = T.port;
     fd = session_rcvbuf(TOK_WRITER, NULL, 4096);
     for (int i = 0; i < N; i++)
-        send_json(fd, "{\"id\":%d,\"op\":\"append\",\"events\":[{\"type\":\"flow_registered\","
-                      "\"data\":{\"flow_id\":\"term-%d\",\"flow_name\":\"n\",\"description\":"
-                      "\"%0200d\"}}]}", i, i, 0);
+        send_json(fd,
+                  "{\"id\":%d,\"op\":\"append\",\"events\":[{\"type\":\"flow_registered\","
+                  "\"data\":{\"flow_id\":\"term-%d\",\"flow_name\":\"n\",\"description\":"
+                  "\"%0200d\"}}]}",
+                  i, i, 0);
     kill(T.pid, SIGTERM);
     usleep(300000);
     {

@@ -90,7 +90,8 @@ static void test_parse_rejects(void **state)
     (void)state;
     expect_reject("tok tenant\n", "tokens:1: expected 'TOKEN TENANT ROLE', found 2 fields");
     expect_reject("# c\ntok tenant admin extra\n", "tokens:2: expected 'TOKEN TENANT ROLE'");
-    expect_reject("tok tenant superuser\n", "tokens:1: the role (third field) is not one of reader");
+    expect_reject("tok tenant superuser\n",
+                  "tokens:1: the role (third field) is not one of reader");
     expect_reject("tok ten/ant reader\n", "tokens:1: the tenant (second field) is not valid");
     expect_reject("tok ** reader\n", "the tenant (second field) is not valid");
     expect_reject("tok "
