@@ -393,8 +393,10 @@ static int send_all(flc_client *c, const char *buf, size_t len)
         if (rc == 0)
             return client_fatal(c, FLC_ECONNECTION, "timed out sending a request");
         if (p.revents & POLLIN) {
+            /* An end of stream while sending: the server may have said why just before
+             * (too_large for an over-long frame): report that, not the close. */
             if ((rc = recv_some(c)) != 0)
-                return rc;
+                return send_failed(c, ECONNRESET);
         }
         if (!(p.revents & (POLLOUT | POLLERR | POLLHUP)))
             continue;
