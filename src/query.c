@@ -427,44 +427,47 @@ static int pack_attempt(msgpack_packer *pk, const struct state *st, const struct
         if (i == 0 || str_cell_cmp(&arts[i], &arts[distinct - 1]) != 0)
             arts[distinct++] = arts[i];
 
-    msgpack_pack_map(pk, 16);
-    pack_key(pk, "attempt_id");
-    pack_cell(pk, &r->c[FC_RUN_ID], FL_CT_STR);
-    pack_key(pk, "attempt_number");
-    pack_cell(pk, &r->c[FC_RUN_ATTEMPT], FL_CT_INT);
-    pack_key(pk, "flow_id");
-    pack_cell(pk, &r->c[FC_RUN_FLOW], FL_CT_STR);
-    pack_key(pk, "job_id");
-    pack_cell(pk, &r->c[FC_RUN_JOB_ID], FL_CT_STR);
-    pack_key(pk, "job_run_id");
-    pack_cell(pk, &r->c[FC_RUN_JOB_RUN_ID], FL_CT_STR);
-    pack_key(pk, "status");
-    pack_cell(pk, &r->c[FC_RUN_STATUS], FL_CT_STR);
-    pack_key(pk, "started_at");
-    pack_cell(pk, &r->c[FC_RUN_START], FL_CT_TS);
-    pack_key(pk, "completed_at");
-    pack_cell(pk, &r->c[FC_RUN_END], FL_CT_TS);
-    pack_key(pk, "duration_seconds");
-    if (r->c[FC_RUN_END].t == FL_CELL_INT && r->c[FC_RUN_START].t == FL_CELL_INT)
-        msgpack_pack_int64(pk, (r->c[FC_RUN_END].i - r->c[FC_RUN_START].i) / 1000000);
-    else
-        msgpack_pack_nil(pk);
-    pack_key(pk, "progress_percentage");
-    pack_cell(pk, &r->c[FC_RUN_PROGRESS], FL_CT_INT);
-    pack_key(pk, "validation_percentage");
-    pack_cell(pk, &r->c[FC_RUN_VALIDATION], FL_CT_INT);
-    pack_key(pk, "iterations");
-    msgpack_pack_uint64(pk, iters);
-    pack_key(pk, "generated_notebooks");
-    msgpack_pack_array(pk, distinct);
-    for (size_t i = 0; i < distinct; i++)
-        pack_cell(pk, arts[i], FL_CT_STR);
-    pack_key(pk, "error_message");
-    pack_cell(pk, &r->c[FC_RUN_ERROR_MSG], FL_CT_STR);
-    pack_key(pk, "status_message");
-    pack_cell(pk, &r->c[FC_RUN_STATUS_MSG], FL_CT_STR);
-    pack_key(pk, "triggered_by");
-    pack_cell(pk, &r->c[FC_RUN_TRIGGERED_BY], FL_CT_STR);
+    /* seed 001's history record, key by key; the run row holds every column it needs */
+    static const struct {
+        const char *key;
+        int col; /* -1: computed below */
+        enum fl_col_type type;
+    } keys[] = {
+        {"attempt_id", FC_RUN_ID, FL_CT_STR},
+        {"attempt_number", FC_RUN_ATTEMPT, FL_CT_INT},
+        {"flow_id", FC_RUN_FLOW, FL_CT_STR},
+        {"job_id", FC_RUN_JOB_ID, FL_CT_STR},
+        {"job_run_id", FC_RUN_JOB_RUN_ID, FL_CT_STR},
+        {"status", FC_RUN_STATUS, FL_CT_STR},
+        {"started_at", FC_RUN_START, FL_CT_TS},
+        {"completed_at", FC_RUN_END, FL_CT_TS},
+        {"duration_seconds", -1, FL_CT_INT},
+        {"progress_percentage", FC_RUN_PROGRESS, FL_CT_INT},
+        {"validation_percentage", FC_RUN_VALIDATION, FL_CT_INT},
+        {"iterations", -1, FL_CT_INT},
+        {"generated_notebooks", -1, FL_CT_STR},
+        {"error_message", FC_RUN_ERROR_MSG, FL_CT_STR},
+        {"status_message", FC_RUN_STATUS_MSG, FL_CT_STR},
+        {"triggered_by", FC_RUN_TRIGGERED_BY, FL_CT_STR},
+    };
+    msgpack_pack_map(pk, sizeof keys / sizeof keys[0]);
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        pack_key(pk, keys[k].key);
+        if (keys[k].col >= 0) {
+            pack_cell(pk, &r->c[keys[k].col], keys[k].type);
+        } else if (keys[k].key[0] == 'd') { /* whole seconds, once the run has ended */
+            if (r->c[FC_RUN_END].t == FL_CELL_INT && r->c[FC_RUN_START].t == FL_CELL_INT)
+                msgpack_pack_int64(pk, (r->c[FC_RUN_END].i - r->c[FC_RUN_START].i) / 1000000);
+            else
+                msgpack_pack_nil(pk);
+        } else if (keys[k].key[0] == 'i') {
+            msgpack_pack_uint64(pk, iters);
+        } else {
+            msgpack_pack_array(pk, distinct);
+            for (size_t i = 0; i < distinct; i++)
+                pack_cell(pk, arts[i], FL_CT_STR);
+        }
+    }
     free(arts);
     return 0;
 }
