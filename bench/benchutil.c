@@ -401,13 +401,16 @@ int bu_matrix(const struct bu_driver *d, void *cfg, struct bu_opts *o)
                     fprintf(stderr, "%s: %" PRIu64 " errors; first: %s\n", d->name, r->errors,
                             r->first_error);
                 }
+                char note[BU_ERR] = "";
+                if (d->note)
+                    d->note(cfg, &o->wl, note, sizeof note);
                 if (!o->quiet)
                     fprintf(stderr,
                             "  run %d/%d %-5s conns=%-3d %7" PRIu64 " events %7.2f s %9.0f ev/s "
-                            "p50 %.3f p99 %.3f p99.9 %.3f ms%s\n",
+                            "p50 %.3f p99 %.3f p99.9 %.3f ms%s%s%s\n",
                             rep + 1, o->reps, bu_mode_name((enum bu_mode)o->modes[m]),
                             o->conns[c], r->events, r->seconds, r->ev_per_s, r->p50, r->p99,
-                            r->p999, r->complete ? "" : " (capped)");
+                            r->p999, r->complete ? "" : " (capped)", note[0] ? "; " : "", note);
             }
     o->wl.seed = base_seed;
     if (!o->json)

@@ -47,6 +47,9 @@ struct bu_driver {
     int (*reset)(void *cfg, const struct wl_params *p, char *err);
     /* Check the state after a run (may be NULL): returns 0 or -1 with err. */
     int (*verify)(void *cfg, const struct wl_params *p, int nwriters, char *err);
+    /* A note on the run just finished for the per-run line, e.g. the server's group-commit
+     * counters (may be NULL). */
+    void (*note)(void *cfg, const struct wl_params *p, char *out, size_t cap);
 };
 
 struct bu_opts {

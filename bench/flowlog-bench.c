@@ -640,6 +640,31 @@ static int sub_phase(const struct bu_driver *d, struct fb_cfg *cfg, struct bu_op
     return rc;
 }
 
+/* A number of any msgpack numeric type, or -1. */
+static double obj_num(const msgpack_object *o)
+{
+    if (o && (o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32))
+        return o->via.f64;
+    return o ? (double)obj_int(o) : -1;
+}
+
+/* The server's group-commit counters (stats, admin): events per commit and commit time. */
+static void fb_note(void *vcfg, const struct wl_params *p, char *out, size_t cap)
+{
+    struct fb_cfg *cfg = vcfg;
+    char err[BU_ERR];
+    (void)p;
+    flc_client *c = open_tenant(cfg, 0, err);
+    const msgpack_object *st = c ? flc_stats(c) : NULL;
+    if (st) {
+        const msgpack_object *epc = flc_get(st, "events_per_commit");
+        const msgpack_object *cms = flc_get(st, "commit_ms_avg");
+        snprintf(out, cap, "server: %" PRId64 " commits, %.1f events/commit, %.3f ms/commit",
+                 obj_int(flc_get(st, "commits")), obj_num(epc), obj_num(cms));
+    }
+    flc_free(c);
+}
+
 static int extra_opt(const char *name, const char *val, void *ctx)
 {
     struct fb_cfg *cfg = ctx;
@@ -689,8 +714,14 @@ int main(int argc, char **argv)
                 usage);
         return 2;
     }
-    if (!cfg.flowlogd)
+    if (!cfg.flowlogd) {
+        /* a running server keeps what earlier invocations wrote: start from a seed of our own
+         * (the time), and give every run its own, so that all flows and event ids are new */
         o.vary_seed = 1;
+        o.wl.seed += (uint64_t)time(NULL) * 1000;
+        if (!o.quiet)
+            fprintf(stderr, "flowlog-bench: running server: seeds from %" PRIu64 "\n", o.wl.seed);
+    }
     if (strcmp(cfg.sync, "full") != 0)
         fprintf(stderr, "flowlog-bench: WARNING: --sync=%s: appends are NOT durable\n", cfg.sync);
     signal(SIGPIPE, SIG_IGN);
@@ -699,7 +730,7 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     struct bu_driver d = {strcmp(cfg.sync, "full") == 0 ? "flowlog" : "flowlog-nosync",
-                          fb_connect, fb_append, fb_close, fb_reset, fb_verify};
+                          fb_connect, fb_append, fb_close, fb_reset, fb_verify, fb_note};
     int rc = bu_matrix(&d, &cfg, &o);
     if (cfg.reads > 0 && read_phase(&cfg, &o.wl, cfg.reads, o.json) != 0)
         rc = 1;
