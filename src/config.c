@@ -43,6 +43,13 @@ static const struct opt_def opt_table[] = {
      "largest request or reply frame (default 4194304)"},
     {"max-batch", "N", OPT_UINT, F(max_batch), 1, 100000,
      "most events in one append (default 1000)"},
+    {"max-output", "BYTES", OPT_UINT, F(max_output), 65536, 1u << 30,
+     "replies queued for one client before reading it pauses (default 2097152)"},
+    {"hello-timeout", "SECONDS", OPT_UINT, F(hello_timeout), 1, 3600,
+     "close a connection that has not said hello this long after connecting (default 10)"},
+    {"idle-timeout", "SECONDS", OPT_UINT, F(idle_timeout), 0, 604800,
+     "close a connection with no request, reply or subscription this long (default 300; "
+     "0: never)"},
     {"log-level", "LEVEL", OPT_LEVEL, F(log_level), 0, 0,
      "debug, info, warn or error (default info)"},
     {"port-file", "FILE", OPT_STR, F(port_file), 0, 0,
@@ -62,6 +69,9 @@ static void config_defaults(struct config *c)
     c->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
     c->max_frame = FL_DEFAULT_MAX_FRAME;
     c->max_batch = FL_DEFAULT_MAX_BATCH;
+    c->max_output = CONFIG_DEFAULT_MAX_OUTPUT;
+    c->hello_timeout = CONFIG_DEFAULT_HELLO_TIMEOUT;
+    c->idle_timeout = CONFIG_DEFAULT_IDLE_TIMEOUT;
     c->log_level = FL_DIAG_INFO;
 }
 

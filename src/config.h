@@ -11,6 +11,9 @@
 #define CONFIG_DEFAULT_DATA "./flowlog-data"
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:7464"
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 1024
+#define CONFIG_DEFAULT_MAX_OUTPUT (2u * 1024 * 1024)
+#define CONFIG_DEFAULT_HELLO_TIMEOUT 10
+#define CONFIG_DEFAULT_IDLE_TIMEOUT 300
 
 struct config {
     const char *data_dir;    /* --data DIR; borrowed from argv or a literal */
@@ -20,8 +23,11 @@ struct config {
     const char *port_file;   /* --port-file FILE; NULL: none */
     int sync;                /* 1: fsync before acknowledging (full); 0: none (tests) */
     uint64_t max_connections;
-    uint64_t max_frame; /* bytes; applies to requests and replies */
-    uint64_t max_batch; /* events per append */
+    uint64_t max_frame;     /* bytes; applies to requests and replies */
+    uint64_t max_batch;     /* events per append */
+    uint64_t max_output;    /* bytes of replies queued for one connection before reading pauses */
+    uint64_t hello_timeout; /* seconds from connect to a valid hello */
+    uint64_t idle_timeout;  /* seconds without activity before closing; 0: never */
     enum fl_diag_level log_level;
 };
 

@@ -9,16 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include "diag.h"
 #include "wire.h"
 
 /* Replies at least this big are handed to the socket buffer without a copy. */
 #define CONN_ZERO_COPY_MIN (64u * 1024)
-/* A subscription stops pushing once this much output is queued; pushes never fill the output
- * to CONN_OUT_HIGH by themselves, so a subscriber's own requests keep being read. */
-#define CONN_SUB_FILL (1024u * 1024)
 #define CONN_PUSH_BYTES (256u * 1024)
 
 static void conn_process_input(struct conn *c);
@@ -62,14 +61,66 @@ static size_t conn_out_len(const struct conn *c)
     return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
-/* Stop reading while the peer does not take its replies (a socket bufferevent would not). */
+/* Milliseconds on a clock that never jumps, for the idle rule. */
+static int64_t conn_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The output level at which reading resumes, and pushes' fill level: a quarter and half of
+ * --max-output. Pushes never fill the output to the limit by themselves, so a subscriber's own
+ * requests keep being read. */
+static size_t conn_out_low(const struct conn *c)
+{
+    return (size_t)c->srv->cfg->max_output / 4;
+}
+
+static size_t conn_sub_fill(const struct conn *c)
+{
+    return (size_t)c->srv->cfg->max_output / 2;
+}
+
+/* The hard cap on queued output (conn.h): past it the peer is taken not to read at all. */
+static size_t conn_out_hard(const struct conn *c)
+{
+    const struct config *cfg = c->srv->cfg;
+    uint64_t cap = CONN_OUT_HARD_FACTOR * cfg->max_output;
+
+    if (cap < cfg->max_output + cfg->max_frame)
+        cap = cfg->max_output + cfg->max_frame;
+    return (size_t)cap;
+}
+
+/* Stop reading while the peer does not take its replies (a socket bufferevent would not); give
+ * up on a peer whose replies pile up past the hard cap anyway. Never closes in shutdown, which
+ * serves everything received whatever the output. */
 static void conn_check_output(struct conn *c)
 {
-    if (!c->paused && conn_out_len(c) > CONN_OUT_HIGH) {
+    size_t len = conn_out_len(c);
+
+    if (!c->paused && len > c->srv->cfg->max_output) {
         c->paused = 1;
         bufferevent_disable(c->bev, EV_READ);
-        fl_debug("conn %llu: output above %u bytes: reading paused", (unsigned long long)c->id,
-                 CONN_OUT_HIGH);
+        fl_debug("conn %llu: output above %llu bytes: reading paused", (unsigned long long)c->id,
+                 (unsigned long long)c->srv->cfg->max_output);
+    }
+    if (len > conn_out_hard(c) && c->state != CONN_CLOSING && !c->srv->stopping) {
+        struct fl_error e;
+
+        /* CLOSING first: queueing the error below comes back here. */
+        conn_set_closing(c);
+        c->srv->closed_not_reading++;
+        fl_info("conn %llu (%s): closing: %zu bytes of replies not read (cap %zu)",
+                (unsigned long long)c->id, c->peer, len, conn_out_hard(c));
+        fl_error_clear(&e);
+        fl_error_set(&e, FL_EUNAVAILABLE,
+                     "closing: this connection does not read its replies (%zu bytes waiting, over "
+                     "the %zu-byte cap, 4 x --max-output); read replies as they come",
+                     len, conn_out_hard(c));
+        conn_reply_error(c, -1, &e);
     }
 }
 
@@ -264,6 +315,7 @@ static int conn_next_frame(struct conn *c)
         conn_fail(c, -1, FL_EINTERNAL, "cannot read a frame body");
         return -1;
     }
+    c->active_ms = conn_now_ms(); /* a whole request: a trickled partial one does not count */
     conn_handle_frame(c, buf, len);
     return 1;
 }
@@ -305,7 +357,8 @@ static void conn_pump_subs(struct conn *c)
     for (s = TAILQ_FIRST(&c->subs); s; s = next) {
         next = TAILQ_NEXT(s, link);
         fl_error_clear(&err);
-        rc = sub_pump(s, c->srv->store, tenant, &c->sb, out, CONN_SUB_FILL, push, max_frame, &err);
+        rc = sub_pump(s, c->srv->store, tenant, &c->sb, out, conn_sub_fill(c), push, max_frame,
+                      &err);
         if (rc == SUB_BLOCKED) {
             /* Fairness: the next drain starts with the subscriptions that waited. */
             TAILQ_REMOVE(&c->subs, s, link);
@@ -315,10 +368,16 @@ static void conn_pump_subs(struct conn *c)
             break;
         }
         if (rc < 0) {
+            uint64_t id = s->id;
+
             fl_warn("conn %llu: subscription %llu ended: %s", (unsigned long long)c->id,
-                    (unsigned long long)s->id, err.msg);
-            conn_reply_error(c, (int64_t)s->id, &err);
+                    (unsigned long long)id, err.msg);
             conn_sub_remove(c, s);
+            /* Queueing may close the connection (output hard cap), which ends every
+             * subscription, next included. */
+            conn_reply_error(c, (int64_t)id, &err);
+            if (c->state == CONN_CLOSING)
+                return;
         }
     }
     conn_check_output(c);
@@ -362,6 +421,7 @@ static void conn_set_closing(struct conn *c)
     if (c->state == CONN_CLOSING)
         return;
     c->state = CONN_CLOSING;
+    evtimer_del(c->timer); /* from now on only the write timeout below applies */
     bufferevent_disable(c->bev, EV_READ);
     evbuffer_drain(in, evbuffer_get_length(in));
     while ((s = TAILQ_FIRST(&c->subs)) != NULL)
@@ -393,7 +453,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 
     (void)bev;
     if (c->state != CONN_CLOSING) {
-        if (c->paused && conn_out_len(c) <= CONN_OUT_LOW)
+        if (c->paused && conn_out_len(c) <= conn_out_low(c))
             conn_resume(c);
         if (c->blocked && c->state != CONN_CLOSING)
             conn_pump_subs(c);
@@ -421,20 +481,104 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         c->eof = 1;
         conn_process_input(c); /* what was received before the EOF is still served */
     } else if (what & BEV_EVENT_TIMEOUT) {
-        if (what & BEV_EVENT_WRITING) {
-            fl_info("conn %llu (%s): peer stopped reading while closing; dropping it",
-                    (unsigned long long)c->id, c->peer);
-            conn_free(c);
-            return;
-        }
-        conn_fail(c, -1, FL_EUNAUTHENTICATED, "no hello within %d seconds", CONN_HELLO_TIMEOUT_S);
+        /* Only CLOSING sets a bufferevent timeout (writing); the others use c->timer. */
+        fl_info("conn %llu (%s): peer stopped reading while closing; dropping it",
+                (unsigned long long)c->id, c->peer);
+        conn_free(c);
+        return;
+    }
+    conn_maybe_free(c);
+}
+
+/* Schedule c->timer in ms milliseconds. */
+static void conn_timer_arm(struct conn *c, int64_t ms)
+{
+    struct timeval tv;
+
+    if (ms < 1)
+        ms = 1;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    if (evtimer_add(c->timer, &tv) != 0)
+        fl_warn("conn %llu: cannot schedule its timeout", (unsigned long long)c->id);
+}
+
+/* Reply bytes the peer has not received yet: our output buffer plus the kernel's send queue
+ * (unsent and unacknowledged bytes, SIOCOUTQ). The output buffer alone says little: a loopback
+ * socket's send buffer grows to megabytes, so a whole reply leaves it at once while the client
+ * may take seconds to read it. */
+static size_t conn_unsent(const struct conn *c)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    int queued = 0;
+
+    if (fd < 0 || ioctl(fd, TIOCOUTQ, &queued) != 0 || queued < 0)
+        queued = 0;
+    return conn_out_len(c) + (size_t)queued;
+}
+
+/* Close a READY connection idle for --idle-timeout (conn.h says what idle means). The peer
+ * taking reply bytes shows only as a change in conn_unsent between two looks, and counts only if
+ * the earlier look came after the last other activity (before it, the change may be that
+ * activity's own replies). So while replies are in flight this looks at least once a second,
+ * counts a change as activity when it is seen (late, in the client's favour), and before closing
+ * a connection with replies in flight confirms with a second look a second later. A peer that
+ * leaves replies unread is told so. */
+static void conn_idle_check(struct conn *c)
+{
+    struct server *srv = c->srv;
+    int64_t idle_ms = (int64_t)srv->cfg->idle_timeout * 1000, now = conn_now_ms(), next;
+    size_t unsent = conn_unsent(c);
+    int fresh = c->unsent_ms >= c->active_ms; /* the previous look came after the activity */
+
+    if (c->nsubs > 0 || c->npending > 0 || (fresh && unsent != c->unsent_seen))
+        c->active_ms = now;
+    c->unsent_seen = unsent;
+    c->unsent_ms = now;
+    if (now - c->active_ms < idle_ms) {
+        next = c->active_ms + idle_ms - now;
+        conn_timer_arm(c, unsent > 0 && next > 1000 ? 1000 : next);
+        return;
+    }
+    if (unsent > 0 && !fresh) {
+        conn_timer_arm(c, 1000);
+        return;
+    }
+    if (unsent > 0) {
+        srv->closed_not_reading++;
+        conn_fail(c, -1, FL_EUNAVAILABLE,
+                  "closing: this connection has not read its replies for %llu seconds "
+                  "(%zu bytes waiting; --idle-timeout); read replies as they come",
+                  (unsigned long long)srv->cfg->idle_timeout, unsent);
+    } else {
+        srv->closed_idle++;
+        conn_fail(c, -1, FL_EUNAVAILABLE,
+                  "closing an idle connection: no request for %llu seconds (--idle-timeout); "
+                  "connect again when needed",
+                  (unsigned long long)srv->cfg->idle_timeout);
+    }
+}
+
+/* libevent: c->timer fired: the hello deadline passed, or time to check for idleness. */
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)fd;
+    (void)what;
+    if (c->state == CONN_HELLO) {
+        c->srv->closed_hello_timeout++;
+        conn_fail(c, -1, FL_EUNAUTHENTICATED,
+                  "no hello within %llu seconds of connecting (--hello-timeout)",
+                  (unsigned long long)c->srv->cfg->hello_timeout);
+    } else if (c->state == CONN_READY) {
+        conn_idle_check(c);
     }
     conn_maybe_free(c);
 }
 
 int conn_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, int salen)
 {
-    struct timeval hello_tv = {CONN_HELLO_TIMEOUT_S, 0};
     struct conn *c = calloc(1, sizeof *c);
 
     if (!c) {
@@ -450,19 +594,24 @@ int conn_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, 
     msgpack_packer_init(&c->pk, &c->sb, msgpack_sbuffer_write);
     conn_describe(c, sa, salen);
     conn_tune_socket(fd, sa ? sa->sa_family : AF_UNIX);
+    c->active_ms = conn_now_ms();
     c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
-        evutil_closesocket(fd);
+    c->timer = c->bev ? evtimer_new(srv->base, conn_timer_cb, c) : NULL;
+    if (!c->bev || !c->timer) {
+        if (c->bev)
+            bufferevent_free(c->bev); /* closes fd */
+        else
+            evutil_closesocket(fd);
         free(c);
         return FL_EINTERNAL;
     }
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     conn_want(c, FL_FRAME_HDR);
-    bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUT_LOW, 0);
-    bufferevent_set_timeouts(c->bev, &hello_tv, NULL);
+    bufferevent_setwatermark(c->bev, EV_WRITE, conn_out_low(c), 0);
     TAILQ_INSERT_TAIL(&srv->conns, c, link);
     srv->nconns++;
     srv->conns_total++;
+    conn_timer_arm(c, (int64_t)srv->cfg->hello_timeout * 1000);
     if (bufferevent_enable(c->bev, EV_READ) != 0) {
         conn_free(c);
         return FL_EINTERNAL;
@@ -492,6 +641,7 @@ void conn_free(struct conn *c)
     TAILQ_REMOVE(&srv->conns, c, link);
     srv->nconns--;
     fl_debug("conn %llu (%s): closed", (unsigned long long)c->id, c->peer);
+    event_free(c->timer);
     bufferevent_free(c->bev);
     msgpack_sbuffer_destroy(&c->sb);
     free(c);
@@ -505,7 +655,7 @@ static void conn_drain_socket(struct conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     evutil_socket_t fd = bufferevent_getfd(c->bev);
-    size_t cap = 2 * (size_t)c->srv->cfg->max_frame + CONN_OUT_HIGH;
+    size_t cap = 2 * (size_t)c->srv->cfg->max_frame + (size_t)c->srv->cfg->max_output;
 
     if (fd < 0 || c->eof)
         return;
@@ -532,7 +682,11 @@ void conn_shutdown(struct conn *c)
 void conn_ready(struct conn *c)
 {
     c->state = CONN_READY;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    c->active_ms = conn_now_ms();
+    if (c->srv->cfg->idle_timeout > 0)
+        conn_timer_arm(c, (int64_t)c->srv->cfg->idle_timeout * 1000);
+    else
+        evtimer_del(c->timer);
 }
 
 void conn_pending_add(struct conn *c, struct commit_item *it)
@@ -551,6 +705,7 @@ void conn_append_done(struct commit_item *it, void *arg)
         return;
     TAILQ_REMOVE(&c->pending, it, conn_link);
     c->npending--;
+    c->active_ms = conn_now_ms(); /* the idle clock starts after the last answer */
     it->conn = NULL;
     conn_op_append_reply(c, it);
     conn_maybe_free(c);

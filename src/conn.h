@@ -2,12 +2,20 @@
  * backpressure, the state machine, subscriptions' flow control); conn_op.c owns what each
  * request means (the op table, arguments, permissions, handlers).
  *
- * States:  HELLO --valid hello--> READY --EOF, fatal frame, shutdown--> CLOSING --drained--> freed
+ * States:  HELLO --valid hello--> READY --EOF, fatal frame, timeout, shutdown--> CLOSING
+ *          --drained--> freed
  * In HELLO only `hello` is served; anything else is answered `unauthenticated` and the
- * connection closes. In CLOSING no more requests are served; once its pending appends have been
- * answered and its output written, the connection lingers: it sends FIN and discards input
- * until the peer's EOF (or CONN_LINGER_S), because closing a socket with unread input makes
- * the kernel send RST and drop replies not yet delivered.
+ * connection closes, as it does when no hello has come --hello-timeout seconds after connecting
+ * (a deadline from the connect, not from the last byte: a client trickling a byte a second gets
+ * no longer). In READY a connection that stays idle for --idle-timeout seconds is closed with
+ * `unavailable`: idle means no whole request received, no reply bytes taken by the peer
+ * (looked at once a second while some are in flight), no append waiting for its commit and no
+ * subscription (subscribers are never idle); a client whose replies wait unread is idle too,
+ * and is told so. In CLOSING no more requests are
+ * served; once its pending appends have been answered and its output written, the connection
+ * lingers: it sends FIN and discards input until the peer's EOF (or CONN_LINGER_S), because
+ * closing a socket with unread input makes the kernel send RST and drop replies not yet
+ * delivered.
  *
  * Lifetime rule: only the top-level entry points (libevent callbacks, commit callbacks,
  * shutdown) may free a connection, through conn_maybe_free as their last action on it. */
@@ -27,13 +35,15 @@
 
 enum conn_state { CONN_HELLO, CONN_READY, CONN_CLOSING };
 
-/* Output flow control. Reading stops while more than CONN_OUT_HIGH bytes wait to be written and
- * resumes when the output drains to CONN_OUT_LOW (the socket bufferevent ignores the high write
- * watermark, so this is checked by hand; see notes/dependencies.md 4.1). */
-#define CONN_OUT_HIGH (2u * 1024 * 1024)
-#define CONN_OUT_LOW (512u * 1024)
+/* Output flow control (--max-output, "the limit"). Reading stops while more than the limit
+ * waits to be written and resumes when the output drains to a quarter of it (the socket
+ * bufferevent ignores the high write watermark, so this is checked by hand; see
+ * notes/dependencies.md 4.1). Pushes stop at half of it. A connection whose output passes the
+ * hard cap, CONN_OUT_HARD_FACTOR times the limit (but never less than the limit plus one
+ * largest frame, so one big reply cannot trip it), is closed: only a client that does not read
+ * gets there, because reading stopped at the limit. */
+#define CONN_OUT_HARD_FACTOR 4
 #define CONN_HELLO_MAX_FRAME (64u * 1024) /* before authentication, frames stay small */
-#define CONN_HELLO_TIMEOUT_S 10
 #define CONN_CLOSE_TIMEOUT_S 10
 #define CONN_LINGER_S 2 /* after our FIN, how long to discard what the peer still sends */
 #define CONN_MAX_SUBS 64
@@ -51,10 +61,15 @@ struct conn {
     int is_operator;
     enum auth_role role;
 
-    int paused;    /* reading stopped because output is above CONN_OUT_HIGH */
+    int paused;    /* reading stopped because output is above --max-output */
     int eof;       /* the peer finished sending */
     int blocked;   /* a subscription stopped on a full output and waits for it to drain */
     int lingering; /* everything was written and FIN sent; discarding input until EOF */
+
+    struct event *timer; /* the hello deadline, then the idle check */
+    int64_t active_ms;   /* monotonic time of the last activity (see States above) */
+    size_t unsent_seen;  /* reply bytes the peer had not received at the last idle check */
+    int64_t unsent_ms;   /* when that was (monotonic) */
 
     struct commit_list pending; /* appends waiting for their commit, in arrival order */
     size_t npending;

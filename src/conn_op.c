@@ -417,10 +417,13 @@ static int op_stats(struct conn *c, struct conn_req *r, struct fl_error *err)
     int rc;
 
     fl_wire_pack_ok_head(pk, r->id);
-    msgpack_pack_map(pk, 17);
+    msgpack_pack_map(pk, 20);
     pack_kv_u64(pk, "connections", srv->nconns);
     pack_kv_u64(pk, "connections_total", srv->conns_total);
     pack_kv_u64(pk, "connections_refused", srv->conns_refused);
+    pack_kv_u64(pk, "closed_hello_timeout", srv->closed_hello_timeout);
+    pack_kv_u64(pk, "closed_idle", srv->closed_idle);
+    pack_kv_u64(pk, "closed_not_reading", srv->closed_not_reading);
     pack_kv_u64(pk, "subscribers", srv->nsubs);
     pack_kv_u64(pk, "subscriber_pauses", srv->sub_pauses);
     pack_kv_u64(pk, "appends", cs->appends_ok);

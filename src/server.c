@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -23,6 +24,7 @@
 #define SERVER_BACKLOG 511
 #define SERVER_STOP_GRACE_S 10
 #define SERVER_ACCEPT_RETRY_MS 500
+#define SERVER_SPARE_FDS 32 /* descriptors besides connections: store, listeners, epoll, ... */
 
 /* Answer a connection we cannot take with one error frame, without blocking, then close it. */
 static void server_refuse(evutil_socket_t fd, int code, const char *msg)
@@ -348,6 +350,30 @@ static int server_lock_dir(struct server *srv)
     return 0;
 }
 
+/* Every connection is a descriptor: raise the soft open-files limit to fit --max-connections
+ * if the hard limit allows, else say so now rather than fail accepts later. */
+static void server_fd_limit(const struct config *cfg)
+{
+    rlim_t want = (rlim_t)cfg->max_connections + SERVER_SPARE_FDS, old;
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = old;
+    if (rl.rlim_cur < want)
+        fl_warn("the open-files limit is %llu, too low for --max-connections %llu: accepts "
+                "fail (and wait) beyond about %llu connections; raise it (ulimit -n)",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)cfg->max_connections,
+                (unsigned long long)(rl.rlim_cur > SERVER_SPARE_FDS ? rl.rlim_cur - SERVER_SPARE_FDS
+                                                                    : 0));
+    else
+        fl_info("raised the open-files limit from %llu to %llu for --max-connections",
+                (unsigned long long)old, (unsigned long long)rl.rlim_cur);
+}
+
 /* Open the store; --sync none is announced where nobody can miss it. */
 static int server_open_store(struct server *srv)
 {
@@ -398,6 +424,7 @@ int server_start(struct server *srv, const struct config *cfg)
     if ((cfg->tokens_file && (rc = server_tokens(srv)) != 0) || (rc = server_lock_dir(srv)) != 0 ||
         (rc = server_open_store(srv)) != 0 || (!cfg->tokens_file && (rc = server_tokens(srv)) != 0))
         return rc;
+    server_fd_limit(cfg);
     if (!(srv->base = event_base_new())) {
         fl_errorf("cannot create the event base");
         return FL_EINTERNAL;
@@ -412,9 +439,12 @@ int server_start(struct server *srv, const struct config *cfg)
         (cfg->unix_path && (rc = server_listen_unix(srv)) != 0) ||
         (cfg->port_file && cfg->listen && (rc = server_write_port_file(srv)) != 0))
         return rc;
-    fl_info("flowlogd ready (pid %ld, sync %s, max frame %llu, max batch %llu)", (long)getpid(),
-            cfg->sync ? "full" : "NONE", (unsigned long long)cfg->max_frame,
-            (unsigned long long)cfg->max_batch);
+    fl_info("flowlogd ready (pid %ld, sync %s, max frame %llu, max batch %llu, max connections "
+            "%llu, max output %llu, hello timeout %llu s, idle timeout %llu s)",
+            (long)getpid(), cfg->sync ? "full" : "NONE", (unsigned long long)cfg->max_frame,
+            (unsigned long long)cfg->max_batch, (unsigned long long)cfg->max_connections,
+            (unsigned long long)cfg->max_output, (unsigned long long)cfg->hello_timeout,
+            (unsigned long long)cfg->idle_timeout);
     return 0;
 }
 

@@ -37,7 +37,10 @@ struct server {
     uint64_t nsubs;
     uint64_t conns_total;
     uint64_t conns_refused;
-    uint64_t sub_pauses; /* times a subscription waited for its output to drain */
+    uint64_t sub_pauses;           /* times a subscription waited for its output to drain */
+    uint64_t closed_hello_timeout; /* connections closed for sending no hello in time */
+    uint64_t closed_idle;          /* ... for being idle (--idle-timeout) */
+    uint64_t closed_not_reading;   /* ... for not reading their replies */
     uint64_t next_conn_id;
     int64_t started_us;
     int stopping;
