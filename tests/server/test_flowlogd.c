@@ -1,7 +1,7 @@
 /* test_flowlogd.c: the real server, driven at the frame level (what the CLI cannot do): the
  * handshake, hostile frames, unknown keys, roles and tenants, pipelining and group commit,
  * batch limits, subscriptions (live, filtered, slow, unsubscribed), a client vanishing with
- * appends in flight, the connection limit, and SIGTERM.
+ * appends in flight, the connection limit, the idle timeout, and SIGTERM.
  *
  * Requests are written as JSON and converted to msgpack; replies are converted back to JSON
  * (timestamps become integers) for assertions. The server binary is $top_builddir/flowlogd. */
@@ -816,6 +816,91 @@ static void test_max_connections(void **state)
     assert_int_equal(srv_stop(&T), 0);
 }
 
+/* Read one frame slowly, chunk bytes every delay_us (a client on a slow link); as recv_json. */
+static json_t *recv_json_slow(int fd, size_t chunk, useconds_t delay_us)
+{
+    uint8_t hdr[4];
+    uint32_t len;
+    char *buf;
+    msgpack_unpacked u;
+    size_t off = 0, got = 0;
+    json_t *j;
+
+    assert_int_equal(recv_all(fd, hdr, 4, RECV_MS), 1);
+    len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) | ((uint32_t)hdr[2] << 8) | hdr[3];
+    buf = malloc(len);
+    assert_non_null(buf);
+    while (got < len) {
+        size_t n = len - got < chunk ? len - got : chunk;
+        assert_int_equal(recv_all(fd, buf + got, n, RECV_MS), 1);
+        got += n;
+        usleep(delay_us);
+    }
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, buf, len, &off), MSGPACK_UNPACK_SUCCESS);
+    j = tu_to_json(&u.data);
+    msgpack_unpacked_destroy(&u);
+    free(buf);
+    return j;
+}
+
+/* --idle-timeout: a connection that does nothing is closed with unavailable (nil id); one that
+ * is taking a big reply slowly, for longer than the timeout, is not idle. */
+static void test_idle_timeout(void **state)
+{
+    int wr, rd, idle;
+    char *pad = malloc(2001);
+    struct timespec t0, t1;
+    double took;
+    json_t *j;
+
+    (void)state;
+    srv_start(&T, "--idle-timeout=1");
+    PORT = T.port;
+    memset(pad, 'x', 2000);
+    pad[2000] = '\0';
+    wr = session(TOK_WRITER, NULL);
+    for (int b = 0; b < 10; b++) { /* about 1 MB of events */
+        char *req = NULL;
+        size_t cap = 50 * 2200 + 100, n;
+        req = malloc(cap);
+        n = (size_t)snprintf(req, cap, "{\"id\":%d,\"op\":\"append\",\"events\":[", b);
+        for (int i = 0; i < 50; i++)
+            n += (size_t)snprintf(req + n, cap - n,
+                                  "%s{\"type\":\"flow_registered\",\"data\":{\"flow_id\":"
+                                  "\"idle-%d-%d\",\"flow_name\":\"n\",\"description\":\"%s\"}}",
+                                  i ? "," : "", b, i, pad);
+        snprintf(req + n, cap - n, "]}");
+        send_json(wr, "%s", req);
+        json_decref(expect_ok(wr, b));
+        free(req);
+    }
+    close(wr);
+    idle = session(TOK_READER, NULL);
+    rd = session_rcvbuf(TOK_READER, NULL, 4096);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    send_json(rd, "{\"id\":1,\"op\":\"log\"}");
+    j = recv_json_slow(rd, 32 * 1024, 60000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    print_message("# a %zu-event log reply read slowly over %.2f s (--idle-timeout 1)\n",
+                  json_array_size(tu_get(j, "result/events")), took);
+    assert_true(json_is_true(json_object_get(j, "ok")));
+    assert_true(took > 1.5); /* longer than the idle timeout, or the test proves nothing */
+    json_decref(j);
+    send_json(rd, "{\"id\":2,\"op\":\"ping\"}");
+    json_decref(expect_ok(rd, 2)); /* still open: taking replies is activity */
+    /* meanwhile the connection that did nothing was closed, saying why */
+    j = expect_error(idle, -1, "unavailable");
+    assert_non_null(strstr(tu_str(j, "error/message"), "idle"));
+    json_decref(j);
+    expect_eof(idle);
+    close(idle);
+    close(rd);
+    free(pad);
+    assert_int_equal(srv_stop(&T), 0);
+}
+
 /* SIGTERM: what was received is committed and answered, then exit 0; every acknowledged event
  * is there after a restart, and every committed one was acknowledged. The client reads slowly
  * (small receive buffer, so the answers wait in the server's send queue) and keeps sending after
@@ -892,6 +977,7 @@ int main(void)
         cmocka_unit_test(test_slow_subscriber),
         cmocka_unit_test(test_vanishing_client),
         cmocka_unit_test_teardown(test_max_connections, teardown_own),
+        cmocka_unit_test_teardown(test_idle_timeout, teardown_own),
         cmocka_unit_test_teardown(test_sigterm, teardown_own),
     };
 
