@@ -718,6 +718,33 @@ out:
     return rc;
 }
 
+/* ---- backup ---- */
+
+int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64_t *head,
+                    struct fl_error *err)
+{
+    char path[4200];
+    struct stat st;
+    int rc;
+
+    if (mkdir(dir, 0700) != 0)
+        return fl_error_set(err, errno == EEXIST ? FL_EALREADY_EXISTS : FL_EUNAVAILABLE,
+                            "cannot create backup directory %s: %s", dir, strerror(errno));
+    *head = s->head;
+    /* The compacting copy runs in its own read snapshot and never takes the writer lock, so
+     * it cannot deadlock with this thread (which holds no write transaction between commits). */
+    rc = mdb_env_copy2(s->env, dir, MDB_CP_COMPACT);
+    if (rc != 0) {
+        snprintf(path, sizeof path, "%s/data.mdb", dir);
+        unlink(path);
+        rmdir(dir);
+        return fl_store_write_error(s, rc, "backup", err);
+    }
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    *bytes = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    return 0;
+}
+
 /* ---- stats and test hooks ---- */
 
 int fl_store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)

@@ -73,6 +73,13 @@ int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
  * Returns 0 if the check ran (whatever it found), or a negative fl_err if it could not run. */
 int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err);
 
+/* Write a consistent, compacted copy of the whole store (log and projections, as of the last
+ * commit) into the new directory dir, which must not exist yet; *bytes gets the copy's size.
+ * The copy is an ordinary data directory: `flowlogd --data dir` serves it. Runs in the caller's
+ * thread and takes as long as the copy (LMDB's mdb_env_copy2 with MDB_CP_COMPACT). */
+int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64_t *head,
+                    struct fl_error *err);
+
 /* Store-wide counters packed as a map. */
 int fl_store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err);
 

@@ -666,6 +666,39 @@ static void test_rebuild(void **state)
     json_decref(v);
 }
 
+static void test_backup(void **state)
+{
+    struct fx *f = *state;
+    struct fl_error e;
+    uint64_t bytes = 0, head = 0;
+    size_t l1, l2;
+    int rc;
+    char copy[4200];
+
+    ok(f->s, REG("f1"));
+    ok(f->s, START("r1", "f1"));
+    ok(f->s, PATCH("r1", 1, "a.py"));
+    snprintf(copy, sizeof copy, "%s/backup-1", f->dir);
+    assert_int_equal(fl_store_backup(f->s, copy, &bytes, &head, &e), 0);
+    assert_true(bytes > 0);
+    assert_int_equal(head, 3);
+    assert_int_equal(fl_store_backup(f->s, copy, &bytes, &head, &e), FL_EALREADY_EXISTS);
+    ok(f->s, RSTATUS("r1", "SUCCESS")); /* after the copy: not in it */
+    struct fl_store *b = tu_open(copy, 0);
+    assert_int_equal(fl_store_head(b), 3);
+    char *orig = tu_state_raw(f->s, T, "f1", 3, &l1, &rc);
+    char *back = tu_state_raw(b, T, "f1", 0, &l2, &rc);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(orig, back, l1);
+    json_t *v = tu_verify(b);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+    ok(b, RSTATUS("r1", "FAILED")); /* the copy is a working store of its own */
+    free(orig);
+    free(back);
+    fl_store_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -682,6 +715,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_history_tables_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_as_of_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
         cmocka_unit_test(test_map_growth),
         cmocka_unit_test(test_format_and_reopen),
     };
