@@ -201,7 +201,7 @@ struct run_shared {
     pthread_barrier_t ready;
     atomic_uint_fast64_t budget; /* events reserved so far (for max_events) */
     atomic_int stop;
-    uint64_t deadline_ns;        /* set before the barrier releases */
+    uint64_t deadline_ns; /* set before the barrier releases */
     atomic_uint_fast64_t start_ns;
 };
 
@@ -408,9 +408,9 @@ int bu_matrix(const struct bu_driver *d, void *cfg, struct bu_opts *o)
                     fprintf(stderr,
                             "  run %d/%d %-5s conns=%-3d %7" PRIu64 " events %7.2f s %9.0f ev/s "
                             "p50 %.3f p99 %.3f p99.9 %.3f ms%s%s%s\n",
-                            rep + 1, o->reps, bu_mode_name((enum bu_mode)o->modes[m]),
-                            o->conns[c], r->events, r->seconds, r->ev_per_s, r->p50, r->p99,
-                            r->p999, r->complete ? "" : " (capped)", note[0] ? "; " : "", note);
+                            rep + 1, o->reps, bu_mode_name((enum bu_mode)o->modes[m]), o->conns[c],
+                            r->events, r->seconds, r->ev_per_s, r->p50, r->p99, r->p999,
+                            r->complete ? "" : " (capped)", note[0] ? "; " : "", note);
             }
     o->wl.seed = base_seed;
     if (!o->json)

@@ -58,13 +58,13 @@ struct bu_opts {
     int nconns;
     int modes[2];
     int nmodes;
-    int reps;              /* runs per configuration; medians are reported [3] */
-    uint64_t max_events;   /* stop a run after about this many events (0: whole workload) */
-    double max_seconds;    /* stop a run after this long [120] */
-    int json;              /* print JSON lines instead of the table */
-    int verify;            /* run the driver's verify after each run */
+    int reps;            /* runs per configuration; medians are reported [3] */
+    uint64_t max_events; /* stop a run after about this many events (0: whole workload) */
+    double max_seconds;  /* stop a run after this long [120] */
+    int json;            /* print JSON lines instead of the table */
+    int verify;          /* run the driver's verify after each run */
     int quiet;
-    int vary_seed;         /* each run uses seed + run number (a server that cannot be reset) */
+    int vary_seed; /* each run uses seed + run number (a server that cannot be reset) */
 };
 
 /* The result of one run (or the medians over reps). Latencies in milliseconds. */

@@ -289,7 +289,8 @@ static int fb_append(void *vc, const struct wl_batch *b, size_t from, size_t to,
             atomic_store(&fc->cfg->acks[seq], now);
         if (dup && dup->type == MSGPACK_OBJECT_BOOLEAN && dup->via.boolean)
             return snprintf(err, BU_ERR, "append: event %s was a duplicate (stale server?)",
-                            b->ev[from + i].event_id), -1;
+                            b->ev[from + i].event_id),
+                   -1;
     }
     return 0;
 }
@@ -356,8 +357,8 @@ static int verify_flow(flc_client *c, const struct wl_params *p, int g, char *er
     };
     for (size_t i = 0; i < sizeof checks / sizeof *checks; i++)
         if (checks[i].got != checks[i].want)
-            return snprintf(err, BU_ERR, "flow %s (#%d): %s is %" PRId64 ", want %" PRId64,
-                            flow_id, g, checks[i].what, checks[i].got, checks[i].want),
+            return snprintf(err, BU_ERR, "flow %s (#%d): %s is %" PRId64 ", want %" PRId64, flow_id,
+                            g, checks[i].what, checks[i].got, checks[i].want),
                    -1;
     return 0;
 }
@@ -465,11 +466,12 @@ static int read_phase(struct fb_cfg *cfg, const struct wl_params *p, int rounds,
         flc_free(c[t]);
     free(c);
     size_t n = now.n;
-    double v[8] = {bu_lat_pct_ms(&now, 50),  bu_lat_pct_ms(&now, 99),  bu_lat_pct_ms(&asof, 50),
-                   bu_lat_pct_ms(&asof, 99), bu_lat_pct_ms(&tl, 50),   bu_lat_pct_ms(&tl, 99),
+    double v[8] = {bu_lat_pct_ms(&now, 50),  bu_lat_pct_ms(&now, 99), bu_lat_pct_ms(&asof, 50),
+                   bu_lat_pct_ms(&asof, 99), bu_lat_pct_ms(&tl, 50),  bu_lat_pct_ms(&tl, 99),
                    bu_lat_pct_ms(&hist, 50), bu_lat_pct_ms(&hist, 99)};
     if (json)
-        printf("{\"flowlog_reads\":{\"rounds\":%zu,\"skipped\":%" PRIu64 ",\"state_now_p50_ms\":%.4f,"
+        printf("{\"flowlog_reads\":{\"rounds\":%zu,\"skipped\":%" PRIu64
+               ",\"state_now_p50_ms\":%.4f,"
                "\"state_now_p99_ms\":%.4f,\"state_asof_p50_ms\":%.4f,\"state_asof_p99_ms\":%.4f,"
                "\"timeline_run_p50_ms\":%.4f,\"timeline_run_p99_ms\":%.4f,"
                "\"history_p50_ms\":%.4f,\"history_p99_ms\":%.4f}}\n",
@@ -730,7 +732,12 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     struct bu_driver d = {strcmp(cfg.sync, "full") == 0 ? "flowlog" : "flowlog-nosync",
-                          fb_connect, fb_append, fb_close, fb_reset, fb_verify, fb_note};
+                          fb_connect,
+                          fb_append,
+                          fb_close,
+                          fb_reset,
+                          fb_verify,
+                          fb_note};
     int rc = bu_matrix(&d, &cfg, &o);
     if (cfg.reads > 0 && read_phase(&cfg, &o.wl, cfg.reads, o.json) != 0)
         rc = 1;

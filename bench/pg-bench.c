@@ -92,6 +92,8 @@ static const char *const truncate_sql =
     " migration_sast_results, migration_exec_results, migration_human_requests,"
     " nifi_conversion_history RESTART IDENTITY";
 
+/* (laid out by hand: the SQL reads better that way) */
+/* clang-format off */
 /* Prepared statements: name, SQL, number of parameters. $1 is always the tenant. Each
  * projection statement also sets the flow's last_update_ts, as every flowlog event does. */
 enum { S_BEGIN, S_COMMIT, S_EVENT, S_FLOW_REG, S_RUN_START, S_RUN_STATUS, S_ITER, S_PATCH, S_SCAN,
@@ -177,6 +179,7 @@ static const struct {
         " UPDATE migration_flows SET last_update_ts = now() WHERE tenant = $1 AND flow_id = $3",
         6},
 };
+/* clang-format on */
 
 struct pg_conn {
     PGconn *c;
@@ -268,8 +271,8 @@ static const char *fval(const struct wl_event *e, const char *name, char *buf, s
     return f->s; /* NUL-terminated in the arena */
 }
 
-static int send_stmt(PGconn *c, int s, int n, const char *const *v, const int *len,
-                     const int *fmt, char *err)
+static int send_stmt(PGconn *c, int s, int n, const char *const *v, const int *len, const int *fmt,
+                     char *err)
 {
     if (PQsendQueryPrepared(c, stmts[s].name, n, v, len, fmt, 0) != 1) {
         snprintf(err, BU_ERR, "send %s: %s", stmts[s].name, PQerrorMessage(c));
@@ -324,9 +327,10 @@ static int send_event(struct pg_conn *pc, const struct wl_batch *b, size_t i, ch
         const char *st = fval(e, "status", n1, sizeof n1);
         const char *fs = fval(e, "flow_status", n2, sizeof n2);
         if (!fs)
-            fs = strcmp(st, "SUCCESS") == 0 ? "DONE"
-                 : strcmp(st, "FAILED") == 0 ? "FAILED"
-                 : strcmp(st, "CANCELLED") == 0 ? "STOPPED" : NULL;
+            fs = strcmp(st, "SUCCESS") == 0     ? "DONE"
+                 : strcmp(st, "FAILED") == 0    ? "FAILED"
+                 : strcmp(st, "CANCELLED") == 0 ? "STOPPED"
+                                                : NULL;
         v[1] = e->run_id;
         v[2] = e->flow_id;
         v[3] = st;
@@ -484,7 +488,8 @@ static int pg_verify(void *vcfg, const struct wl_params *p, int nwriters, char *
         {"SELECT coalesce(sum(successful_conversions), 0) FROM migration_flows", succ},
         {"SELECT count(*) FROM migration_flows WHERE total_attempts <> (SELECT count(*) FROM"
          " migration_runs r WHERE r.tenant = migration_flows.tenant AND"
-         " r.flow_id = migration_flows.flow_id)", 0},
+         " r.flow_id = migration_flows.flow_id)",
+         0},
         {"SELECT count(*) FROM migration_runs WHERE end_ts IS NOT NULL", runs},
         {"SELECT count(*) FROM nifi_conversion_history WHERE completed_at IS NOT NULL", runs},
         {"SELECT count(*) FROM migration_iterations WHERE step_status = 'COMPLETED'",
@@ -535,8 +540,7 @@ int main(int argc, char **argv)
                             " current_setting('fsync'), current_setting('wal_sync_method')");
     if (PQresultStatus(r) == PGRES_TUPLES_OK && !o.quiet)
         fprintf(stderr, "pg-bench: %s; synchronous_commit=%s fsync=%s wal_sync_method=%s\n",
-                PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2),
-                PQgetvalue(r, 0, 3));
+                PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
     if (PQresultStatus(r) != PGRES_TUPLES_OK || strcmp(PQgetvalue(r, 0, 2), "on") != 0) {
         fprintf(stderr, "pg-bench: refusing to run: the server's fsync is not on\n");
         PQclear(r);
@@ -550,7 +554,6 @@ int main(int argc, char **argv)
         return 1;
     }
     PQfinish(c);
-    struct bu_driver d = {"postgres", pg_connect, pg_append, pg_close, pg_reset,
-                          pg_verify};
+    struct bu_driver d = {"postgres", pg_connect, pg_append, pg_close, pg_reset, pg_verify};
     return bu_matrix(&d, &cfg, &o);
 }

@@ -35,7 +35,7 @@ static const char usage[] =
 /* The whole workload, packed, unpacked into one zone and parsed, in commit order. */
 struct stream {
     size_t n;
-    char *buf;               /* all packed events */
+    char *buf; /* all packed events */
     size_t *off, *len;
     int *tenant;
     msgpack_zone zone;
@@ -396,16 +396,17 @@ int main(int argc, char **argv)
     if (parse_s < 0)
         return 1;
     if (!bo.quiet)
-        fprintf(stderr, "store-bench: workload %s; %zu events (%d writers interleaved); parse "
-                        "%.0f events/s; sync %s\n",
+        fprintf(stderr,
+                "store-bench: workload %s; %zu events (%d writers interleaved); parse "
+                "%.0f events/s; sync %s\n",
                 desc, st.n, o.writers, (double)st.n / parse_s, o.nosync ? "NONE" : "full");
 
     int ng = o.ngroups, reps = o.reps, failed = 0;
-    double (*rate)[100] = calloc((size_t)ng, sizeof *rate);
-    double (*c50)[100] = calloc((size_t)ng, sizeof *c50);
-    double (*c99)[100] = calloc((size_t)ng, sizeof *c99);
-    double (*mb)[100] = calloc((size_t)ng, sizeof *mb);
-    double (*wpe)[100] = calloc((size_t)ng, sizeof *wpe);
+    double(*rate)[100] = calloc((size_t)ng, sizeof *rate);
+    double(*c50)[100] = calloc((size_t)ng, sizeof *c50);
+    double(*c99)[100] = calloc((size_t)ng, sizeof *c99);
+    double(*mb)[100] = calloc((size_t)ng, sizeof *mb);
+    double(*wpe)[100] = calloc((size_t)ng, sizeof *wpe);
     double rebuild[100], rd[8][100];
     if (!rate || !c50 || !c99 || !mb || !wpe)
         return 2;
@@ -468,7 +469,8 @@ int main(int argc, char **argv)
                 rd[7][rep] = r.tl_p99;
                 if (!bo.quiet)
                     fprintf(stderr,
-                            "  run %d/%d rebuild %" PRIu64 " events %.2f s %.0f ev/s; flow of %" PRIu64
+                            "  run %d/%d rebuild %" PRIu64
+                            " events %.2f s %.0f ev/s; flow of %" PRIu64
                             " events: state p50 %.3f ms, as-of p50 %.3f p99 %.3f ms\n",
                             rep + 1, reps, ev, secs, rebuild[rep], r.flow_events, r.now_p50,
                             r.asof_p50, r.asof_p99);
@@ -478,8 +480,8 @@ int main(int argc, char **argv)
             free(dir);
         }
     }
-    const char *names[8] = {"state_now_p50_ms", "state_now_p99_ms", "state_asof_p50_ms",
-                            "state_asof_p99_ms", "history_p50_ms", "history_p99_ms",
+    const char *names[8] = {"state_now_p50_ms",    "state_now_p99_ms",   "state_asof_p50_ms",
+                            "state_asof_p99_ms",   "history_p50_ms",     "history_p99_ms",
                             "timeline_run_p50_ms", "timeline_run_p99_ms"};
     double med[8];
     for (int k = 0; k < 8; k++)

@@ -317,8 +317,8 @@ static void add_int(struct wl_event *e, const char *name, int64_t v)
 }
 
 /* A findings_json report of about `size` bytes (exactly, when size exceeds the fixed part). */
-static void add_findings(struct wl_event *e, const struct wl_params *p, int g, int r, int k,
-                         int j, int blocked)
+static void add_findings(struct wl_event *e, const struct wl_params *p, int g, int r, int k, int j,
+                         int blocked)
 {
     char *dst = e->arena + e->arena_used;
     size_t room = e->arena_cap - e->arena_used;
@@ -348,8 +348,8 @@ static void add_findings(struct wl_event *e, const struct wl_params *p, int g, i
 }
 
 /* Start event i of b: type, ids, arena. */
-static struct wl_event *begin(struct wl_batch *b, const struct wl_params *p, enum wl_type t,
-                              int g, int r, int k, int idx_in_flow, const char *flow_id,
+static struct wl_event *begin(struct wl_batch *b, const struct wl_params *p, enum wl_type t, int g,
+                              int r, int k, int idx_in_flow, const char *flow_id,
                               const char *run_id)
 {
     if (b->n >= WL_BATCH_MAX)
@@ -501,7 +501,8 @@ void wl_unit(const struct wl_params *p, int g, int r, int k, struct wl_batch *b)
     add_int(e, "iteration_num", k);
     add_cstr(e, "job_type", "validation_job");
     add_cstr(e, "status", ok ? "SUCCESS" : "FAILED");
-    add_int(e, "runtime_s", 30 + (int64_t)(h4(p->seed, 6, (uint64_t)g, (uint64_t)(r * 100000 + k)) % 570));
+    add_int(e, "runtime_s",
+            30 + (int64_t)(h4(p->seed, 6, (uint64_t)g, (uint64_t)(r * 100000 + k)) % 570));
     if (!ok)
         add_fmt(e, "error", "AnalysisException: row count mismatch in processor_%d (iteration %d)",
                 1 + k % p->patches, k);

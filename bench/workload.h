@@ -16,13 +16,13 @@
 
 /* Parameters (defaults of workload.md in brackets). */
 struct wl_params {
-    int tenants;       /* T [4] */
-    int flows;         /* F, flows per tenant [250] */
-    int runs;          /* R, runs per flow [2] */
-    int iters;         /* I, iterations per run [3] */
-    int patches;       /* P, patched artifacts (and scans) per iteration [2] */
-    int findings;      /* findings_json size in bytes [400] */
-    uint64_t seed;     /* varies the ids [1] */
+    int tenants;            /* T [4] */
+    int flows;              /* F, flows per tenant [250] */
+    int runs;               /* R, runs per flow [2] */
+    int iters;              /* I, iterations per run [3] */
+    int patches;            /* P, patched artifacts (and scans) per iteration [2] */
+    int findings;           /* findings_json size in bytes [400] */
+    uint64_t seed;          /* varies the ids [1] */
     char tenant_prefix[32]; /* tenant t is "<prefix>-<t>" ["bench"] */
 };
 
@@ -55,13 +55,13 @@ struct wl_field {
 
 struct wl_event {
     enum wl_type type;
-    int tenant;             /* 0..T-1 */
-    int flow;               /* global flow index 0..T*F-1 (= tenant * F + n) */
-    int run;                /* 0..R-1, or -1 for flow_registered */
-    int iter;               /* 1..I, or 0 for flow_registered/run_started */
-    char event_id[48];      /* "w<seed>-f<n>-e<k>": unique in the tenant */
-    const char *flow_id;    /* into the arena */
-    const char *run_id;     /* into the arena; NULL for flow_registered */
+    int tenant;          /* 0..T-1 */
+    int flow;            /* global flow index 0..T*F-1 (= tenant * F + n) */
+    int run;             /* 0..R-1, or -1 for flow_registered */
+    int iter;            /* 1..I, or 0 for flow_registered/run_started */
+    char event_id[48];   /* "w<seed>-f<n>-e<k>": unique in the tenant */
+    const char *flow_id; /* into the arena */
+    const char *run_id;  /* into the arena; NULL for flow_registered */
     int nfields;
     struct wl_field f[WL_MAX_FIELDS];
     /* private */
@@ -85,7 +85,7 @@ struct wl_batch {
 struct wl_writer {
     const struct wl_params *p;
     int nwriters, w;
-    int flow;     /* current global flow index, or T*F when done */
+    int flow; /* current global flow index, or T*F when done */
     int run, iter;
     uint64_t units, events; /* yielded so far */
 };
