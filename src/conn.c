@@ -19,6 +19,8 @@
 /* Replies at least this big are handed to the socket buffer without a copy. */
 #define CONN_ZERO_COPY_MIN (64u * 1024)
 #define CONN_PUSH_BYTES (256u * 1024)
+/* While replies are in flight, the idle check looks this often whether the peer takes them. */
+#define CONN_LOOK_MS 1000
 
 static void conn_process_input(struct conn *c);
 static void conn_set_closing(struct conn *c);
@@ -520,28 +522,32 @@ static size_t conn_unsent(const struct conn *c)
 /* Close a READY connection idle for --idle-timeout (conn.h says what idle means). The peer
  * taking reply bytes shows only as a change in conn_unsent between two looks, and counts only if
  * the earlier look came after the last other activity (before it, the change may be that
- * activity's own replies). So while replies are in flight this looks at least once a second,
- * counts a change as activity when it is seen (late, in the client's favour), and before closing
- * a connection with replies in flight confirms with a second look a second later. A peer that
- * leaves replies unread is told so. */
+ * activity's own replies). So while replies are in flight this looks at least every
+ * CONN_LOOK_MS and counts a change as activity when it is seen (late: in the client's favour);
+ * and it takes a connection with replies in flight for idle only if they did not move between
+ * two looks at least CONN_LOOK_MS apart (timers fire a little early, so two looks can be a
+ * millisecond apart). A peer that leaves replies unread is told so. */
 static void conn_idle_check(struct conn *c)
 {
     struct server *srv = c->srv;
     int64_t idle_ms = (int64_t)srv->cfg->idle_timeout * 1000, now = conn_now_ms(), next;
     size_t unsent = conn_unsent(c);
-    int fresh = c->unsent_ms >= c->active_ms; /* the previous look came after the activity */
+    int after = c->unsent_ms >= c->active_ms; /* the previous look came after the activity */
+    int64_t since = now - c->unsent_ms;       /* and was this long ago */
 
-    if (c->nsubs > 0 || c->npending > 0 || (fresh && unsent != c->unsent_seen))
+    if (c->nsubs > 0 || c->npending > 0 || (after && unsent != c->unsent_seen))
         c->active_ms = now;
-    c->unsent_seen = unsent;
-    c->unsent_ms = now;
     if (now - c->active_ms < idle_ms) {
+        c->unsent_seen = unsent;
+        c->unsent_ms = now;
         next = c->active_ms + idle_ms - now;
-        conn_timer_arm(c, unsent > 0 && next > 1000 ? 1000 : next);
+        conn_timer_arm(c, unsent > 0 && next > CONN_LOOK_MS ? CONN_LOOK_MS : next);
         return;
     }
-    if (unsent > 0 && !fresh) {
-        conn_timer_arm(c, 1000);
+    if (unsent > 0 && (!after || since < CONN_LOOK_MS)) { /* no verdict yet: look again */
+        c->unsent_seen = unsent;
+        c->unsent_ms = now;
+        conn_timer_arm(c, CONN_LOOK_MS);
         return;
     }
     if (unsent > 0) {
