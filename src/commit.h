@@ -54,10 +54,16 @@ struct commit_stats {
 
 struct commit {
     struct fl_store *store;
-    struct event *ev;
+    struct event *ev;        /* activated to commit at the end of this loop pass */
+    struct event *gather_ev; /* timer: commit when the expected appends are in, or now */
     struct commit_list queue;
     size_t nqueued;
-    int armed;
+    int armed;               /* 0 idle, 1 committing this pass, 2 gathering */
+    size_t last_n;           /* appends in the last commit */
+    size_t writers;          /* distinct connections that appended in the last two commits */
+    const void **seen;       /* the last commit's connections (compared, never dereferenced) */
+    size_t seen_last, seen_cap;
+    int64_t last_us;         /* how long the last commit took */
     struct fl_append **apps; /* reused array handed to fl_store_commit */
     size_t apps_cap;
     commit_done_fn done;
