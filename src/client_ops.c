@@ -241,6 +241,21 @@ const msgpack_object *flc_verify(flc_client *c)
     return client_call_finish(c, client_req_begin(c, "verify", 0));
 }
 
+/* The copy is written on the server's host; name may be NULL (the server picks one). */
+const msgpack_object *flc_backup(flc_client *c, const char *name)
+{
+    uint64_t id;
+
+    if (client_call_begin(c) != 0)
+        return NULL;
+    id = client_req_begin(c, "backup", name ? 1 : 0);
+    if (name) {
+        fl_wire_pack_cstr(&c->pk, "name");
+        fl_wire_pack_cstr(&c->pk, name);
+    }
+    return client_call_finish(c, id);
+}
+
 /* The counters are the server's; the library does not interpret them. */
 const msgpack_object *flc_stats(flc_client *c)
 {

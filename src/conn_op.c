@@ -5,7 +5,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "diag.h"
 #include "query.h"
@@ -401,6 +403,69 @@ static int op_verify(struct conn *c, struct conn_req *r, struct fl_error *err)
     return 0;
 }
 
+/* A backup name: [A-Za-z0-9._-], not starting with a dot (no paths, no hidden names). */
+static int backup_name_ok(struct fl_str n)
+{
+    if (n.len == 0 || n.p[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n.len; i++)
+        if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-", n.p[i]))
+            return 0;
+    return 1;
+}
+
+/* A consistent copy of the whole store into DATA/backups/NAME on the server's host. The copy
+ * never leaves the server, so a tenant's admin may ask for one without seeing other tenants'
+ * data. It blocks the loop for as long as the copy takes (documented). */
+static int op_backup(struct conn *c, struct conn_req *r, struct fl_error *err)
+{
+    char dir[4096], name[80];
+    struct fl_str n;
+    uint64_t bytes = 0, head = 0;
+    size_t off;
+    int rc;
+
+    if ((rc = arg_str(r, "name", 64, 0, &n, err)) != 0)
+        return rc;
+    if (n.len && !backup_name_ok(n))
+        return fl_error_set(err, FL_EBAD_REQUEST,
+                            "\"name\" may hold only letters, digits, '.', '_' and '-', and may "
+                            "not start with '.'");
+    if (n.len) {
+        snprintf(name, sizeof name, "%.*s", (int)n.len, n.p);
+    } else {
+        char ts[32];
+        fl_time_format(fl_now_us(), ts);
+        snprintf(name, sizeof name, "backup-%s", ts);
+        for (char *p = name; *p; p++)
+            if (*p == ':')
+                *p = '-';
+    }
+    snprintf(dir, sizeof dir, "%s/backups", c->srv->cfg->data_dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return fl_error_set(err, FL_EUNAVAILABLE, "cannot create %s: %s", dir, strerror(errno));
+    if ((size_t)snprintf(dir, sizeof dir, "%s/backups/%s", c->srv->cfg->data_dir, name) >=
+        sizeof dir)
+        return fl_error_set(err, FL_EBAD_REQUEST, "the backup path is too long");
+    if ((rc = fl_store_backup(c->srv->store, dir, &bytes, &head, err)) != 0)
+        return rc;
+    fl_info("conn %llu: backup of seq 1..%llu written to %s (%llu bytes)",
+            (unsigned long long)c->id, (unsigned long long)head, dir, (unsigned long long)bytes);
+    off = conn_reply_begin(c);
+    fl_wire_pack_ok_head(&c->pk, r->id);
+    msgpack_pack_map(&c->pk, 4);
+    fl_wire_pack_cstr(&c->pk, "name");
+    fl_wire_pack_cstr(&c->pk, name);
+    fl_wire_pack_cstr(&c->pk, "path");
+    fl_wire_pack_cstr(&c->pk, dir);
+    fl_wire_pack_cstr(&c->pk, "bytes");
+    msgpack_pack_uint64(&c->pk, bytes);
+    fl_wire_pack_cstr(&c->pk, "head_seq");
+    msgpack_pack_uint64(&c->pk, head);
+    conn_reply_end(c, off, r->id);
+    return 0;
+}
+
 /* Pack "key": unsigned value. */
 static void pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v)
 {
@@ -550,6 +615,7 @@ static const struct op_def op_table_defs[] = {
     {"table", PERM_READ, 1, {"table", "column", "value", "after", "limit"}, op_table},
     {"verify", PERM_ADMIN, 0, {NULL}, op_verify},
     {"stats", PERM_ADMIN, 0, {NULL}, op_stats},
+    {"backup", PERM_ADMIN, 0, {"name"}, op_backup},
 };
 
 #define OP_COUNT (sizeof op_table_defs / sizeof op_table_defs[0])

@@ -168,6 +168,9 @@ struct flc_table_query {
 const msgpack_object *flc_table(flc_client *c, const struct flc_table_query *q);
 /* {"ok": bool, "events", "head_seq", "head_hash", "problems": [...]} (admin, operator). */
 const msgpack_object *flc_verify(flc_client *c);
+/* A consistent copy of the whole store into DATA/backups/NAME on the server's host (admin,
+ * operator); name NULL: "backup-<time>". {"name", "path", "bytes", "head_seq"}. */
+const msgpack_object *flc_backup(flc_client *c, const char *name);
 /* The server's counters (admin, operator). */
 const msgpack_object *flc_stats(flc_client *c);
 

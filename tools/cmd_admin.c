@@ -103,6 +103,34 @@ int cmd_stats(struct ctx *x, int argc, char **argv)
     return res ? put_result(x, res, put_stats_human) : client_err(x);
 }
 
+/* A backup for people. */
+static void put_backup_human(json_t *b)
+{
+    printf("backup %s: seq 1..%" JSON_INTEGER_FORMAT ", %" JSON_INTEGER_FORMAT
+           " bytes, on the server at %s\n",
+           json_string_value(json_object_get(b, "name")),
+           json_integer_value(json_object_get(b, "head_seq")),
+           json_integer_value(json_object_get(b, "bytes")),
+           json_string_value(json_object_get(b, "path")));
+}
+
+/* flowlog backup [NAME] */
+int cmd_backup(struct ctx *x, int argc, char **argv)
+{
+    const msgpack_object *res;
+    int nargs, rc;
+
+    if ((rc = parse_cmd(x, find_cmd("backup"), argc, argv, NULL, 0, no_opt, NULL, &nargs)) !=
+        EX_OK)
+        return rc < 0 ? EX_OK : rc;
+    if (nargs > 1)
+        return usage_err(x, "backup takes at most one NAME");
+    if ((rc = connect_ctx(x)) != EX_OK)
+        return rc;
+    res = flc_backup(x->c, nargs == 1 ? argv[1] : NULL);
+    return res ? put_result(x, res, put_backup_human) : client_err(x);
+}
+
 /* Monotonic microseconds, for ping's round trip. */
 static int64_t mono_us(void)
 {

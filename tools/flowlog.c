@@ -230,6 +230,10 @@ static const struct cmd cmds[] = {
      "Check checksums, the hash chain and that the projections equal a rebuild from the log\n"
      "(admin or operator). Exits 1 when problems are found."},
     {"stats", cmd_stats, "stats", "Print the server's counters (admin or operator)."},
+    {"backup", cmd_backup, "backup [NAME]",
+     "Write a consistent copy of the whole store to DATA/backups/NAME on the server's host\n"
+     "(admin or operator; NAME: letters, digits, '.', '_', '-'; default backup-<time>).\n"
+     "The copy is a data directory: flowlogd --data DATA/backups/NAME serves it."},
     {"ping", cmd_ping, "ping",
      "Connect, authenticate and time one round trip; prints server, tenant and role."},
     {"help", cmd_help, "help [COMMAND]", "Print help for flowlog or for one command."},
