@@ -597,6 +597,12 @@ struct table_scan {
 
 enum { SCAN_INDEX, SCAN_FLOW, SCAN_TENANT };
 
+/* One answer holds at most limit rows and about 1 MiB, so that it always fits a frame. */
+static int table_full(const struct table_scan *ts)
+{
+    return ts->n >= ts->limit || ((msgpack_sbuffer *)ts->rows->data)->size >= LOG_DEFAULT_BYTES;
+}
+
 /* Pack a current row; flows rows get their last_update_ts from the stream. */
 static int emit_row(struct table_scan *ts, uint64_t flow_no, const MDB_val *v)
 {
@@ -636,7 +642,7 @@ static int scan_flow_rows(struct table_scan *ts, const struct fl_buf *prefix, st
     for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size < prefix->len || memcmp(k.mv_data, prefix->p, prefix->len))
             break;
-        if (ts->n >= ts->limit) {
+        if (table_full(ts)) {
             ts->more = 1;
             break;
         }
@@ -676,7 +682,7 @@ static int scan_index(struct table_scan *ts, struct fl_str after)
         struct fl_row r;
         if (k.mv_size < ts->prefix.len + 8 || memcmp(kp, ts->prefix.p, ts->prefix.len))
             break;
-        if (ts->n >= ts->limit) {
+        if (table_full(ts)) {
             ts->more = 1;
             break;
         }
@@ -875,7 +881,7 @@ int fl_query_table(struct fl_store *s, struct fl_str tenant, struct fl_str table
         return rc;
     ts.s = s;
     ts.value = where_val;
-    ts.limit = limit ? limit : TABLE_DEFAULT_LIMIT;
+    ts.limit = limit && limit < TABLE_DEFAULT_LIMIT ? limit : TABLE_DEFAULT_LIMIT;
     ts.rows = &rp;
     if ((rc = fl_store_read_begin(s, &ts.txn, err)) != 0)
         return rc;

@@ -44,7 +44,8 @@ int fl_query_history(struct fl_store *s, struct fl_str tenant, struct fl_str flo
 /* Rows of one table for the tenant, optionally where an indexed column equals a value.
  * Rows come in storage order (flows by registration, runs by start, a run's child rows by
  * iteration then key). Paged: at most limit rows (0: 1000) after the opaque cursor `after`
- * (len 0: from the start). Packs {"table", "rows": [row...], "next": cursor-bin or nil}. */
+ * (len 0: from the start). Packs {"table", "rows": [row...], "next": cursor-bin or nil}. One answer
+ * holds at most 1000 rows (a larger limit is lowered) and about 1 MiB. */
 int fl_query_table(struct fl_store *s, struct fl_str tenant, struct fl_str table,
                    struct fl_str where_col, struct fl_str where_val, struct fl_str after,
                    uint64_t limit, msgpack_packer *pk, struct fl_error *err);
