@@ -7,152 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- rows ---- */
-
-int fl_row_encode(const struct fl_row *r, struct fl_buf *out)
-{
-    const struct fl_table_def *t = &fl_table_defs[r->table];
-
-    out->len = 0;
-    if (fl_buf_add_u8(out, (uint8_t)t->ncols) != 0)
-        return -1;
-    for (size_t i = 0; i < t->ncols; i++) {
-        const struct fl_cell *c = &r->c[i];
-        if (fl_buf_add_u8(out, c->t) != 0)
-            return -1;
-        if (c->t == FL_CELL_INT && fl_buf_add_be64(out, (uint64_t)c->i) != 0)
-            return -1;
-        if (c->t == FL_CELL_STR &&
-            (fl_buf_add_be32(out, c->len) != 0 || fl_buf_add(out, c->s, c->len) != 0))
-            return -1;
-    }
-    return 0;
-}
-
-int fl_row_decode(int table, const void *buf, size_t len, struct fl_row *r)
-{
-    const uint8_t *p = buf, *end = p + len;
-    const struct fl_table_def *t = &fl_table_defs[table];
-
-    memset(r, 0, sizeof *r);
-    r->table = table;
-    if (len < 1 || p[0] != t->ncols)
-        return -1;
-    p++;
-    for (size_t i = 0; i < t->ncols; i++) {
-        struct fl_cell *c = &r->c[i];
-        if (p >= end)
-            return -1;
-        c->t = *p++;
-        if (c->t == FL_CELL_INT) {
-            if (end - p < 8)
-                return -1;
-            c->i = (int64_t)fl_get_be64(p);
-            p += 8;
-        } else if (c->t == FL_CELL_STR) {
-            if (end - p < 4)
-                return -1;
-            c->len = fl_get_be32(p);
-            p += 4;
-            if ((size_t)(end - p) < c->len)
-                return -1;
-            c->s = (const char *)p;
-            p += c->len;
-        } else if (c->t != FL_CELL_NULL) {
-            return -1;
-        }
-    }
-    return p == end ? 0 : -1;
-}
-
-static int cell_eq(const struct fl_cell *a, const struct fl_cell *b)
-{
-    if (a->t != b->t)
-        return 0;
-    if (a->t == FL_CELL_INT)
-        return a->i == b->i;
-    if (a->t == FL_CELL_STR)
-        return a->len == b->len && memcmp(a->s, b->s, a->len) == 0;
-    return 1;
-}
-
-static int cell_cmp(const struct fl_cell *a, const struct fl_cell *b)
-{
-    if (a->t != b->t)
-        return a->t < b->t ? -1 : 1;
-    if (a->t == FL_CELL_INT)
-        return a->i < b->i ? -1 : a->i > b->i;
-    if (a->t == FL_CELL_STR) {
-        size_t n = a->len < b->len ? a->len : b->len;
-        int c = memcmp(a->s, b->s, n);
-        if (c)
-            return c;
-        return a->len < b->len ? -1 : a->len > b->len;
-    }
-    return 0;
-}
-
-int fl_row_pk_cmp(const struct fl_row *a, const struct fl_row *b)
-{
-    for (size_t i = 0; i < fl_table_defs[a->table].npk; i++) {
-        int c = cell_cmp(&a->c[i], &b->c[i]);
-        if (c)
-            return c;
-    }
-    return 0;
-}
-
-static void cell_str(struct fl_cell *c, struct fl_str s)
-{
-    c->t = FL_CELL_STR;
-    c->s = s.p ? s.p : "";
-    c->len = (uint32_t)s.len;
-}
-
-static void cell_cstr(struct fl_cell *c, const char *s)
-{
-    c->t = FL_CELL_STR;
-    c->s = s;
-    c->len = (uint32_t)strlen(s);
-}
-
-static void cell_int(struct fl_cell *c, int64_t i)
-{
-    c->t = FL_CELL_INT;
-    c->i = i;
-}
-
-static int cell_is(const struct fl_cell *c, const char *s)
-{
-    return c->t == FL_CELL_STR && c->len == strlen(s) && memcmp(c->s, s, c->len) == 0;
-}
-
-/* ---- keys ---- */
-
-int fl_pk_build(struct fl_buf *out, const struct fl_row *r, uint64_t flow_no, uint64_t run_no)
-{
-    int rc = 0;
-
-    switch (r->table) {
-    case FL_T_FLOWS:
-        (void)flow_no; /* the flow row is the only row of its table under its flow_no */
-        return 0;
-    case FL_T_RUNS:
-        return fl_buf_add_be64(out, run_no);
-    default:
-        break;
-    }
-    rc |= fl_buf_add_be64(out, run_no);
-    rc |= fl_buf_add_be32(out, (uint32_t)r->c[1].i);
-    if (r->table == FL_T_PATCHES || r->table == FL_T_SAST)
-        rc |= fl_buf_add_keystr(out, r->c[2].s, r->c[2].len);
-    else if (r->table == FL_T_EXEC)
-        rc |= fl_buf_add_u8(out, (uint8_t)fl_enum_index(
-                                     (const char *const[]){"flow_job", "validation_job", NULL},
-                                     r->c[FC_EX_JOB_TYPE].s, r->c[FC_EX_JOB_TYPE].len));
-    return rc ? -1 : 0;
-}
-
 static int get_val(MDB_txn *txn, MDB_dbi dbi, const struct fl_buf *k, MDB_val *v)
 {
     MDB_val key = {k->len, k->p};
@@ -371,7 +225,7 @@ static int update_index(struct fl_ptx *x, uint64_t tenant_no, uint64_t flow_no, 
             continue;
         const struct fl_cell *o = old && old->c[i].t == FL_CELL_STR ? &old->c[i] : NULL;
         const struct fl_cell *n = neu && neu->c[i].t == FL_CELL_STR ? &neu->c[i] : NULL;
-        if (o && n && cell_eq(o, n))
+        if (o && n && fl_cell_eq(o, n))
             continue;
         if (o) {
             if (idx_key(&x->k, tenant_no, table, (int)i, o, flow_no, pk) != 0)
@@ -689,16 +543,16 @@ static int not_found_run(struct apply *a)
 static int run_terminal(const struct fl_row *run)
 {
     const struct fl_cell *s = &run->c[FC_RUN_STATUS];
-    return cell_is(s, "SUCCESS") || cell_is(s, "FAILED") || cell_is(s, "CANCELLED");
+    return fl_cell_is(s, "SUCCESS") || fl_cell_is(s, "FAILED") || fl_cell_is(s, "CANCELLED");
 }
 
 static int run_rank(const struct fl_cell *s)
 {
-    if (cell_is(s, "CREATING"))
+    if (fl_cell_is(s, "CREATING"))
         return 0;
-    if (cell_is(s, "QUEUED"))
+    if (fl_cell_is(s, "QUEUED"))
         return 1;
-    if (cell_is(s, "RUNNING"))
+    if (fl_cell_is(s, "RUNNING"))
         return 2;
     return 3;
 }
@@ -712,9 +566,9 @@ static void take(struct apply *a, struct fl_row *r, int col, const char *name)
     if (!v || !v->set)
         return;
     if (fl_event_defs[a->ev->type].fields[fi].kind == FL_FK_INT)
-        cell_int(&r->c[col], v->i);
+        fl_cell_set_int(&r->c[col], v->i);
     else
-        cell_str(&r->c[col], v->s);
+        fl_cell_set_str(&r->c[col], v->s);
 }
 
 /* Load the child row of table t addressed by the event (run_id, iteration_num[, key]). */
@@ -725,10 +579,10 @@ static int load_child(struct apply *a, int table, int keycol, const char *keyfie
 
     memset(&a->child_new, 0, sizeof a->child_new);
     a->child_new.table = table;
-    cell_str(&a->child_new.c[0], ev_val(a, "run_id")->s);
-    cell_int(&a->child_new.c[1], ev_val(a, "iteration_num")->i);
+    fl_cell_set_str(&a->child_new.c[0], ev_val(a, "run_id")->s);
+    fl_cell_set_int(&a->child_new.c[1], ev_val(a, "iteration_num")->i);
     if (keycol >= 0)
-        cell_str(&a->child_new.c[keycol], ev_val(a, keyfield)->s);
+        fl_cell_set_str(&a->child_new.c[keycol], ev_val(a, keyfield)->s);
     if ((rc = row_pk(a, &a->child_new, &pk)) == 0)
         rc = load_row(a, table, &pk, &a->child_old);
     fl_buf_free(&pk);
@@ -757,14 +611,14 @@ static int check_flow_level(struct apply *a)
         f->table = FL_T_FLOWS;
         take(a, f, FC_FLOW_ID, "flow_id");
         take(a, f, FC_FLOW_NAME, "flow_name");
-        cell_cstr(&f->c[FC_FLOW_STATUS], "NOT_STARTED");
+        fl_cell_set_cstr(&f->c[FC_FLOW_STATUS], "NOT_STARTED");
         take(a, f, FC_FLOW_SERVER, "server");
         take(a, f, FC_FLOW_XML, "nifi_xml_path");
         take(a, f, FC_FLOW_DESC, "description");
         take(a, f, FC_FLOW_PRIORITY, "priority");
         take(a, f, FC_FLOW_OWNER, "owner");
-        cell_int(&f->c[FC_FLOW_TOTAL], 0);
-        cell_int(&f->c[FC_FLOW_SUCCESS], 0);
+        fl_cell_set_int(&f->c[FC_FLOW_TOTAL], 0);
+        fl_cell_set_int(&f->c[FC_FLOW_SUCCESS], 0);
         return 0;
     case FL_EV_FLOW_UPDATED:
         take(a, f, FC_FLOW_NAME, "flow_name");
@@ -815,21 +669,21 @@ static int check_run_started(struct apply *a)
     take(a, r, FC_RUN_ID, "run_id");
     take(a, r, FC_RUN_FLOW, "flow_id");
     take(a, r, FC_RUN_JOB_RUN_ID, "job_run_id");
-    cell_int(&r->c[FC_RUN_START], a->ts);
-    cell_cstr(&r->c[FC_RUN_STATUS], "RUNNING");
+    fl_cell_set_int(&r->c[FC_RUN_START], a->ts);
+    fl_cell_set_cstr(&r->c[FC_RUN_STATUS], "RUNNING");
     take(a, r, FC_RUN_STATUS, "status");
     take(a, r, FC_RUN_JOB_ID, "job_id");
     take(a, r, FC_RUN_TRIGGERED_BY, "triggered_by");
     int64_t total = (f->c[FC_FLOW_TOTAL].t == FL_CELL_INT ? f->c[FC_FLOW_TOTAL].i : 0) + 1;
-    cell_int(&r->c[FC_RUN_ATTEMPT], total);
+    fl_cell_set_int(&r->c[FC_RUN_ATTEMPT], total);
     a->run_changed = 1;
-    cell_str(&f->c[FC_FLOW_CURRENT_RUN], ev_val(a, "run_id")->s);
-    cell_str(&f->c[FC_FLOW_CURRENT_ATTEMPT], ev_val(a, "run_id")->s);
-    cell_cstr(&f->c[FC_FLOW_STATUS], "RUNNING");
-    cell_int(&f->c[FC_FLOW_TOTAL], total);
+    fl_cell_set_str(&f->c[FC_FLOW_CURRENT_RUN], ev_val(a, "run_id")->s);
+    fl_cell_set_str(&f->c[FC_FLOW_CURRENT_ATTEMPT], ev_val(a, "run_id")->s);
+    fl_cell_set_cstr(&f->c[FC_FLOW_STATUS], "RUNNING");
+    fl_cell_set_int(&f->c[FC_FLOW_TOTAL], total);
     if (f->c[FC_FLOW_FIRST_AT].t == FL_CELL_NULL)
-        cell_int(&f->c[FC_FLOW_FIRST_AT], a->ts);
-    cell_int(&f->c[FC_FLOW_LAST_AT], a->ts);
+        fl_cell_set_int(&f->c[FC_FLOW_FIRST_AT], a->ts);
+    fl_cell_set_int(&f->c[FC_FLOW_LAST_AT], a->ts);
     return 0;
 }
 
@@ -839,7 +693,7 @@ static int check_run_status(struct apply *a)
     const struct fl_val *st = ev_val(a, "status");
     struct fl_cell next;
 
-    cell_str(&next, st->s);
+    fl_cell_set_str(&next, st->s);
     if (run_terminal(&a->run_old))
         return fl_error_set(a->err, FL_EINVALID_TRANSITION,
                             "run \"%.*s\" is already %.*s; a terminal status is final",
@@ -861,16 +715,16 @@ static int check_run_status(struct apply *a)
     a->run_changed = 1;
     if (run_rank(&next) < 3)
         return 0;
-    cell_int(&r->c[FC_RUN_END], a->ts);
-    if (cell_is(&next, "SUCCESS"))
-        cell_int(&f->c[FC_FLOW_SUCCESS], f->c[FC_FLOW_SUCCESS].i + 1);
-    if (cell_eq(&f->c[FC_FLOW_CURRENT_RUN], &r->c[FC_RUN_ID])) {
+    fl_cell_set_int(&r->c[FC_RUN_END], a->ts);
+    if (fl_cell_is(&next, "SUCCESS"))
+        fl_cell_set_int(&f->c[FC_FLOW_SUCCESS], f->c[FC_FLOW_SUCCESS].i + 1);
+    if (fl_cell_eq(&f->c[FC_FLOW_CURRENT_RUN], &r->c[FC_RUN_ID])) {
         const struct fl_val *fs = ev_val(a, "flow_status");
         if (fs->set)
-            cell_str(&f->c[FC_FLOW_STATUS], fs->s);
+            fl_cell_set_str(&f->c[FC_FLOW_STATUS], fs->s);
         else
-            cell_cstr(&f->c[FC_FLOW_STATUS], cell_is(&next, "SUCCESS")  ? "DONE"
-                                             : cell_is(&next, "FAILED") ? "FAILED"
+            fl_cell_set_cstr(&f->c[FC_FLOW_STATUS], fl_cell_is(&next, "SUCCESS")  ? "DONE"
+                                             : fl_cell_is(&next, "FAILED") ? "FAILED"
                                                                         : "STOPPED");
     }
     return 0;
@@ -886,7 +740,7 @@ static int final_error(struct apply *a, const char *what, const struct fl_cell *
 
 static int scan_rank(const struct fl_cell *s)
 {
-    return cell_is(s, "PENDING") ? 0 : cell_is(s, "SCANNING") ? 1 : 2;
+    return fl_cell_is(s, "PENDING") ? 0 : fl_cell_is(s, "SCANNING") ? 1 : 2;
 }
 
 /* Checks and new child row of the run-level events that write one table row. */
@@ -899,26 +753,26 @@ static int check_child(struct apply *a)
     case FL_EV_ITERATION_STEP:
         if ((rc = load_child(a, FL_T_ITERATIONS, -1, NULL)) != 0)
             return rc;
-        if (a->child_exists && !cell_is(&a->child_old.c[FC_IT_STATUS], "RUNNING"))
+        if (a->child_exists && !fl_cell_is(&a->child_old.c[FC_IT_STATUS], "RUNNING"))
             return final_error(a, "the iteration", &a->child_old.c[FC_IT_STATUS]);
         take(a, c, FC_IT_STEP, "step");
         take(a, c, FC_IT_STATUS, "step_status");
         take(a, c, FC_IT_SUMMARY, "summary");
         take(a, c, FC_IT_ERROR, "error");
-        cell_int(&c->c[FC_IT_TS], a->ts);
+        fl_cell_set_int(&c->c[FC_IT_TS], a->ts);
         return 0;
     case FL_EV_PATCH:
         if ((rc = load_child(a, FL_T_PATCHES, FC_PA_ARTIFACT, "artifact_ref")) != 0)
             return rc;
         take(a, c, FC_PA_SUMMARY, "patch_summary");
         take(a, c, FC_PA_DIFF, "diff_ref");
-        cell_int(&c->c[FC_PA_TS], a->ts);
+        fl_cell_set_int(&c->c[FC_PA_TS], a->ts);
         return 0;
     case FL_EV_SCAN_VERDICT: {
         struct fl_cell next;
         if ((rc = load_child(a, FL_T_SAST, FC_SA_ARTIFACT, "artifact_ref")) != 0)
             return rc;
-        cell_str(&next, ev_val(a, "scan_status")->s);
+        fl_cell_set_str(&next, ev_val(a, "scan_status")->s);
         if (a->child_exists) {
             const struct fl_cell *cur = &a->child_old.c[FC_SA_STATUS];
             if (scan_rank(cur) == 2)
@@ -931,7 +785,7 @@ static int check_child(struct apply *a)
         }
         take(a, c, FC_SA_STATUS, "scan_status");
         take(a, c, FC_SA_FINDINGS, "findings_json");
-        cell_int(&c->c[FC_SA_TS], a->ts);
+        fl_cell_set_int(&c->c[FC_SA_TS], a->ts);
         return 0;
     }
     case FL_EV_EXEC_RESULT:
@@ -947,7 +801,7 @@ static int check_child(struct apply *a)
         take(a, c, FC_EX_RUNTIME, "runtime_s");
         take(a, c, FC_EX_ERROR, "error");
         take(a, c, FC_EX_LOGS, "logs_ref");
-        cell_int(&c->c[FC_EX_TS], a->ts);
+        fl_cell_set_int(&c->c[FC_EX_TS], a->ts);
         return 0;
     case FL_EV_HUMAN_REQUEST:
         if ((rc = load_child(a, FL_T_HUMAN, -1, NULL)) != 0)
@@ -957,9 +811,9 @@ static int check_child(struct apply *a)
                                 "a human request for run \"%.*s\" iteration %lld already exists",
                                 (int)c->c[0].len, c->c[0].s, (long long)c->c[1].i);
         take(a, c, FC_HU_REASON, "reason");
-        cell_cstr(&c->c[FC_HU_STATUS], "PENDING");
+        fl_cell_set_cstr(&c->c[FC_HU_STATUS], "PENDING");
         take(a, c, FC_HU_INSTRUCTIONS, "instructions");
-        cell_int(&c->c[FC_HU_TS], a->ts);
+        fl_cell_set_int(&c->c[FC_HU_TS], a->ts);
         return 0;
     case FL_EV_HUMAN_RESOLUTION:
         if ((rc = load_child(a, FL_T_HUMAN, -1, NULL)) != 0)
@@ -971,10 +825,10 @@ static int check_child(struct apply *a)
                                 "there is no human request for run \"%.*s\" iteration %lld to "
                                 "resolve",
                                 (int)c->c[0].len, c->c[0].s, (long long)c->c[1].i);
-        if (!cell_is(&a->child_old.c[FC_HU_STATUS], "PENDING"))
+        if (!fl_cell_is(&a->child_old.c[FC_HU_STATUS], "PENDING"))
             return final_error(a, "the human request", &a->child_old.c[FC_HU_STATUS]);
         take(a, c, FC_HU_STATUS, "status");
-        cell_int(&c->c[FC_HU_TS], a->ts);
+        fl_cell_set_int(&c->c[FC_HU_TS], a->ts);
         return 0;
     default:
         return 0;
@@ -1015,90 +869,6 @@ struct ver_change {
     uint8_t *cur, *target; /* values (NULL: no row) */
     size_t cur_len, target_len;
 };
-
-/* One row image found in a flow's stream, for grouping by row. */
-struct ver_item {
-    const uint8_t *group; /* table(1) pk */
-    size_t glen;
-    uint64_t seq;
-    MDB_val val;
-};
-
-static int ver_item_cmp(const void *pa, const void *pb)
-{
-    const struct ver_item *a = pa, *b = pb;
-    size_t n = a->glen < b->glen ? a->glen : b->glen;
-    int c = memcmp(a->group, b->group, n);
-
-    if (c)
-        return c;
-    if (a->glen != b->glen)
-        return a->glen < b->glen ? -1 : 1;
-    return a->seq < b->seq ? -1 : a->seq > b->seq;
-}
-
-int fl_ver_scan(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t as_of,
-                fl_ver_cb cb, void *ctx)
-{
-    struct ver_item *items = NULL;
-    size_t n = 0, cap = 0;
-    MDB_cursor *c;
-    MDB_val k, v;
-    uint8_t prefix[9];
-    int rc;
-
-    /* Row images sit in the stream right after their event's entry (flow_no 'S' seq table
-     * pk), so that one event's writes share a page. Gather them, then group them by row. */
-    fl_put_be64(prefix, flow_no);
-    prefix[8] = FL_KEY_STREAM;
-    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FLOWS], &c)) != 0)
-        return rc;
-    k.mv_size = 9;
-    k.mv_data = prefix;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 17 || memcmp(k.mv_data, prefix, 9) != 0)
-            break;
-        if (k.mv_size == 17)
-            continue; /* the event's stream entry itself */
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 256;
-            struct ver_item *p = realloc(items, ncap * sizeof *p);
-            if (!p) {
-                rc = -1;
-                break;
-            }
-            items = p;
-            cap = ncap;
-        }
-        items[n].group = (const uint8_t *)k.mv_data + 17;
-        items[n].glen = k.mv_size - 17;
-        items[n].seq = fl_get_be64((const uint8_t *)k.mv_data + 9);
-        items[n].val = v;
-        n++;
-    }
-    mdb_cursor_close(c);
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-        free(items);
-        return rc;
-    }
-    rc = 0;
-    if (n > 1)
-        qsort(items, n, sizeof *items, ver_item_cmp);
-    for (size_t i = 0; i < n && rc == 0;) {
-        MDB_val at = {0, NULL};
-        size_t j = i;
-        for (; j < n && items[j].glen == items[i].glen &&
-               memcmp(items[j].group, items[i].group, items[i].glen) == 0;
-             j++)
-            if (items[j].seq <= as_of)
-                at = items[j].val;
-        rc = cb(ctx, items[i].group, items[i].glen, &items[j - 1].val, &at);
-        i = j;
-    }
-    free(items);
-    return rc;
-}
 
 struct change_ctx {
     struct apply *a;

@@ -1,4 +1,4 @@
-/* project.h: applying events to the projections (the seven tables, attempt history, indexes,
+/* project.h (with row.c): applying events to the projections (the seven tables, attempt history, indexes,
  * as-of versions, streams, idempotency keys), and the row and key helpers the read side shares.
  * Works inside a caller's LMDB write transaction; no networking, no commits. */
 #ifndef FL_PROJECT_H
@@ -62,6 +62,14 @@ typedef int (*fl_ver_cb)(void *ctx, const uint8_t *group, size_t glen, const MDB
                          const MDB_val *at);
 int fl_ver_scan(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t as_of,
                 fl_ver_cb cb, void *ctx);
+
+/* Cells: equality, order (ints numerically, strings bytewise), setters, and a string test. */
+int fl_cell_eq(const struct fl_cell *a, const struct fl_cell *b);
+int fl_cell_cmp(const struct fl_cell *a, const struct fl_cell *b);
+void fl_cell_set_str(struct fl_cell *c, struct fl_str s);
+void fl_cell_set_cstr(struct fl_cell *c, const char *s);
+void fl_cell_set_int(struct fl_cell *c, int64_t i);
+int fl_cell_is(const struct fl_cell *c, const char *s);
 
 /* Compare two rows of one table by primary key (ints numerically, strings bytewise). */
 int fl_row_pk_cmp(const struct fl_row *a, const struct fl_row *b);
