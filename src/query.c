@@ -384,12 +384,6 @@ static void pack_row(msgpack_packer *pk, const struct fl_row *r)
     }
 }
 
-static int cell_eq_str(const struct fl_cell *a, const struct fl_cell *b)
-{
-    return a->t == FL_CELL_STR && b->t == FL_CELL_STR && a->len == b->len &&
-           memcmp(a->s, b->s, a->len) == 0;
-}
-
 static int attempt_cmp(const void *pa, const void *pb)
 {
     const struct fl_row *a = *(const struct fl_row *const *)pa;
@@ -400,11 +394,7 @@ static int attempt_cmp(const void *pa, const void *pb)
 
 static int str_cell_cmp(const void *pa, const void *pb)
 {
-    const struct fl_cell *a = *(const struct fl_cell *const *)pa;
-    const struct fl_cell *b = *(const struct fl_cell *const *)pb;
-    size_t n = a->len < b->len ? a->len : b->len;
-    int c = memcmp(a->s, b->s, n);
-    return c ? c : (a->len > b->len) - (a->len < b->len);
+    return fl_cell_cmp(*(const struct fl_cell *const *)pa, *(const struct fl_cell *const *)pb);
 }
 
 /* Pack one attempt (seed 001's history record) for run r. */
@@ -415,11 +405,11 @@ static int pack_attempt(msgpack_packer *pk, const struct state *st, const struct
     size_t iters = 0, na = 0, distinct = 0;
 
     for (size_t i = 0; i < st->t[FL_T_ITERATIONS].n; i++)
-        iters += cell_eq_str(&st->t[FL_T_ITERATIONS].v[i].c[0], &r->c[FC_RUN_ID]);
+        iters += fl_cell_eq(&st->t[FL_T_ITERATIONS].v[i].c[0], &r->c[FC_RUN_ID]);
     if (pv->n && !(arts = malloc(pv->n * sizeof *arts)))
         return -1;
     for (size_t i = 0; i < pv->n; i++)
-        if (cell_eq_str(&pv->v[i].c[0], &r->c[FC_RUN_ID]))
+        if (fl_cell_eq(&pv->v[i].c[0], &r->c[FC_RUN_ID]))
             arts[na++] = &pv->v[i].c[FC_PA_ARTIFACT];
     if (na > 1)
         qsort(arts, na, sizeof *arts, str_cell_cmp);
