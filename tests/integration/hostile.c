@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "flowlog.h"
+#include "testreq.h"
 
 #define WAIT_MS 5000
 
@@ -143,26 +144,6 @@ static int closes(int fd)
     return rc == 0;
 }
 
-/* Pack {"id": id, "op": op} plus, for hello, version and token. */
-static void pack_req(msgpack_sbuffer *sb, uint64_t id, const char *op, const char *token)
-{
-    msgpack_packer pk;
-
-    msgpack_sbuffer_clear(sb);
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, token ? 4 : 2);
-    msgpack_pack_str_with_body(&pk, "id", 2);
-    msgpack_pack_uint64(&pk, id);
-    msgpack_pack_str_with_body(&pk, "op", 2);
-    msgpack_pack_str_with_body(&pk, op, strlen(op));
-    if (token) {
-        msgpack_pack_str_with_body(&pk, "version", 7);
-        msgpack_pack_uint64(&pk, 1);
-        msgpack_pack_str_with_body(&pk, "token", 5);
-        msgpack_pack_str_with_body(&pk, token, strlen(token));
-    }
-}
-
 /* Say hello with the good token on a raw connection; 0 if accepted. */
 static int raw_hello(struct ctx *x, int fd)
 {
@@ -171,7 +152,7 @@ static int raw_hello(struct ctx *x, int fd)
     int rc;
 
     msgpack_sbuffer_init(&sb);
-    pack_req(&sb, 0, "hello", x->token);
+    testreq_pack(&sb, 0, "hello", x->token);
     rc = put_frame(fd, sb.data, (uint32_t)sb.size) == 0 && get_reply(fd, code) == 1 && !code[0]
              ? 0
              : -1;
@@ -183,21 +164,11 @@ static int raw_hello(struct ctx *x, int fd)
 static int good_append(struct ctx *x)
 {
     msgpack_sbuffer sb;
-    msgpack_packer pk;
     char id[32];
-    int n = snprintf(id, sizeof id, "good-%d", x->good_seq++);
 
+    snprintf(id, sizeof id, "good-%d", x->good_seq++);
     msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    msgpack_pack_str_with_body(&pk, "type", 4);
-    msgpack_pack_str_with_body(&pk, "flow_registered", 15);
-    msgpack_pack_str_with_body(&pk, "data", 4);
-    msgpack_pack_map(&pk, 2);
-    msgpack_pack_str_with_body(&pk, "flow_id", 7);
-    msgpack_pack_str_with_body(&pk, id, (size_t)n);
-    msgpack_pack_str_with_body(&pk, "flow_name", 9);
-    msgpack_pack_str_with_body(&pk, "good.xml", 8);
+    testreq_pack_registration(&sb, id, "good.xml", NULL);
     struct flc_event ev = {sb.data, sb.size};
     const msgpack_object *res = flc_append(x->good, &ev, 1);
     if (!res)
@@ -233,7 +204,7 @@ static void run_case(struct ctx *x, const char *name, int hello, const void *byt
         if (good && ex == EXPECT_ERROR_OPEN) {
             msgpack_sbuffer sb;
             msgpack_sbuffer_init(&sb);
-            pack_req(&sb, 77, "ping", NULL);
+            testreq_pack(&sb, 77, "ping", NULL);
             good = put_frame(fd, sb.data, (uint32_t)sb.size) == 0 && get_reply(fd, got) == 1 &&
                    !got[0];
             msgpack_sbuffer_destroy(&sb);
@@ -307,16 +278,16 @@ static void request_cases(struct ctx *x)
     size_t n;
 
     msgpack_sbuffer_init(&sb);
-    pack_req(&sb, 1, "ping", NULL);
+    testreq_pack(&sb, 1, "ping", NULL);
     n = frame(buf, sb.data, (uint32_t)sb.size);
     run_case(x, "a request before hello", 0, buf, n, EXPECT_ERROR_CLOSE, "unauthenticated");
-    pack_req(&sb, 0, "hello", "not-the-token");
+    testreq_pack(&sb, 0, "hello", "not-the-token");
     n = frame(buf, sb.data, (uint32_t)sb.size);
     run_case(x, "hello with a wrong token", 0, buf, n, EXPECT_ERROR_CLOSE, "unauthenticated");
-    pack_req(&sb, 1, "frobnicate", NULL);
+    testreq_pack(&sb, 1, "frobnicate", NULL);
     n = frame(buf, sb.data, (uint32_t)sb.size);
     run_case(x, "an unknown op after hello", 1, buf, n, EXPECT_ERROR_OPEN, "bad_request");
-    pack_req(&sb, 1, "hello", x->token);
+    testreq_pack(&sb, 1, "hello", x->token);
     n = frame(buf, sb.data, (uint32_t)sb.size);
     run_case(x, "a second hello", 1, buf, n, EXPECT_ERROR_OPEN, "bad_request");
     msgpack_sbuffer_destroy(&sb);

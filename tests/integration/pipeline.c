@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "flowlog.h"
+#include "testreq.h"
 
 /* What one request was and what came back. */
 struct req {
@@ -40,21 +41,10 @@ static void tap(struct run *r, int good, const char *what)
 /* Pack event i: a registration of flow p-i, or (bad) of flow p-0 again. */
 static void pack_event(msgpack_sbuffer *sb, size_t i, int bad)
 {
-    msgpack_packer pk;
     char id[64];
-    int n = snprintf(id, sizeof id, "p-%zu", bad ? (size_t)0 : i);
 
-    msgpack_sbuffer_clear(sb);
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    msgpack_pack_str_with_body(&pk, "type", 4);
-    msgpack_pack_str_with_body(&pk, "flow_registered", 15);
-    msgpack_pack_str_with_body(&pk, "data", 4);
-    msgpack_pack_map(&pk, 2);
-    msgpack_pack_str_with_body(&pk, "flow_id", 7);
-    msgpack_pack_str_with_body(&pk, id, (size_t)n);
-    msgpack_pack_str_with_body(&pk, "flow_name", 9);
-    msgpack_pack_str_with_body(&pk, "pipelined.xml", 13);
+    snprintf(id, sizeof id, "p-%zu", bad ? (size_t)0 : i);
+    testreq_pack_registration(sb, id, "pipelined.xml", NULL);
 }
 
 /* Send appends from..to-1 (and a ping after every 100th) without waiting. */

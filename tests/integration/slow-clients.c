@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "flowlog.h"
+#include "testreq.h"
 
 #define WRITER_N 500
 #define SLOWLORIS 20
@@ -193,47 +194,11 @@ static size_t parse_reply(const uint8_t *buf, size_t n, char code[32], int *nil_
     return len + 4;
 }
 
-/* Pack a request map {"id", "op", ...} with hello's version and token when token is set. */
-static void pack_req(msgpack_sbuffer *sb, uint64_t id, const char *op, const char *token)
-{
-    msgpack_packer pk;
-
-    msgpack_sbuffer_clear(sb);
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, token ? 4 : 2);
-    msgpack_pack_str_with_body(&pk, "id", 2);
-    msgpack_pack_uint64(&pk, id);
-    msgpack_pack_str_with_body(&pk, "op", 2);
-    msgpack_pack_str_with_body(&pk, op, strlen(op));
-    if (token) {
-        msgpack_pack_str_with_body(&pk, "version", 7);
-        msgpack_pack_uint64(&pk, 1);
-        msgpack_pack_str_with_body(&pk, "token", 5);
-        msgpack_pack_str_with_body(&pk, token, strlen(token));
-    }
-}
-
 /* One flow_registered event for flow id into sb (cleared first), with event_id = the flow id
  * if eid is set. */
 static void pack_event(msgpack_sbuffer *sb, const char *flow, int eid)
 {
-    msgpack_packer pk;
-
-    msgpack_sbuffer_clear(sb);
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, eid ? 3 : 2);
-    if (eid) {
-        msgpack_pack_str_with_body(&pk, "event_id", 8);
-        msgpack_pack_str_with_body(&pk, flow, strlen(flow));
-    }
-    msgpack_pack_str_with_body(&pk, "type", 4);
-    msgpack_pack_str_with_body(&pk, "flow_registered", 15);
-    msgpack_pack_str_with_body(&pk, "data", 4);
-    msgpack_pack_map(&pk, 2);
-    msgpack_pack_str_with_body(&pk, "flow_id", 7);
-    msgpack_pack_str_with_body(&pk, flow, strlen(flow));
-    msgpack_pack_str_with_body(&pk, "flow_name", 9);
-    msgpack_pack_str_with_body(&pk, "slow.xml", 8);
+    testreq_pack_registration(sb, flow, "slow.xml", eid ? flow : NULL);
 }
 
 /* Read frames from a blocking socket until EOF or timeout_s; counts ok replies and keeps the
@@ -480,7 +445,7 @@ static int hello_conn(struct ctx *x)
     if (fd < 0)
         return -1;
     msgpack_sbuffer_init(&sb);
-    pack_req(&sb, 0, "hello", x->token);
+    testreq_pack(&sb, 0, "hello", x->token);
     n = frame(buf, sizeof buf, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     if (put(fd, buf, n) == 0) {
@@ -617,7 +582,7 @@ static void *never_reader_main(void *arg)
     msgpack_sbuffer_init(&ev);
     msgpack_sbuffer_init(&req);
     if (fd >= 0) {
-        pack_req(&req, 0, "hello", x->token);
+        testreq_pack(&req, 0, "hello", x->token);
         size_t n = frame(buf, sizeof buf, req.data, req.size);
         char code[32];
         int nil;
