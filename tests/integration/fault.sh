@@ -10,7 +10,7 @@ ROUNDS=${FAULT_ROUNDS:-6}
 WRITERS=3
 SUBS=2
 BATCH=25
-plan 8
+plan 9
 
 export SYNC=full
 start_server srv || { not_ok "flowlogd starts"; exit 1; }
@@ -35,7 +35,7 @@ restart() {
 # failure. acks/W holds "event_id seq" for every acknowledgement; bad/W any retry whose answer
 # disagrees with an earlier acknowledgement.
 writer() {
-    local w=$1 b=0 i out line eid seq dup tries=0
+    local w=$1 b=0 i out line eid seq dup tries=0 replayed=-1 mygen=0 g
     declare -A acked=()
     : >"$WORK/acks.$w"
     : >"$WORK/bad.$w"
@@ -44,6 +44,17 @@ writer() {
         sleep 0.05
     done
     while [ ! -e "$STOP" ]; do
+        # After each restart, send the last acknowledged batch once more, as an orchestrator
+        # that lost track of its acknowledgements would: every line must come back a
+        # duplicate with its first seq.
+        g=$(cat "$WORK/gen" 2>/dev/null || echo 0)
+        if [ "$g" != "$mygen" ]; then
+            mygen=$g
+            if [ $b -gt 0 ] && [ "$replayed" != $((b - 1)) ]; then
+                b=$((b - 1))
+                replayed=$b
+            fi
+        fi
         : >"$WORK/batch.$w"
         for ((i = 0; i < BATCH; i++)); do
             printf '{"type":"flow_updated","event_id":"w%d-%d-%d","data":{"flow_id":"wf-%d","owner":"o%d"}}\n' \
@@ -117,6 +128,7 @@ for ((r = 0; r < ROUNDS; r++)); do
     wait "$SRV_PID" 2>/dev/null
     kills=$((kills + 1))
     restart || { not_ok "flowlogd restarts after SIGKILL (round $r)"; exit 1; }
+    echo $((r + 1)) >"$WORK/gen.tmp" && mv "$WORK/gen.tmp" "$WORK/gen"
 done
 touch "$STOP"
 for p in "${wpids[@]}"; do wait "$p"; done
@@ -169,3 +181,5 @@ check "every subscriber saw 1..$head across its reconnects: no gap, no duplicate
 out=$(fl verify)
 expect_json "verify passes after $kills SIGKILLs" "$out" "d['ok'] is True and d['problems'] == []"
 check "the run made progress between kills" test "$head" -gt $((WRITERS * 2))
+ndups=$(cat "$WORK"/dups.* 2>/dev/null | wc -l)
+check "writers re-sent acknowledged events after kills ($ndups duplicate answers)" test "$ndups" -gt 0
