@@ -36,16 +36,22 @@ static const char empty[] = "";
 
 /* ---- errors ---- */
 
+/* Set the handle's error from a format: the one place both kinds of failure go through. */
+static void client_vseterr(flc_client *c, int code, const char *fmt, va_list ap)
+{
+    fl_error_vset(&c->err, code, fmt, ap);
+    c->err.index = -1;
+    c->err.version = -1;
+}
+
 /* Set the handle's error; returns code so callers can `return client_seterr(...)`. */
 int client_seterr(flc_client *c, int code, const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
-    fl_error_vset(&c->err, code, fmt, ap);
+    client_vseterr(c, code, fmt, ap);
     va_end(ap);
-    c->err.index = -1;
-    c->err.version = -1;
     return code;
 }
 
@@ -66,10 +72,8 @@ int client_fatal(flc_client *c, int code, const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    fl_error_vset(&c->err, code, fmt, ap);
+    client_vseterr(c, code, fmt, ap);
     va_end(ap);
-    c->err.index = -1;
-    c->err.version = -1;
     return mark_dead(c);
 }
 

@@ -68,6 +68,15 @@ struct log_scan {
     int empty;          /* the filter names something that does not exist */
 };
 
+/* Walk the stream of flow_no. */
+static void log_source_flow(struct fl_store *s, struct log_scan *ls, uint64_t flow_no)
+{
+    ls->dbi = s->db.dbi[FL_DB_FLOWS];
+    fl_put_be64(ls->prefix, flow_no);
+    ls->prefix[8] = FL_KEY_STREAM;
+    ls->plen = 9;
+}
+
 /* Choose the narrowest stream for the filter: a run's, a flow's, or the tenant's. */
 static int log_source(struct fl_store *s, MDB_txn *txn, uint64_t tenant_no,
                       const struct fl_log_filter *f, struct log_scan *ls, struct fl_error *err)
@@ -86,10 +95,7 @@ static int log_source(struct fl_store *s, MDB_txn *txn, uint64_t tenant_no,
             ls->empty = 1;
         else if (rc != 0)
             return mdb_err(rc, err);
-        ls->dbi = s->db.dbi[FL_DB_FLOWS];
-        fl_put_be64(ls->prefix, flow_no);
-        ls->prefix[8] = FL_KEY_STREAM;
-        ls->plen = 9;
+        log_source_flow(s, ls, flow_no);
     }
     if (f->run_id.len && !ls->empty) {
         rc = fl_names_run(txn, &s->db, tenant_no, f->run_id, &run_no, &rflow);
@@ -97,10 +103,7 @@ static int log_source(struct fl_store *s, MDB_txn *txn, uint64_t tenant_no,
             ls->empty = 1;
         else if (rc != 0)
             return mdb_err(rc, err);
-        ls->dbi = s->db.dbi[FL_DB_FLOWS];
-        fl_put_be64(ls->prefix, rflow);
-        ls->prefix[8] = FL_KEY_STREAM;
-        ls->plen = 9;
+        log_source_flow(s, ls, rflow); /* a run's events are its flow's that carry its run_no */
         ls->run_no = run_no;
     }
     return 0;

@@ -13,32 +13,17 @@
 #include "record.h"
 #include "testutil.h"
 
-struct fx {
-    char *dir;
-    struct fl_store *s;
-};
-
+/* The store of every case: a flow and 19 updates, seq 1..20. */
 static int setup(void **state)
 {
-    struct fx *f = calloc(1, sizeof *f);
     struct fl_error e;
+    struct tu_fx *f;
 
-    f->dir = tu_tmpdir();
-    f->s = tu_open(f->dir, 0);
+    tu_fx_setup(state);
+    f = *state;
     assert_int_equal(tu_append(f->s, "t", "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"f\",\"flow_name\":\"n\"}}", NULL, 0, &e), 0);
     for (int i = 0; i < 19; i++)
         assert_int_equal(tu_appendf(f->s, "t", &e, "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"f\",\"owner\":\"o%d\"}}", i), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    fl_store_close(f->s);
-    tu_rmdir(f->dir);
-    free(f->dir);
-    free(f);
     return 0;
 }
 
@@ -59,7 +44,7 @@ static void expect_problems(struct fl_store *s, const char *a, const char *b)
 
 static void test_clean(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     json_t *v = tu_verify(f->s);
     assert_true(json_is_true(json_object_get(v, "ok")));
     assert_int_equal(tu_int(v, "events"), 20);
@@ -69,7 +54,7 @@ static void test_clean(void **state)
 
 static void test_flip_byte(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     void *rec;
     size_t len;
 
@@ -82,14 +67,14 @@ static void test_flip_byte(void **state)
 
 static void test_drop_record(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     assert_int_equal(fl_store_debug_put_raw(f->s, 7, NULL, 0), 0);
     expect_problems(f->s, "seq 7..7 missing", "seq 8: hash chain broken");
 }
 
 static void test_swap_records(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     void *a, *b;
     size_t la, lb;
 
@@ -105,7 +90,7 @@ static void test_swap_records(void **state)
 /* An attacker who edits a record and recomputes its checksum is still caught by the chain. */
 static void test_forged_checksum(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     uint8_t *rec;
     size_t len;
     char *p;
@@ -123,7 +108,7 @@ static void test_forged_checksum(void **state)
 /* A projection edited behind the log's back differs from a rebuild. */
 static void test_projection_tamper(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbi;
@@ -160,12 +145,12 @@ static void test_projection_tamper(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_clean, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flip_byte, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_drop_record, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_swap_records, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_forged_checksum, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_projection_tamper, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clean, setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_flip_byte, setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_drop_record, setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_swap_records, setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_forged_checksum, setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_projection_tamper, setup, tu_fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

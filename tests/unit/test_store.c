@@ -14,29 +14,6 @@
 
 #include "testutil.h"
 
-struct fx {
-    char *dir;
-    struct fl_store *s;
-};
-
-static int setup(void **state)
-{
-    struct fx *f = calloc(1, sizeof *f);
-    f->dir = tu_tmpdir();
-    f->s = tu_open(f->dir, 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    fl_store_close(f->s);
-    tu_rmdir(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
 
 #define T "acme:eng-2026"
 #define REG(flow) \
@@ -68,7 +45,7 @@ static void expect_err(struct fl_store *s, const char *json, int code)
 
 static void test_flow_registered(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_ack ack;
     struct fl_error e;
 
@@ -96,7 +73,7 @@ static void test_flow_registered(void **state)
 
 static void test_flow_updated_and_status(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_error e;
 
     expect_err(f->s, "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"nope\",\"owner\":\"x\"}}",
@@ -119,7 +96,7 @@ static void test_flow_updated_and_status(void **state)
 
 static void test_run_lifecycle(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_error e;
     struct fl_ack a1, a2;
 
@@ -207,7 +184,7 @@ static void test_run_lifecycle(void **state)
 
 static void test_child_tables(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_error e;
 
     ok(f->s, REG("f1"));
@@ -274,7 +251,7 @@ static void test_child_tables(void **state)
 
 static void test_form_errors(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     char big[300];
 
     expect_err(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"n\",\"colour\":\"red\"}}", FL_EBAD_REQUEST);
@@ -309,7 +286,7 @@ static void test_form_errors(void **state)
 
 static void test_idempotency(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_ack a, b;
     struct fl_error e;
 
@@ -333,7 +310,7 @@ static void test_idempotency(void **state)
 
 static void test_expected_version(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_error e;
 
     ok(f->s, "{\"type\":\"flow_registered\",\"expected_version\":0,\"data\":{\"flow_id\":\"f1\",\"flow_name\":\"n\"}}");
@@ -353,7 +330,7 @@ static void test_expected_version(void **state)
 
 static void test_batches(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_ack acks[3];
     struct fl_error e;
 
@@ -377,7 +354,7 @@ static void test_batches(void **state)
 /* Several appends in one commit: each has its own outcome. */
 static void test_group_outcomes(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     const char *texts[3] = {REG("g1"), REG("g1"), REG("g2")};
     msgpack_sbuffer sb[3];
     msgpack_unpacked up[3];
@@ -419,7 +396,7 @@ static void test_group_outcomes(void **state)
 
 static void test_rollback(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_error e;
     struct fl_ack a;
 
@@ -479,7 +456,7 @@ static void test_rollback(void **state)
 
 static void test_history_tables_log(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_error e;
 
     ok(f->s, REG("f1"));
@@ -559,7 +536,7 @@ static void test_history_tables_log(void **state)
 
 static void test_as_of_time(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_ack a1, a2;
     struct fl_error e;
     msgpack_sbuffer sb;
@@ -642,7 +619,7 @@ static void test_format_and_reopen(void **state)
 
 static void test_rebuild(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_error e;
     uint64_t n = 0;
     size_t l1, l2;
@@ -668,7 +645,7 @@ static void test_rebuild(void **state)
 
 static void test_backup(void **state)
 {
-    struct fx *f = *state;
+    struct tu_fx *f = *state;
     struct fl_error e;
     uint64_t bytes = 0, head = 0;
     size_t l1, l2;
@@ -702,20 +679,20 @@ static void test_backup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_flow_registered, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flow_updated_and_status, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_run_lifecycle, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_child_tables, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_form_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expected_version, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_batches, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_group_outcomes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_history_tables_log, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_as_of_time, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rebuild, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flow_registered, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_flow_updated_and_status, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_run_lifecycle, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_child_tables, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_form_errors, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_expected_version, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_batches, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_group_outcomes, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rollback, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_history_tables_log, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_as_of_time, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_rebuild, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_backup, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test(test_map_growth),
         cmocka_unit_test(test_format_and_reopen),
     };

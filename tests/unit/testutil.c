@@ -52,6 +52,29 @@ struct fl_store *tu_open(const char *dir, int durable)
     return s;
 }
 
+int tu_fx_setup(void **state)
+{
+    struct tu_fx *f = calloc(1, sizeof *f);
+
+    if (!f)
+        abort();
+    f->dir = tu_tmpdir();
+    f->s = tu_open(f->dir, 0);
+    *state = f;
+    return 0;
+}
+
+int tu_fx_teardown(void **state)
+{
+    struct tu_fx *f = *state;
+
+    fl_store_close(f->s);
+    tu_rmdir(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
 void tu_pack_json(msgpack_packer *pk, const json_t *j)
 {
     const char *k;

@@ -19,6 +19,14 @@ void tu_rmdir(const char *dir);
 /* Open a store in dir with nosync (fast tests) unless durable. Asserts success. */
 struct fl_store *tu_open(const char *dir, int durable);
 
+/* A cmocka fixture: a fresh store (nosync) in a fresh directory, as *state. */
+struct tu_fx {
+    char *dir;
+    struct fl_store *s;
+};
+int tu_fx_setup(void **state);
+int tu_fx_teardown(void **state);
+
 /* Pack a jansson value as msgpack (ints stay ints) into sb. */
 void tu_pack_json(msgpack_packer *pk, const json_t *j);
 /* Convert a msgpack object to jansson (timestamps become integers of microseconds). */
