@@ -1,4 +1,19 @@
-/* store.c: the LMDB environment, its databases, group commit, map growth, rebuild. */
+/* store.c: the LMDB environment, its databases, the journal that makes commits durable, group
+ * commit, recovery at open, map growth, rebuild.
+ *
+ * Durability. A commit is durable once its records are flushed in the journal (journal.h: one
+ * sequential write and one fdatasync per commit). The LMDB environment, holding the log and the
+ * projections in one transaction as before, is opened with MDB_NOSYNC and flushed only at a
+ * clean close: flushing its B-tree pages on every commit cost 13 KB written per event
+ * (bench/RESULTS.md). Records go to the journal before the LMDB commit, so LMDB never holds a
+ * record the journal lacks. Two kinds of stop are then safe:
+ *  - a process crash (kill -9): the page cache keeps everything LMDB wrote, so the environment
+ *    is intact as of its last commit; records the journal has beyond it (the process died
+ *    between the flush and the LMDB commit) are applied at the next open;
+ *  - an OS crash or power loss, which can leave the unflushed LMDB file damaged: DIR/running
+ *    names the boot the store was opened in; found at open from another boot, the LMDB file is
+ *    set aside (data.mdb.suspect) and everything is rebuilt from the journal.
+ * A clean close flushes LMDB and removes DIR/running. */
 #include "store_int.h"
 
 #include <errno.h>
@@ -14,10 +29,19 @@
 #include "project.h"
 #include "record.h"
 
-#define STORE_FORMAT "flowlog-store-2"
+#define STORE_FORMAT "flowlog-store-3"
 #define DEFAULT_MAP (256ull << 20)
 #define DEFAULT_MAX_MAP (1ull << 40)
 #define REBUILD_CHUNK 20000
+#define RUNNING_FILE "running"
+
+/* The head of the log as a commit or a recovery advances it. */
+struct group_state {
+    uint64_t seq;
+    int64_t ts;
+    uint8_t chain[FL_CHAIN_LEN];
+    uint64_t head_off; /* journal offset of the head record's frame */
+};
 
 const char *const fl_db_names[FL_DB_COUNT] = {
     "meta", "log", "tlog", "names", "idem", "flows", "idx",
@@ -241,18 +265,391 @@ static int reserve_lock_file(const char *dir, struct fl_error *err)
     return 0;
 }
 
+/* ---- durability: the journal position, the running mark, recovery ---- */
+
+/* meta "journal" = end(8) head_frame(8): where the journal ends after the last committed
+ * record, and where that record's frame starts (to check, at open, that the journal has it). */
+static int put_journal_pos(struct fl_store *s, MDB_txn *txn, uint64_t end, uint64_t head_off)
+{
+    uint8_t b[16];
+    MDB_val k = {7, "journal"}, v = {16, b};
+
+    fl_put_be64(b, end);
+    fl_put_be64(b + 8, head_off);
+    return mdb_put(txn, s->db.dbi[FL_DB_META], &k, &v, 0);
+}
+
+static int get_journal_pos(struct fl_store *s, MDB_txn *txn, uint64_t *end, uint64_t *head_off)
+{
+    MDB_val k = {7, "journal"}, v;
+    int rc = mdb_get(txn, s->db.dbi[FL_DB_META], &k, &v);
+
+    if (rc == 0 && v.mv_size == 16) {
+        *end = fl_get_be64(v.mv_data);
+        *head_off = fl_get_be64((const uint8_t *)v.mv_data + 8);
+    } else if (rc == 0) {
+        rc = MDB_CORRUPTED;
+    }
+    return rc;
+}
+
+/* This boot's id ("" where the kernel does not tell: every unclean stop then counts as an OS
+ * crash, which costs a rebuild from the journal and never trusts a damaged file). */
+static void boot_id(char out[64])
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    out[0] = '\0';
+    if (f) {
+        if (!fgets(out, 64, f))
+            out[0] = '\0';
+        fclose(f);
+    }
+    out[strcspn(out, "\n")] = '\0';
+}
+
+/* 1 if the LMDB file can be used as it is: a clean close (no DIR/running), or an unclean stop
+ * in this very boot (a process crash: the page cache kept its writes). */
+static int lmdb_trusted(const char *dir, const char *boot)
+{
+    char path[4200], was[64] = "";
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/" RUNNING_FILE, dir);
+    if (!(f = fopen(path, "r")))
+        return errno == ENOENT;
+    if (!fgets(was, sizeof was, f))
+        was[0] = '\0';
+    fclose(f);
+    was[strcspn(was, "\n")] = '\0';
+    return boot[0] && strcmp(was, boot) == 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+    if (fd < 0)
+        return errno;
+    if (fsync(fd) != 0)
+        rc = errno;
+    close(fd);
+    return rc;
+}
+
+/* Write DIR/running (this boot's id) and make it durable before LMDB writes anything unflushed:
+ * without it on disk, an OS crash could leave a damaged file that the next open trusts. */
+static int mark_running(struct fl_store *s, const char *boot, struct fl_error *err)
+{
+    char path[4200], tmp[4200];
+    int fd, rc = 0;
+
+    snprintf(path, sizeof path, "%s/" RUNNING_FILE, s->dir);
+    snprintf(tmp, sizeof tmp, "%s/" RUNNING_FILE ".tmp", s->dir);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return fl_store_mdb_error(errno, "cannot write " RUNNING_FILE, err);
+    if (write(fd, boot, strlen(boot)) != (ssize_t)strlen(boot) || write(fd, "\n", 1) != 1 ||
+        (!s->nosync && fsync(fd) != 0))
+        rc = errno ? errno : EIO;
+    close(fd);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = errno;
+    if (rc == 0 && !s->nosync)
+        rc = fsync_dir(s->dir);
+    return rc ? fl_store_mdb_error(rc, "cannot write " RUNNING_FILE, err) : 0;
+}
+
+static void mark_clean(struct fl_store *s)
+{
+    char path[4200];
+
+    snprintf(path, sizeof path, "%s/" RUNNING_FILE, s->dir);
+    if (unlink(path) == 0)
+        fsync_dir(s->dir);
+}
+
+/* Set the LMDB file of an OS crash aside (replacing an older one): the journal rebuilds it. */
+static int set_lmdb_aside(struct fl_store *s, struct fl_error *err)
+{
+    char path[4200], aside[4200];
+
+    snprintf(path, sizeof path, "%s/data.mdb", s->dir);
+    snprintf(aside, sizeof aside, "%s/data.mdb.suspect", s->dir);
+    if (rename(path, aside) != 0 && errno != ENOENT)
+        return fl_store_mdb_error(errno, "cannot set the unflushed data.mdb aside", err);
+    return 0;
+}
+
+/* Recovery applies the journal's frames after the LMDB head in chunks of one transaction. */
+struct recovery {
+    struct fl_store *s;
+    struct fl_ptx x;
+    MDB_txn *txn;
+    struct group_state g;       /* the head as of the frames applied so far */
+    uint64_t chunk_from;        /* offset of the open transaction's first frame */
+    uint64_t next, head_off;    /* after the last applied frame; that frame's offset */
+    uint64_t done_next, done_head_off; /* the same as of the last committed chunk */
+    uint64_t in_txn, applied;
+    int bad;                    /* the scan stopped at a frame that is not the next record */
+    char why[160];
+    struct fl_error *err;
+};
+
+enum { RECOVER_MDB = 1, RECOVER_BAD, RECOVER_FAIL };
+
+static int recovery_commit(struct recovery *r)
+{
+    int rc;
+
+    if (!r->txn)
+        return 0;
+    rc = put_journal_pos(r->s, r->txn, r->next, r->head_off);
+    rc = rc ? rc : r->x.mdb_rc;
+    if (rc != 0) {
+        mdb_txn_abort(r->txn);
+    } else {
+        rc = mdb_txn_commit(r->txn);
+    }
+    r->txn = NULL;
+    if (rc != 0) {
+        r->x.mdb_rc = rc;
+        return RECOVER_MDB;
+    }
+    r->done_next = r->next;
+    r->done_head_off = r->head_off;
+    r->s->events += r->in_txn;
+    r->applied += r->in_txn;
+    r->in_txn = 0;
+    r->s->head = r->g.seq;
+    r->s->last_ts = r->g.ts;
+    memcpy(r->s->head_chain, r->g.chain, FL_CHAIN_LEN);
+    return 0;
+}
+
+static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t len)
+{
+    struct recovery *r = arg;
+    struct fl_record d;
+    msgpack_unpacked up;
+    uint8_t chain[FL_CHAIN_LEN], kb[8];
+    MDB_val k = {8, kb}, v = {len, (void *)rec};
+    int rc;
+
+    if (!r->txn) {
+        if ((rc = mdb_txn_begin(r->s->env, NULL, 0, &r->txn)) != 0) {
+            r->x.mdb_rc = rc;
+            return RECOVER_MDB;
+        }
+        r->x.txn = r->txn;
+        r->x.mdb_rc = 0;
+        r->chunk_from = off;
+    }
+    rc = fl_record_decode(rec, len, &d, &up, NULL);
+    if (rc == 0) {
+        fl_hash_chain(r->g.chain, d.body, d.body_len, chain);
+        if (d.seq != r->g.seq + 1)
+            snprintf(r->why, sizeof r->why, "holds seq %llu where seq %llu was due",
+                     (unsigned long long)d.seq, (unsigned long long)r->g.seq + 1);
+        else if (memcmp(chain, d.chain, FL_CHAIN_LEN) != 0)
+            snprintf(r->why, sizeof r->why, "does not continue the hash chain");
+        else if (d.ts < r->g.ts)
+            snprintf(r->why, sizeof r->why, "goes back in time");
+        else
+            r->why[0] = '\0';
+    } else {
+        snprintf(r->why, sizeof r->why, "fails its checksum");
+    }
+    msgpack_unpacked_destroy(&up);
+    if (rc != 0 || r->why[0]) {
+        r->bad = 1;
+        return RECOVER_BAD;
+    }
+    fl_put_be64(kb, r->g.seq + 1);
+    if ((rc = mdb_put(r->txn, r->s->db.dbi[FL_DB_LOG], &k, &v, MDB_APPEND)) != 0) {
+        r->x.mdb_rc = rc;
+        return RECOVER_MDB;
+    }
+    if (fl_store_replay_record(r->s, &r->x, d.seq, rec, len, r->err) != 0) {
+        fl_arena_reset(r->x.arena);
+        return r->x.mdb_rc ? RECOVER_MDB : RECOVER_FAIL;
+    }
+    fl_arena_reset(r->x.arena);
+    r->g.seq++;
+    r->g.ts = d.ts;
+    memcpy(r->g.chain, chain, FL_CHAIN_LEN);
+    r->head_off = off;
+    r->next = off + 4 + len;
+    if (++r->in_txn >= REBUILD_CHUNK)
+        return recovery_commit(r);
+    return 0;
+}
+
+static int grow_map(struct fl_store *s, struct fl_error *err);
+
+/* Apply the journal's records beyond the LMDB head, then cut whatever follows them (a flush
+ * that a crash cut short: never acknowledged). */
+static int recover(struct fl_store *s, uint64_t from, uint64_t head_off, struct fl_error *err)
+{
+    struct recovery r = {.s = s, .err = err, .done_next = from, .done_head_off = head_off};
+    uint64_t end, saved;
+    int damaged, rc;
+
+    r.x.db = &s->db;
+    if (!(r.x.arena = fl_arena_new()))
+        return fl_error_set(err, FL_EINTERNAL, "out of memory");
+    for (;;) {
+        r.g.seq = s->head;
+        r.g.ts = s->last_ts;
+        memcpy(r.g.chain, s->head_chain, FL_CHAIN_LEN);
+        r.in_txn = 0;
+        r.next = r.done_next;
+        r.head_off = r.done_head_off;
+        rc = fl_journal_scan(s->journal, r.next, recovery_frame, &r, &end, &damaged, err);
+        if (rc == 0 || rc == RECOVER_BAD)
+            rc = recovery_commit(&r);
+        if (rc == RECOVER_MDB && r.x.mdb_rc == MDB_MAP_FULL) {
+            if (r.txn)
+                mdb_txn_abort(r.txn);
+            r.txn = NULL;
+            if ((rc = grow_map(s, err)) != 0)
+                goto out;
+            continue; /* redo the chunk that did not fit */
+        }
+        break;
+    }
+    if (r.txn)
+        mdb_txn_abort(r.txn);
+    if (rc == RECOVER_MDB) {
+        rc = fl_store_write_error(s, r.x.mdb_rc, "recover from the journal", err);
+        goto out;
+    }
+    if (rc == RECOVER_FAIL) {
+        rc = fl_error_set(err, FL_EINTERNAL, "recovering from the journal: %s",
+                          err ? err->msg : "a record does not apply");
+        goto out;
+    }
+    if (rc < 0)
+        goto out;
+    if ((rc = fl_journal_cut(s->journal, r.next, &saved, err)) != 0)
+        goto out;
+    if (r.applied)
+        fl_info("applied %llu events from the journal (seq %llu to %llu)",
+                (unsigned long long)r.applied, (unsigned long long)(s->head - r.applied + 1),
+                (unsigned long long)s->head);
+    if (saved)
+        fl_warn("the journal ended in %llu bytes that are not a whole record following seq %llu "
+                "(%s%s): a flush cut short, never acknowledged; saved in %s/journal.cut-%llu-* "
+                "and cut",
+                (unsigned long long)saved, (unsigned long long)s->head,
+                r.bad ? "the next frame " : "a torn frame", r.bad ? r.why : "", s->dir,
+                (unsigned long long)r.next);
+    s->recovered += r.applied;
+    rc = 0;
+out:
+    fl_buf_free(&r.x.k);
+    fl_buf_free(&r.x.v);
+    fl_arena_free(r.x.arena);
+    return rc;
+}
+
+/* With a trusted LMDB file, the journal must hold the head record where LMDB says it is: a
+ * journal that was truncated, replaced or lost would otherwise go unnoticed. */
+static int check_journal_head(struct fl_store *s, MDB_txn *txn, uint64_t head_off,
+                              struct fl_error *err)
+{
+    struct fl_buf b = {0};
+    MDB_val v;
+    int rc;
+
+    if (s->head == 0)
+        return 0;
+    if ((rc = fl_store_get_record(txn, &s->db, s->head, &v)) != 0)
+        return fl_store_mdb_error(rc, "read the log head", err);
+    rc = fl_journal_read(s->journal, head_off, &b, err);
+    if (rc == 0 && (b.len != v.mv_size || memcmp(b.p, v.mv_data, b.len) != 0))
+        rc = FL_EINTERNAL;
+    fl_buf_free(&b);
+    if (rc != 0)
+        return fl_error_set(err, FL_EINTERNAL,
+                            "%s/journal does not hold seq %llu, the last event of the store, "
+                            "at offset %llu: the journal was truncated, replaced or damaged; "
+                            "restore the data directory from a backup",
+                            s->dir, (unsigned long long)s->head, (unsigned long long)head_off);
+    return 0;
+}
+
 static int rebuild_pending(struct fl_store *s, MDB_txn *txn)
 {
     MDB_val k = {15, "rebuild_pending"}, v;
     return mdb_get(txn, s->db.dbi[FL_DB_META], &k, &v) == 0;
 }
 
+/* Open the LMDB environment (never flushed until close: see "Durability" above). */
+static int open_env(struct fl_store *s, struct fl_error *err)
+{
+    int rc, dead = 0;
+
+    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, FL_DB_COUNT)) ||
+        (rc = mdb_env_set_mapsize(s->env, s->map_size)) != 0)
+        return fl_store_mdb_error(rc, "create LMDB environment", err);
+    /* MDB_NOTLS: the server's one thread keeps a reusable read handle beside the write txn. */
+    rc = mdb_env_open(s->env, s->dir, MDB_NOTLS | MDB_NOSYNC, 0600);
+    if (rc != 0) {
+        rc = fl_store_mdb_error(rc, "open LMDB environment", err);
+        if (err)
+            snprintf(err->msg + strlen(err->msg), sizeof err->msg - strlen(err->msg),
+                     " (data directory %s)", s->dir);
+        return rc;
+    }
+    mdb_reader_check(s->env, &dead);
+    return 0;
+}
+
+/* Check the directory, open the journal and decide whether the LMDB file can be trusted. */
+static int open_files(struct fl_store *s, struct fl_error *err)
+{
+    char path[4200], boot[64];
+    struct stat st;
+    int rc, created, trusted;
+
+    if ((rc = make_dir(s->dir, err)) != 0)
+        return rc;
+    /* Refuse to start if the directory is not writable, rather than at the first append. */
+    snprintf(path, sizeof path, "%s/.", s->dir);
+    if (access(path, W_OK) != 0)
+        return fl_error_set(err, FL_EUNAVAILABLE, "data directory %s is not writable: %s",
+                            s->dir, strerror(errno));
+    if ((rc = reserve_lock_file(s->dir, err)) != 0)
+        return rc;
+    boot_id(boot);
+    trusted = lmdb_trusted(s->dir, boot);
+    if ((rc = fl_journal_open(&s->journal, s->dir, s->nosync, &created, err)) != 0)
+        return rc;
+    snprintf(path, sizeof path, "%s/data.mdb", s->dir);
+    if (created && stat(path, &st) == 0 && st.st_size > 0) {
+        char jpath[4200];
+        snprintf(jpath, sizeof jpath, "%s/journal", s->dir);
+        unlink(jpath); /* we just made it: leave the directory as we found it */
+        return fl_error_set(err, FL_EINTERNAL,
+                            "data directory %s has data.mdb but no journal: it is not a store "
+                            "of this flowlog (format %s), or its journal was deleted",
+                            s->dir, STORE_FORMAT);
+    }
+    if (!trusted) {
+        fl_warn("data directory %s was not closed cleanly before the machine restarted: "
+                "its LMDB file may be incomplete; rebuilding it from the journal",
+                s->dir);
+        if ((rc = set_lmdb_aside(s, err)) != 0)
+            return rc;
+    }
+    return mark_running(s, boot, err);
+}
+
 int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct fl_error *err)
 {
     struct fl_store *s = calloc(1, sizeof *s);
     MDB_txn *txn = NULL;
-    int rc, dead = 0, pending;
-    char path[4096];
+    uint64_t jend = FL_JOURNAL_HEADER, head_off = 0;
+    int rc, pending;
 
     *out = NULL;
     if (!s)
@@ -266,38 +663,26 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
         rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
         goto fail;
     }
-    if ((rc = make_dir(o->dir, err)) != 0)
+    if ((rc = open_files(s, err)) != 0 || (rc = open_env(s, err)) != 0)
         goto fail;
-    /* Refuse to start if the directory is not writable, rather than at the first append. */
-    snprintf(path, sizeof path, "%s/.", o->dir);
-    if (access(path, W_OK) != 0) {
-        rc = fl_error_set(err, FL_EUNAVAILABLE, "data directory %s is not writable: %s", o->dir,
-                          strerror(errno));
-        goto fail;
-    }
-    if ((rc = reserve_lock_file(o->dir, err)) != 0)
-        goto fail;
-    if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, FL_DB_COUNT)) ||
-        (rc = mdb_env_set_mapsize(s->env, s->map_size)) != 0) {
-        rc = fl_store_mdb_error(rc, "create LMDB environment", err);
-        goto fail;
-    }
-    /* MDB_NOTLS: the server's one thread keeps a reusable read handle beside the write txn. */
-    rc = mdb_env_open(s->env, o->dir, MDB_NOTLS | (o->nosync ? MDB_NOSYNC : 0), 0600);
-    if (rc != 0) {
-        rc = fl_store_mdb_error(rc, "open LMDB environment", err);
-        if (err)
-            snprintf(err->msg + strlen(err->msg), sizeof err->msg - strlen(err->msg),
-                     " (data directory %s)", o->dir);
-        goto fail;
-    }
-    mdb_reader_check(s->env, &dead);
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0 ||
         (rc = fl_store_open_dbs(txn, &s->db, 1)) != 0) {
         rc = fl_store_mdb_error(rc, "open databases", err);
         goto fail;
     }
     if ((rc = load_meta(s, txn, err)) != 0)
+        goto fail;
+    rc = get_journal_pos(s, txn, &jend, &head_off);
+    if (rc == MDB_NOTFOUND && s->head == 0) {
+        rc = 0;
+    } else if (rc != 0) {
+        rc = fl_error_set(err, FL_EINTERNAL,
+                          "data directory %s: the store does not record its journal position "
+                          "(%s); run verify, or restore from a backup",
+                          s->dir, mdb_strerror(rc));
+        goto fail;
+    }
+    if ((rc = check_journal_head(s, txn, head_off, err)) != 0)
         goto fail;
     pending = rebuild_pending(s, txn);
     if ((rc = mdb_txn_commit(txn)) != 0) {
@@ -306,6 +691,8 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
         goto fail;
     }
     txn = NULL;
+    if ((rc = recover(s, jend, head_off, err)) != 0)
+        goto fail;
     *out = s;
     if (pending) {
         fl_warn("an interrupted rebuild of the projections was found; rebuilding again");
@@ -329,10 +716,12 @@ void fl_store_close(struct fl_store *s)
     if (s->rtxn)
         mdb_txn_abort(s->rtxn);
     if (s->env) {
-        if (!s->nosync)
-            mdb_env_sync(s->env, 1);
+        /* Only a flushed LMDB file may be trusted without the journal after an OS crash. */
+        if (!s->nosync && !s->broken[0] && mdb_env_sync(s->env, 1) == 0 && s->journal)
+            mark_clean(s);
         mdb_env_close(s->env);
     }
+    fl_journal_close(s->journal);
     free(s->dir);
     free(s);
 }
@@ -423,11 +812,6 @@ static int grow_map(struct fl_store *s, struct fl_error *err)
     return 0;
 }
 
-struct group_state {
-    uint64_t seq;
-    int64_t ts;
-    uint8_t chain[FL_CHAIN_LEN];
-};
 
 /* Append one event (its projection, then its log record). Returns 0/1 as fl_project_apply,
  * or a negative fl_err; x->mdb_rc tells a broken transaction from a rejected event. */
@@ -451,6 +835,10 @@ static int append_event(struct fl_store *s, struct fl_ptx *x, struct fl_append *
         x->mdb_rc = rc;
         return fl_store_mdb_error(rc, "append to log", &a->err);
     }
+    uint64_t frame_off = fl_journal_end(s->journal) + fl_journal_staged(s->journal);
+    if ((rc = fl_journal_stage(s->journal, rec->p, rec->len, &a->err)) != 0)
+        return rc;
+    g->head_off = frame_off;
     g->seq++;
     memcpy(g->chain, chain, FL_CHAIN_LEN);
     a->acks[i].seq = g->seq;
@@ -465,6 +853,7 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, MDB_txn *txn, struct
                       struct group_state *g, struct fl_buf *rec)
 {
     struct group_state saved = *g;
+    size_t staged = fl_journal_staged(s->journal);
     MDB_txn *child = NULL;
     int rc = 0;
 
@@ -488,6 +877,7 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, MDB_txn *txn, struct
     if (rc < 0) {
         if (child)
             mdb_txn_abort(child);
+        fl_journal_unstage(s->journal, staged);
         *g = saved;
         if (x->mdb_rc)
             return rc;
@@ -496,6 +886,7 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, MDB_txn *txn, struct
     }
     if (child && (rc = mdb_txn_commit(child)) != 0) {
         x->mdb_rc = rc;
+        fl_journal_unstage(s->journal, staged);
         *g = saved;
         return fl_store_mdb_error(rc, "commit nested transaction", &a->err);
     }
@@ -513,6 +904,43 @@ static void fail_all(struct fl_append **apps, size_t n, const struct fl_error *e
     }
 }
 
+/* Make the group durable and visible: its records to the journal (flushed), then the LMDB
+ * transaction (not flushed). Returns 0 or an MDB/errno code; on failure nothing of the group
+ * counts (a journal write whose LMDB commit failed is taken back). */
+static int commit_group(struct fl_store *s, MDB_txn *txn, const struct group_state *g,
+                        struct fl_error *e)
+{
+    uint64_t before = fl_journal_end(s->journal);
+    int rc;
+
+    if (fl_journal_staged(s->journal) == 0)
+        return mdb_txn_commit(txn); /* nothing appended (all duplicates or refused) */
+    rc = put_journal_pos(s, txn, before + fl_journal_staged(s->journal), g->head_off);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        fl_journal_unstage(s->journal, 0);
+        return rc;
+    }
+    if ((rc = fl_journal_flush(s->journal, e)) != 0) {
+        mdb_txn_abort(txn);
+        return -1; /* e says why */
+    }
+    /* Durable from here: acknowledged once this returns. */
+    if ((rc = mdb_txn_commit(txn)) != 0) {
+        struct fl_error ue;
+        if (fl_journal_undo(s->journal, before, &ue) != 0) {
+            /* The journal keeps records LMDB refused: the next open applies them. Until then
+             * the two disagree, so nothing more may be committed. */
+            snprintf(s->broken, sizeof s->broken,
+                     "the store could not take back a journal write after a failed commit (%.120s); "
+                     "restart flowlogd",
+                     ue.msg);
+            fl_warn("%s", s->broken);
+        }
+    }
+    return rc;
+}
+
 int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err)
 {
     struct fl_buf rec = {0};
@@ -523,6 +951,10 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
     int rc;
 
     fl_error_clear(&e);
+    if (s->broken[0]) {
+        fl_error_set(&e, FL_EUNAVAILABLE, "%s", s->broken);
+        goto fail;
+    }
     x.db = &s->db;
     x.arena = fl_arena_new();
     if (!x.arena) {
@@ -534,7 +966,9 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
         g.seq = s->head;
         g.ts = now > s->last_ts ? now : s->last_ts; /* ts never goes back, even if the clock does */
         memcpy(g.chain, s->head_chain, FL_CHAIN_LEN);
+        g.head_off = 0;
         x.mdb_rc = 0;
+        fl_journal_unstage(s->journal, 0);
         if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
             fl_store_mdb_error(rc, "begin write", &e);
             goto fail;
@@ -546,9 +980,11 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
             mdb_txn_abort(txn);
             rc = x.mdb_rc;
         } else {
-            rc = mdb_txn_commit(txn); /* durable here: fdatasync + O_DSYNC meta (default flags) */
+            rc = commit_group(s, txn, &g, &e);
+            if (rc == -1)
+                goto fail;
         }
-        if (rc == MDB_MAP_FULL) {
+        if (rc == MDB_MAP_FULL && !s->broken[0]) {
             if (grow_map(s, &e) != 0)
                 goto fail;
             continue; /* redo the whole group: nothing of it was committed */
@@ -573,6 +1009,7 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
     return 0;
 fail:
     /* The caller reports it (flowlogd logs each failed commit once). */
+    fl_journal_unstage(s->journal, 0);
     fail_all(apps, n, &e);
     if (err)
         *err = e;
@@ -585,38 +1022,53 @@ fail:
 
 /* ---- replay and rebuild ---- */
 
+int fl_store_replay_record(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
+                           const void *bytes, size_t len, struct fl_error *err)
+{
+    struct fl_event_limits lim = s->lim;
+    struct fl_record r;
+    struct fl_event ev;
+    struct fl_ack dup;
+    msgpack_unpacked up;
+    int rc;
+
+    lim.trusted = 1;
+    if ((rc = fl_record_decode(bytes, len, &r, &up, err)) != 0 ||
+        (rc = fl_event_parse_parts(r.type.p, r.type.len, r.event_id.p, r.event_id.len, r.data,
+                                   &lim, &ev, err)) != 0) {
+        msgpack_unpacked_destroy(&up);
+        return fl_error_set(err, FL_EINTERNAL, "a record does not decode: %s",
+                            err ? err->msg : "undecodable record");
+    }
+    rc = fl_project_apply(dst, r.tenant, &ev, seq, r.ts, &dup, err);
+    fl_event_free(&ev);
+    msgpack_unpacked_destroy(&up);
+    if (rc != 0 && !dst->mdb_rc)
+        return fl_error_set(err, FL_EINTERNAL, "a record does not replay: %s",
+                            err ? err->msg : "");
+    return rc;
+}
+
 int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
                     uint64_t to, uint64_t *done, struct fl_error *err)
 {
-    struct fl_event_limits lim = s->lim;
-    int rc = 0;
-
-    lim.trusted = 1;
     for (uint64_t seq = from; seq <= to; seq++) {
         MDB_val v;
-        struct fl_record r;
-        struct fl_event ev;
-        struct fl_ack dup;
-        msgpack_unpacked up;
+        int rc;
 
         if ((rc = fl_store_get_record(src, &s->db, seq, &v)) != 0)
             return fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
                                 (unsigned long long)seq, mdb_strerror(rc));
-        if ((rc = fl_record_decode(v.mv_data, v.mv_size, &r, &up, err)) != 0 ||
-            (rc = fl_event_parse_parts(r.type.p, r.type.len, r.event_id.p, r.event_id.len,
-                                       r.data, &lim, &ev, err)) != 0) {
-            msgpack_unpacked_destroy(&up);
-            return fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq,
-                                err ? err->msg : "undecodable record");
-        }
-        rc = fl_project_apply(dst, r.tenant, &ev, seq, r.ts, &dup, err);
+        rc = fl_store_replay_record(s, dst, seq, v.mv_data, v.mv_size, err);
         fl_arena_reset(dst->arena);
-        fl_event_free(&ev);
-        msgpack_unpacked_destroy(&up);
-        if (rc != 0)
-            return dst->mdb_rc ? rc
-                               : fl_error_set(err, FL_EINTERNAL, "seq %llu does not replay: %s",
-                                              (unsigned long long)seq, err ? err->msg : "");
+        if (rc != 0) {
+            if (!dst->mdb_rc && err) {
+                char msg[FL_ERR_MSG_MAX];
+                snprintf(msg, sizeof msg, "%s", err->msg);
+                fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, msg);
+            }
+            return rc;
+        }
         if (done)
             (*done)++;
     }
@@ -742,6 +1194,28 @@ int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64
     }
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     *bytes = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    /* The copy was written without a flush; and the backup needs the journal up to the same
+     * head (this thread commits nothing while it copies, so the journal's end is the head). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0)
+        rc = errno ? errno : EIO;
+    if (fd >= 0)
+        close(fd);
+    if (rc != 0) {
+        unlink(path);
+        rmdir(dir);
+        return fl_store_write_error(s, rc, "backup", err);
+    }
+    snprintf(path, sizeof path, "%s/journal", dir);
+    if ((rc = fl_journal_copy(s->journal, path, err)) != 0) {
+        unlink(path);
+        snprintf(path, sizeof path, "%s/data.mdb", dir);
+        unlink(path);
+        rmdir(dir);
+        return rc;
+    }
+    *bytes += stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+    fsync_dir(dir);
     return 0;
 }
 
@@ -754,7 +1228,7 @@ int fl_store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
 
     mdb_env_info(s->env, &info);
     mdb_env_stat(s->env, &st);
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 14);
 #define KV(name, val)                                                                          \
     do {                                                                                       \
         msgpack_pack_str(pk, strlen(name));                                                    \
@@ -772,6 +1246,9 @@ int fl_store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
     KV("pages_used", info.me_last_pgno + 1);
     KV("page_size", st.ms_psize);
     KV("readers", info.me_numreaders);
+    KV("journal_bytes", fl_journal_end(s->journal));
+    KV("journal_flushes", fl_journal_flushes(s->journal));
+    KV("recovered_events", s->recovered);
 #undef KV
     (void)err;
     return 0;

@@ -1,13 +1,16 @@
 /* store.h: the durable record. One LMDB environment in a data directory holding the append-only
  * log and, maintained in the same transactions, the projections (the seven tables, attempt
- * history, indexes, as-of versions). No networking here: the server, the tools and the tests
- * share this API.
+ * history, indexes, as-of versions), plus the journal (journal.h), the log's flushed copy that
+ * makes each commit durable. No networking here: the server, the tools and the tests share this
+ * API.
  *
  * Appends are built for group commit: the caller gathers many independent appends (from many
  * clients) and hands them to fl_store_commit in one call. They go into one LMDB write
  * transaction and one durable commit; each append gets its own outcome, and one append failing
- * never fails the others. Nothing is reported committed before that commit has returned with
- * LMDB's default (synchronous) flags, unless the store was opened with nosync (tests only). */
+ * never fails the others. Nothing is reported committed before the commit's records are
+ * flushed to the journal (fdatasync), unless the store was opened with nosync (tests only);
+ * the LMDB transaction is committed right after, unflushed, and recovered from the journal
+ * after an unclean stop (store.c, "Durability"). */
 #ifndef FL_STORE_H
 #define FL_STORE_H
 

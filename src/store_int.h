@@ -14,6 +14,9 @@
  *          flow_no(8) 'S' seq(8) table(1) pk       -> row written by that event, or "" once
  *                                                     deleted (the versions behind as-of)
  *   idx    tenant_no(8) table(1) col(1) xxh3(value)(8) flow_no(8) pk -> ""
+ *   meta   "format"                                -> the store format stamp
+ *          "journal"                               -> journal end(8) head frame offset(8)
+ *          "rebuild_pending"                       -> "1" while a rebuild is unfinished
  *
  *   pk: flows (none); runs run_no(8); iterations and human requests run_no(8) iter(4);
  *   patches and scans run_no(8) iter(4) keystr(artifact_ref); exec run_no(8) iter(4) job_type(1).
@@ -37,6 +40,7 @@
 
 #include "err.h"
 #include "hash.h"
+#include "journal.h"
 #include "store.h"
 #include "util.h"
 
@@ -65,8 +69,11 @@ struct fl_dbs {
 struct fl_store {
     MDB_env *env;
     struct fl_dbs db;
+    struct fl_journal *journal; /* the durable copy of the log; LMDB itself is never flushed
+                                   between open and close (store.c: "durability") */
     char *dir;
     int nosync;
+    char broken[256]; /* set when the journal and LMDB may disagree: commits refused */
     size_t map_size, max_map_size;
     struct fl_event_limits lim;
     MDB_txn *rtxn; /* one reusable read handle: renewed per read, reset after (never held) */
@@ -77,6 +84,7 @@ struct fl_store {
     uint8_t head_chain[FL_CHAIN_LEN];
     /* counters for stats */
     uint64_t commits, appends, events, duplicates, failed_appends, map_growths;
+    uint64_t recovered; /* events applied from the journal at open */
 };
 
 /* A write context for the projection code: one transaction and its databases. */
@@ -111,6 +119,10 @@ void fl_store_read_end(struct fl_store *s, MDB_txn *txn);
 
 /* Fetch log record seq within txn (borrowed until the txn ends). MDB_NOTFOUND if absent. */
 int fl_store_get_record(MDB_txn *txn, const struct fl_dbs *db, uint64_t seq, MDB_val *out);
+
+/* Apply one log record (checked already) to the projections in dst, as a replay does. */
+int fl_store_replay_record(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
+                           const void *rec, size_t len, struct fl_error *err);
 
 /* Replay records [from, to] of src (a read txn on the live store) through the projection code
  * into dst. Used by rebuild (dst = the live store) and verify (dst = a scratch store). */

@@ -1,5 +1,6 @@
-/* verify.c: prove the record intact: every checksum, the hash chain, seq and ts order, and
- * projections equal to a rebuild from the log made in a scratch environment. */
+/* verify.c: prove the record intact: every checksum, the hash chain, seq and ts order, the
+ * journal equal to the log, and projections equal to a rebuild from the log made in a scratch
+ * environment. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -109,6 +110,55 @@ static int check_log(struct fl_store *s, MDB_txn *txn, struct report *r, struct 
     if (r->head_seq != s->head)
         problem(r, "the log ends at seq %llu but the store's head is %llu",
                 (unsigned long long)r->head_seq, (unsigned long long)s->head);
+    return 0;
+}
+
+/* The journal must hold the log record for record, byte for byte: it is what recovery trusts. */
+struct journal_check {
+    struct fl_store *s;
+    MDB_txn *txn;
+    struct report *r;
+    uint64_t seq;
+};
+
+static int journal_frame(void *arg, uint64_t off, const uint8_t *rec, size_t len)
+{
+    struct journal_check *jc = arg;
+    MDB_val v;
+    uint64_t seq = ++jc->seq;
+    int rc = fl_store_get_record(jc->txn, &jc->s->db, seq, &v);
+
+    if (rc == MDB_NOTFOUND)
+        problem(jc->r, "seq %llu is in the journal (offset %llu) but not in the log",
+                (unsigned long long)seq, (unsigned long long)off);
+    else if (rc != 0)
+        return rc;
+    else if (v.mv_size != len || memcmp(v.mv_data, rec, len) != 0)
+        problem(jc->r, "seq %llu: the log's record differs from the journal's copy (offset %llu)",
+                (unsigned long long)seq, (unsigned long long)off);
+    return 0;
+}
+
+static int check_journal(struct fl_store *s, MDB_txn *txn, struct report *r, struct fl_error *err)
+{
+    struct journal_check jc = {s, txn, r, 0};
+    uint64_t end;
+    int damaged, rc = fl_journal_scan(s->journal, 0, journal_frame, &jc, &end, &damaged, err);
+
+    if (rc > 0)
+        return fl_store_mdb_error(rc, "verify", err);
+    if (rc < 0)
+        return rc;
+    if (damaged)
+        problem(r, "the journal is damaged at offset %llu, after seq %llu",
+                (unsigned long long)end, (unsigned long long)jc.seq);
+    if (end != fl_journal_end(s->journal))
+        problem(r, "the journal's records end at offset %llu, not at %llu where the store wrote "
+                "its last one",
+                (unsigned long long)end, (unsigned long long)fl_journal_end(s->journal));
+    if (jc.seq < s->head)
+        problem(r, "the journal ends at seq %llu but the log at seq %llu",
+                (unsigned long long)jc.seq, (unsigned long long)s->head);
     return 0;
 }
 
@@ -255,6 +305,8 @@ int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err
     if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)) != 0)
         return fl_store_mdb_error(rc, "verify", err);
     rc = check_log(s, txn, &r, err);
+    if (rc == 0)
+        rc = check_journal(s, txn, &r, err);
     if (rc == 0)
         rc = check_projections(s, txn, &r, err);
     mdb_txn_abort(txn);
