@@ -379,6 +379,9 @@ static int set_lmdb_aside(struct fl_store *s, struct fl_error *err)
     return 0;
 }
 
+static int replay_decoded(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
+                          const struct fl_record *r, struct fl_error *err);
+
 /* Recovery applies the journal's frames after the LMDB head in chunks of one transaction. */
 struct recovery {
     struct fl_store *s;
@@ -425,6 +428,23 @@ static int recovery_commit(struct recovery *r)
     return 0;
 }
 
+/* The frame's record must be the next one: seq, chain and ts follow the head. */
+static int recovery_check(struct recovery *r, const struct fl_record *d,
+                          uint8_t chain[FL_CHAIN_LEN])
+{
+    fl_hash_chain(r->g.chain, d->body, d->body_len, chain);
+    if (d->seq != r->g.seq + 1)
+        snprintf(r->why, sizeof r->why, "holds seq %llu where seq %llu was due",
+                 (unsigned long long)d->seq, (unsigned long long)r->g.seq + 1);
+    else if (memcmp(chain, d->chain, FL_CHAIN_LEN) != 0)
+        snprintf(r->why, sizeof r->why, "does not continue the hash chain");
+    else if (d->ts < r->g.ts)
+        snprintf(r->why, sizeof r->why, "goes back in time");
+    else
+        return 0;
+    return -1;
+}
+
 static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t len)
 {
     struct recovery *r = arg;
@@ -443,38 +463,29 @@ static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t le
         r->x.mdb_rc = 0;
         r->chunk_from = off;
     }
-    rc = fl_record_decode(rec, len, &d, &up, NULL);
-    if (rc == 0) {
-        fl_hash_chain(r->g.chain, d.body, d.body_len, chain);
-        if (d.seq != r->g.seq + 1)
-            snprintf(r->why, sizeof r->why, "holds seq %llu where seq %llu was due",
-                     (unsigned long long)d.seq, (unsigned long long)r->g.seq + 1);
-        else if (memcmp(chain, d.chain, FL_CHAIN_LEN) != 0)
-            snprintf(r->why, sizeof r->why, "does not continue the hash chain");
-        else if (d.ts < r->g.ts)
-            snprintf(r->why, sizeof r->why, "goes back in time");
-        else
-            r->why[0] = '\0';
-    } else {
+    if (fl_record_decode(rec, len, &d, &up, NULL) != 0) {
         snprintf(r->why, sizeof r->why, "fails its checksum");
+        rc = RECOVER_BAD;
+    } else if (recovery_check(r, &d, chain) != 0) {
+        rc = RECOVER_BAD;
+    } else {
+        fl_put_be64(kb, d.seq);
+        if ((rc = mdb_put(r->txn, r->s->db.dbi[FL_DB_LOG], &k, &v, MDB_APPEND)) != 0)
+            r->x.mdb_rc = rc;
+        else
+            rc = replay_decoded(r->s, &r->x, d.seq, &d, r->err);
+        fl_arena_reset(r->x.arena);
+        if (rc != 0)
+            rc = r->x.mdb_rc ? RECOVER_MDB : RECOVER_FAIL;
+        else
+            r->g.ts = d.ts;
     }
     msgpack_unpacked_destroy(&up);
-    if (rc != 0 || r->why[0]) {
-        r->bad = 1;
-        return RECOVER_BAD;
+    if (rc != 0) {
+        r->bad = rc == RECOVER_BAD;
+        return rc;
     }
-    fl_put_be64(kb, r->g.seq + 1);
-    if ((rc = mdb_put(r->txn, r->s->db.dbi[FL_DB_LOG], &k, &v, MDB_APPEND)) != 0) {
-        r->x.mdb_rc = rc;
-        return RECOVER_MDB;
-    }
-    if (fl_store_replay_record(r->s, &r->x, d.seq, rec, len, r->err) != 0) {
-        fl_arena_reset(r->x.arena);
-        return r->x.mdb_rc ? RECOVER_MDB : RECOVER_FAIL;
-    }
-    fl_arena_reset(r->x.arena);
     r->g.seq++;
-    r->g.ts = d.ts;
     memcpy(r->g.chain, chain, FL_CHAIN_LEN);
     r->head_off = off;
     r->next = off + 4 + len;
@@ -1022,30 +1033,41 @@ fail:
 
 /* ---- replay and rebuild ---- */
 
-int fl_store_replay_record(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
-                           const void *bytes, size_t len, struct fl_error *err)
+/* Apply a decoded record (the log checked it when it was appended) to the projections. */
+static int replay_decoded(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
+                          const struct fl_record *r, struct fl_error *err)
 {
     struct fl_event_limits lim = s->lim;
-    struct fl_record r;
     struct fl_event ev;
     struct fl_ack dup;
-    msgpack_unpacked up;
     int rc;
 
     lim.trusted = 1;
-    if ((rc = fl_record_decode(bytes, len, &r, &up, err)) != 0 ||
-        (rc = fl_event_parse_parts(r.type.p, r.type.len, r.event_id.p, r.event_id.len, r.data,
-                                   &lim, &ev, err)) != 0) {
-        msgpack_unpacked_destroy(&up);
+    if ((rc = fl_event_parse_parts(r->type.p, r->type.len, r->event_id.p, r->event_id.len,
+                                   r->data, &lim, &ev, err)) != 0)
         return fl_error_set(err, FL_EINTERNAL, "a record does not decode: %s",
                             err ? err->msg : "undecodable record");
-    }
-    rc = fl_project_apply(dst, r.tenant, &ev, seq, r.ts, &dup, err);
+    rc = fl_project_apply(dst, r->tenant, &ev, seq, r->ts, &dup, err);
     fl_event_free(&ev);
-    msgpack_unpacked_destroy(&up);
     if (rc != 0 && !dst->mdb_rc)
         return fl_error_set(err, FL_EINTERNAL, "a record does not replay: %s",
                             err ? err->msg : "");
+    return rc;
+}
+
+static int replay_record(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
+                         const void *bytes, size_t len, struct fl_error *err)
+{
+    struct fl_record r;
+    msgpack_unpacked up;
+    int rc;
+
+    if ((rc = fl_record_decode(bytes, len, &r, &up, err)) != 0)
+        rc = fl_error_set(err, FL_EINTERNAL, "a record does not decode: %s",
+                          err ? err->msg : "undecodable record");
+    else
+        rc = replay_decoded(s, dst, seq, &r, err);
+    msgpack_unpacked_destroy(&up);
     return rc;
 }
 
@@ -1059,7 +1081,7 @@ int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64
         if ((rc = fl_store_get_record(src, &s->db, seq, &v)) != 0)
             return fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
                                 (unsigned long long)seq, mdb_strerror(rc));
-        rc = fl_store_replay_record(s, dst, seq, v.mv_data, v.mv_size, err);
+        rc = replay_record(s, dst, seq, v.mv_data, v.mv_size, err);
         fl_arena_reset(dst->arena);
         if (rc != 0) {
             if (!dst->mdb_rc && err) {

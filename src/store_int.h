@@ -120,10 +120,6 @@ void fl_store_read_end(struct fl_store *s, MDB_txn *txn);
 /* Fetch log record seq within txn (borrowed until the txn ends). MDB_NOTFOUND if absent. */
 int fl_store_get_record(MDB_txn *txn, const struct fl_dbs *db, uint64_t seq, MDB_val *out);
 
-/* Apply one log record (checked already) to the projections in dst, as a replay does. */
-int fl_store_replay_record(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
-                           const void *rec, size_t len, struct fl_error *err);
-
 /* Replay records [from, to] of src (a read txn on the live store) through the projection code
  * into dst. Used by rebuild (dst = the live store) and verify (dst = a scratch store). */
 int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
