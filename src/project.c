@@ -70,12 +70,13 @@ int fl_names_flow_reg(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, u
     return rc;
 }
 
-int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t upto,
-                  uint64_t *version, int64_t *ts)
+/* The flow's version and ts right after seq upto, read through cursor c (which is left on the
+ * stream's last entry at or before upto, or near it). */
+static int stream_point(MDB_cursor *c, uint64_t flow_no, uint64_t upto, uint64_t *version,
+                        int64_t *ts)
 {
     uint8_t kb[17];
     MDB_val k = {17, kb}, v;
-    MDB_cursor *c;
     int rc;
 
     *version = 0;
@@ -88,8 +89,6 @@ int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint6
         kb[8] = FL_KEY_STREAM;
         fl_put_be64(kb + 9, upto + 1);
     }
-    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FLOWS], &c)) != 0)
-        return rc;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV)
                  : rc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST) : rc;
@@ -106,8 +105,22 @@ int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint6
         *version = fl_get_be64(v.mv_data);
         *ts = (int64_t)fl_get_be64((const uint8_t *)v.mv_data + 8);
     }
-    mdb_cursor_close(c);
     return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t upto,
+                  uint64_t *version, int64_t *ts)
+{
+    MDB_cursor *c;
+    int rc;
+
+    *version = 0;
+    *ts = 0;
+    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FLOWS], &c)) != 0)
+        return rc;
+    rc = stream_point(c, flow_no, upto, version, ts);
+    mdb_cursor_close(c);
+    return rc;
 }
 
 int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str run_id,
@@ -134,8 +147,15 @@ struct apply {
     int64_t ts;
     struct fl_error *err;
 
-    uint64_t tenant_no, flow_no, run_no, version, reg_seq;
+    uint64_t tenant_no, flow_no, run_no, version;
     int have_tenant, have_flow, have_run;
+
+    /* One event reads and writes a few keys close together: its flow's current rows, the end
+     * of its flow's stream, one idempotency key. A cursor left on the right leaf page finds the
+     * next key there without a search from the root (mdb_cursor_set), so each group gets its
+     * own cursor, opened on first use and closed by fl_project_apply. */
+    MDB_cursor *rows, *stream, *idem;
+    int plain; /* use mdb_put/mdb_del, no cursors (a rollback's many deletes and puts) */
 
     int flow_exists;
     struct fl_row flow_old, flow_new;
@@ -161,6 +181,53 @@ static int mdb_fail(struct apply *a, int rc, const char *what)
 static int oom(struct apply *a)
 {
     return fl_error_set(a->err, FL_EINTERNAL, "out of memory");
+}
+
+/* Open *c on db unless it is open. Returns an MDB code. */
+static int open_cursor(struct apply *a, MDB_cursor **c, int db)
+{
+    int rc;
+
+    if (*c)
+        return 0;
+    if ((rc = mdb_cursor_open(a->x->txn, a->x->db->dbi[db], c)) != 0)
+        *c = NULL;
+    return rc;
+}
+
+static void close_cursors(struct apply *a)
+{
+    MDB_cursor **all[] = {&a->rows, &a->stream, &a->idem};
+
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        if (*all[i])
+            mdb_cursor_close(*all[i]);
+        *all[i] = NULL;
+    }
+}
+
+/* Get key's value from db, through cursor *c unless the apply is plain. Returns an MDB code. */
+static int get_at(struct apply *a, MDB_cursor **c, int db, MDB_val *k, MDB_val *v)
+{
+    int rc;
+
+    if (a->plain)
+        return mdb_get(a->x->txn, a->x->db->dbi[db], k, v);
+    if ((rc = open_cursor(a, c, db)) != 0)
+        return rc;
+    return mdb_cursor_get(*c, k, v, MDB_SET);
+}
+
+/* Put key -> val into db, through cursor *c unless the apply is plain. Returns an MDB code. */
+static int put_at(struct apply *a, MDB_cursor **c, int db, MDB_val *k, MDB_val *v)
+{
+    int rc;
+
+    if (a->plain)
+        return mdb_put(a->x->txn, a->x->db->dbi[db], k, v, 0);
+    if ((rc = open_cursor(a, c, db)) != 0)
+        return rc;
+    return mdb_cursor_put(*c, k, v, 0);
 }
 
 /* A primary key's bytes (see store_int.h), built on the stack. */
@@ -189,7 +256,7 @@ static int load_row(struct apply *a, int table, const struct pk *pk, struct fl_r
     void *copy;
     int rc;
 
-    rc = k.mv_size ? mdb_get(a->x->txn, a->x->db->dbi[FL_DB_FLOWS], &k, &v) : MDB_BAD_VALSIZE;
+    rc = k.mv_size ? get_at(a, &a->rows, FL_DB_FLOWS, &k, &v) : MDB_BAD_VALSIZE;
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
@@ -272,13 +339,13 @@ static int write_row(struct apply *a, int table, const struct pk *pk, const stru
 {
     uint8_t kb[KEY_MAX];
     MDB_val key = {cur_key(kb, a->flow_no, table, pk), kb}, empty = {0, ""};
-    MDB_dbi dbi = a->x->db->dbi[FL_DB_FLOWS];
     int rc;
 
     if (!key.mv_size || pk->n > KEY_MAX - 18)
         return mdb_fail(a, MDB_BAD_VALSIZE, "write row");
-    rc = val ? mdb_put(a->x->txn, dbi, &key, (MDB_val *)val, 0)
-             : mdb_del(a->x->txn, dbi, &key, NULL);
+    /* Deletes come from rollbacks only, which run plain. */
+    rc = val ? put_at(a, &a->rows, FL_DB_FLOWS, &key, (MDB_val *)val)
+             : mdb_del(a->x->txn, a->x->db->dbi[FL_DB_FLOWS], &key, NULL);
     if (rc != 0 && rc != MDB_NOTFOUND)
         return mdb_fail(a, rc, "write row");
     /* This version sits in the stream right after the event's entry: flow_no 'S' seq table
@@ -288,7 +355,7 @@ static int write_row(struct apply *a, int table, const struct pk *pk, const stru
     kb[17] = (uint8_t)table;
     memcpy(kb + 18, pk->b, pk->n);
     key.mv_size = 18 + pk->n;
-    if ((rc = mdb_put(a->x->txn, dbi, &key, val ? (MDB_val *)val : &empty, 0)) != 0)
+    if ((rc = put_at(a, &a->stream, FL_DB_FLOWS, &key, val ? (MDB_val *)val : &empty)) != 0)
         return mdb_fail(a, rc, "write row");
     return update_index(a, table, old, neu, pk);
 }
@@ -371,7 +438,6 @@ static int new_flow(struct apply *a)
         rc = put_name(a, kb, 9, b, 8);
     }
     a->version = 0;
-    a->reg_seq = a->seq;
     a->have_flow = 1;
     return rc;
 }
@@ -390,13 +456,13 @@ static int new_run(struct apply *a)
     return rc;
 }
 
-/* Put key -> val into db. (MDB_APPEND would rarely apply: a flow's stream entry is the last key
- * of its flow, not of the database.) */
-static int put_stream(struct apply *a, int db, const uint8_t *key, size_t klen, const void *val,
-                      size_t len)
+/* Put key -> val into db (through *c when not NULL). (MDB_APPEND would rarely apply: a flow's
+ * stream entry is the last key of its flow, not of the database.) */
+static int put_stream(struct apply *a, MDB_cursor **c, int db, const uint8_t *key, size_t klen,
+                      const void *val, size_t len)
 {
     MDB_val k = {klen, (void *)key}, v = {len, (void *)(val ? val : "")};
-    int rc = mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, 0);
+    int rc = c ? put_at(a, c, db, &k, &v) : mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, 0);
 
     return rc ? mdb_fail(a, rc, "write stream index") : 0;
 }
@@ -463,8 +529,9 @@ static int resolve(struct apply *a)
         return mdb_fail(a, rc, "read names");
     if (a->have_flow) {
         int64_t last_ts;
-        if ((rc = fl_names_flow_reg(txn, db, a->flow_no, &a->reg_seq)) != 0 ||
-            (rc = fl_flow_point(txn, db, a->flow_no, UINT64_MAX, &a->version, &last_ts)) != 0)
+        /* This leaves the stream cursor at the end of the flow, where the event's entry goes. */
+        if ((rc = open_cursor(a, &a->stream, FL_DB_FLOWS)) != 0 ||
+            (rc = stream_point(a->stream, a->flow_no, UINT64_MAX, &a->version, &last_ts)) != 0)
             return mdb_fail(a, rc, "read flow version");
         if ((rc = load_flow(a)) != 0)
             return rc;
@@ -484,7 +551,16 @@ static int check_idempotency(struct apply *a, struct fl_ack *dup)
         return 0;
     k.mv_size = idem_key(kb, a);
     k.mv_data = kb;
-    rc = k.mv_size ? mdb_get(a->x->txn, a->x->db->dbi[FL_DB_IDEM], &k, &v) : MDB_BAD_VALSIZE;
+    /* MDB_SET_RANGE, not MDB_SET: a miss then still leaves the cursor on the page where
+     * write_event puts the key. */
+    if (!k.mv_size)
+        rc = MDB_BAD_VALSIZE;
+    else if ((rc = open_cursor(a, &a->idem, FL_DB_IDEM)) == 0) {
+        MDB_val want = k;
+        rc = mdb_cursor_get(a->idem, &k, &v, MDB_SET_RANGE);
+        if (rc == 0 && (k.mv_size != want.mv_size || memcmp(k.mv_data, kb, k.mv_size) != 0))
+            rc = MDB_NOTFOUND;
+    }
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
@@ -611,11 +687,15 @@ static int check_flow_level(struct apply *a)
         return 0;
     case FL_EV_FLOW_ROLLBACK: {
         int64_t to = ev_val(a, "to_seq")->i;
-        if ((uint64_t)to < a->reg_seq || (uint64_t)to >= a->seq)
+        uint64_t reg_seq;
+        int rc = fl_names_flow_reg(a->x->txn, a->x->db, a->flow_no, &reg_seq);
+        if (rc != 0)
+            return mdb_fail(a, rc, "read flow version");
+        if ((uint64_t)to < reg_seq || (uint64_t)to >= a->seq)
             return fl_error_set(a->err, FL_EBAD_REQUEST,
                                 "data.to_seq: %lld is outside this flow's range: it must be at "
                                 "least %llu (its flow_registered) and below %llu (this event)",
-                                (long long)to, (unsigned long long)a->reg_seq,
+                                (long long)to, (unsigned long long)reg_seq,
                                 (unsigned long long)a->seq);
         return 0;
     }
@@ -900,6 +980,10 @@ static int do_rollback(struct apply *a)
 
     if ((rc = collect_changes(a, (uint64_t)ev_val(a, "to_seq")->i, &ch)) != 0)
         return rc;
+    /* Deletes rebalance pages under open cursors; keep a rollback on the plain calls, as it
+     * was written and tested, at no cost that matters (rollbacks are rare). */
+    close_cursors(a);
+    a->plain = 1;
     for (; ch; ch = ch->next) {
         int table = ch->group[0];
         struct fl_row oldr, newr;
@@ -917,6 +1001,7 @@ static int do_rollback(struct apply *a)
         if (rc != 0)
             return rc;
     }
+    a->plain = 0;
     /* The flow row itself is now its old self; reload it so that last_update_ts lands on it. */
     return load_flow(a);
 }
@@ -955,11 +1040,11 @@ static int write_event(struct apply *a)
     fl_put_be64(val, a->version);
     fl_put_be64(val + 8, (uint64_t)a->ts);
     fl_put_be64(val + 16, d->run_level || a->ev->type == FL_EV_RUN_STARTED ? a->run_no : 0);
-    if ((rc = put_stream(a, FL_DB_FLOWS, key, 17, val, 24)) != 0)
+    if ((rc = put_stream(a, &a->stream, FL_DB_FLOWS, key, 17, val, 24)) != 0)
         return rc;
     fl_put_be64(key, a->tenant_no);
     fl_put_be64(key + 8, a->seq);
-    if ((rc = put_stream(a, FL_DB_TLOG, key, 16, NULL, 0)) != 0)
+    if ((rc = put_stream(a, NULL, FL_DB_TLOG, key, 16, NULL, 0)) != 0)
         return rc;
     if (a->ev->event_id.p) {
         uint8_t kb[KEY_MAX], ib[32];
@@ -967,12 +1052,38 @@ static int write_event(struct apply *a)
         fl_put_be64(ib + 8, (uint64_t)a->ts);
         memcpy(ib + 16, a->ev->payload_hash, 16);
         MDB_val ik = {idem_key(kb, a), kb}, iv = {32, ib};
-        rc = ik.mv_size ? mdb_put(a->x->txn, a->x->db->dbi[FL_DB_IDEM], &ik, &iv, 0)
-                        : MDB_BAD_VALSIZE;
+        rc = ik.mv_size ? put_at(a, &a->idem, FL_DB_IDEM, &ik, &iv) : MDB_BAD_VALSIZE;
         if (rc != 0)
             return mdb_fail(a, rc, "write idempotency key");
     }
     return 0;
+}
+
+static int apply(struct apply *a, struct fl_ack *dup)
+{
+    const struct fl_event *ev = a->ev;
+    int rc;
+
+    rc = fl_names_tenant(a->x->txn, a->x->db, a->tenant, &a->tenant_no);
+    if (rc == 0)
+        a->have_tenant = 1;
+    else if (rc != MDB_NOTFOUND)
+        return mdb_fail(a, rc, "read tenant");
+    if ((rc = check_idempotency(a, dup)) != 0)
+        return rc;
+    if ((rc = resolve(a)) != 0)
+        return rc;
+    if (ev->has_expected_version && (uint64_t)ev->expected_version != a->version) {
+        if (a->err)
+            a->err->version = (int64_t)a->version;
+        return fl_error_set(a->err, FL_ECONFLICT,
+                            "expected_version is %lld but the flow's version is %llu; re-read "
+                            "the flow and retry",
+                            (long long)ev->expected_version, (unsigned long long)a->version);
+    }
+    if ((rc = check_state(a)) != 0)
+        return rc;
+    return write_event(a);
 }
 
 int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_event *ev,
@@ -988,24 +1099,7 @@ int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_eve
     a.seq = seq;
     a.ts = ts;
     a.err = err;
-    rc = fl_names_tenant(x->txn, x->db, tenant, &a.tenant_no);
-    if (rc == 0)
-        a.have_tenant = 1;
-    else if (rc != MDB_NOTFOUND)
-        return mdb_fail(&a, rc, "read tenant");
-    if ((rc = check_idempotency(&a, dup)) != 0)
-        return rc;
-    if ((rc = resolve(&a)) != 0)
-        return rc;
-    if (ev->has_expected_version && (uint64_t)ev->expected_version != a.version) {
-        if (err)
-            err->version = (int64_t)a.version;
-        return fl_error_set(err, FL_ECONFLICT,
-                            "expected_version is %lld but the flow's version is %llu; re-read "
-                            "the flow and retry",
-                            (long long)ev->expected_version, (unsigned long long)a.version);
-    }
-    if ((rc = check_state(&a)) != 0)
-        return rc;
-    return write_event(&a);
+    rc = apply(&a, dup);
+    close_cursors(&a);
+    return rc;
 }
