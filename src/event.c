@@ -128,35 +128,41 @@ static int check_field(const struct fl_field_def *f, const msgpack_object *o, st
 static int encode_canonical(struct fl_event *ev, struct fl_error *err)
 {
     const struct fl_event_def *d = &fl_event_defs[ev->type];
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    uint32_t n = 0;
+    size_t klen[FL_MAX_FIELDS], size = 0, n = 0;
+    uint8_t *p;
 
-    for (size_t i = 0; i < d->nfields; i++)
-        n += ev->v[i].set ? 1 : 0;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, n);
     for (size_t i = 0; i < d->nfields; i++) {
         const struct fl_val *v = &ev->v[i];
-        size_t klen = strlen(d->fields[i].name);
         if (!v->set)
             continue;
-        msgpack_pack_str(&pk, klen);
-        msgpack_pack_str_body(&pk, d->fields[i].name, klen);
+        n++;
+        klen[i] = strlen(d->fields[i].name);
+        size += fl_mp_str_len(klen[i]) + klen[i] +
+                (d->fields[i].kind == FL_FK_INT ? fl_mp_int_len(v->i)
+                                                : fl_mp_str_len(v->s.len) + v->s.len);
+    }
+    size += fl_mp_map_len(n);
+    if (!(ev->data = malloc(size)))
+        return fl_error_set(err, FL_EINTERNAL, "out of memory encoding event data");
+    p = (uint8_t *)ev->data;
+    p += fl_mp_put_map(p, n);
+    for (size_t i = 0; i < d->nfields; i++) {
+        const struct fl_val *v = &ev->v[i];
+        if (!v->set)
+            continue;
+        p += fl_mp_put_str(p, klen[i]);
+        memcpy(p, d->fields[i].name, klen[i]);
+        p += klen[i];
         if (d->fields[i].kind == FL_FK_INT) {
-            msgpack_pack_int64(&pk, v->i);
+            p += fl_mp_put_int(p, v->i);
         } else {
-            msgpack_pack_str(&pk, v->s.len);
-            msgpack_pack_str_body(&pk, v->s.p, v->s.len);
+            p += fl_mp_put_str(p, v->s.len);
+            if (v->s.len)
+                memcpy(p, v->s.p, v->s.len);
+            p += v->s.len;
         }
     }
-    if (!sb.data) {
-        msgpack_sbuffer_destroy(&sb);
-        return fl_error_set(err, FL_EINTERNAL, "out of memory encoding event data");
-    }
-    ev->data_len = sb.size;
-    ev->data = msgpack_sbuffer_release(&sb);
+    ev->data_len = size;
     fl_hash_payload(d->name, strlen(d->name), ev->data, ev->data_len, ev->payload_hash);
     return 0;
 }
@@ -174,8 +180,9 @@ static int parse_data(struct fl_event *ev, const msgpack_object *data,
         const msgpack_object *key = &data->via.map.ptr[k].key;
         int fi = -1;
         if (key->type == MSGPACK_OBJECT_STR)
-            for (size_t i = 0; i < d->nfields; i++)
-                if (fl_mp_streq(key, d->fields[i].name))
+            for (size_t i = 0; i < d->nfields && fi < 0; i++) /* field names are distinct */
+                if (key->via.str.size > 0 && key->via.str.ptr[0] == d->fields[i].name[0] &&
+                    fl_mp_streq(key, d->fields[i].name))
                     fi = (int)i;
         if (fi < 0)
             return fl_error_set(err, FL_EBAD_REQUEST, "data.%.*s: unknown field for %s",

@@ -7,49 +7,52 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int get_val(MDB_txn *txn, MDB_dbi dbi, const struct fl_buf *k, MDB_val *v)
+/* LMDB's longest key (mdb_env_get_maxkeysize with the default build). A longer key would get
+ * MDB_BAD_VALSIZE from LMDB itself, so refusing to build one changes nothing. */
+#define KEY_MAX 511
+
+/* kind(1) [no(8)] id: a names key, built on the stack. Returns its length, or 0 if too long. */
+static size_t name_key(uint8_t kb[KEY_MAX], char kind, const uint64_t *no, struct fl_str id)
 {
-    MDB_val key = {k->len, k->p};
-    return mdb_get(txn, dbi, &key, v);
+    size_t n = 1 + (no ? 8 : 0);
+
+    if (id.len > KEY_MAX - n)
+        return 0;
+    kb[0] = (uint8_t)kind;
+    if (no)
+        fl_put_be64(kb + 1, *no);
+    if (id.len)
+        memcpy(kb + n, id.p, id.len);
+    return n + id.len;
 }
 
-static int name_key(struct fl_buf *k, char kind, uint64_t tenant_no, struct fl_str id)
+static int get_name(MDB_txn *txn, const struct fl_dbs *db, const uint8_t *kb, size_t n, MDB_val *v)
 {
-    k->len = 0;
-    return fl_buf_add_u8(k, (uint8_t)kind) || fl_buf_add_be64(k, tenant_no) ||
-                   fl_buf_add(k, id.p, id.len)
-               ? -1
-               : 0;
+    MDB_val key = {n, (void *)kb};
+
+    return n ? mdb_get(txn, db->dbi[FL_DB_NAMES], &key, v) : MDB_BAD_VALSIZE;
 }
 
 int fl_names_tenant(MDB_txn *txn, const struct fl_dbs *db, struct fl_str tenant, uint64_t *no)
 {
-    struct fl_buf k = {0};
+    uint8_t kb[KEY_MAX];
     MDB_val v;
-    int rc = -1;
+    int rc = get_name(txn, db, kb, name_key(kb, 'T', NULL, tenant), &v);
 
-    if (fl_buf_add_u8(&k, 'T') == 0 && fl_buf_add(&k, tenant.p, tenant.len) == 0) {
-        rc = get_val(txn, db->dbi[FL_DB_NAMES], &k, &v);
-        if (rc == 0)
-            *no = fl_get_be64(v.mv_data);
-    }
-    fl_buf_free(&k);
+    if (rc == 0)
+        *no = fl_get_be64(v.mv_data);
     return rc;
 }
 
 int fl_names_flow(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str flow_id,
                   uint64_t *flow_no)
 {
-    struct fl_buf k = {0};
+    uint8_t kb[KEY_MAX];
     MDB_val v;
-    int rc = -1;
+    int rc = get_name(txn, db, kb, name_key(kb, 'F', &tenant_no, flow_id), &v);
 
-    if (name_key(&k, 'F', tenant_no, flow_id) == 0) {
-        rc = get_val(txn, db->dbi[FL_DB_NAMES], &k, &v);
-        if (rc == 0)
-            *flow_no = fl_get_be64(v.mv_data);
-    }
-    fl_buf_free(&k);
+    if (rc == 0)
+        *flow_no = fl_get_be64(v.mv_data);
     return rc;
 }
 
@@ -67,12 +70,13 @@ int fl_names_flow_reg(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, u
     return rc;
 }
 
-int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t upto,
-                  uint64_t *version, int64_t *ts)
+/* The flow's version and ts right after seq upto, read through cursor c (which is left on the
+ * stream's last entry at or before upto, or near it). */
+static int stream_point(MDB_cursor *c, uint64_t flow_no, uint64_t upto, uint64_t *version,
+                        int64_t *ts)
 {
     uint8_t kb[17];
     MDB_val k = {17, kb}, v;
-    MDB_cursor *c;
     int rc;
 
     *version = 0;
@@ -85,8 +89,6 @@ int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint6
         kb[8] = FL_KEY_STREAM;
         fl_put_be64(kb + 9, upto + 1);
     }
-    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FLOWS], &c)) != 0)
-        return rc;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV)
                  : rc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST) : rc;
@@ -103,25 +105,35 @@ int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint6
         *version = fl_get_be64(v.mv_data);
         *ts = (int64_t)fl_get_be64((const uint8_t *)v.mv_data + 8);
     }
-    mdb_cursor_close(c);
     return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_t upto,
+                  uint64_t *version, int64_t *ts)
+{
+    MDB_cursor *c;
+    int rc;
+
+    *version = 0;
+    *ts = 0;
+    if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FLOWS], &c)) != 0)
+        return rc;
+    rc = stream_point(c, flow_no, upto, version, ts);
+    mdb_cursor_close(c);
+    return rc;
 }
 
 int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str run_id,
                  uint64_t *run_no, uint64_t *flow_no)
 {
-    struct fl_buf k = {0};
+    uint8_t kb[KEY_MAX];
     MDB_val v;
-    int rc = -1;
+    int rc = get_name(txn, db, kb, name_key(kb, 'R', &tenant_no, run_id), &v);
 
-    if (name_key(&k, 'R', tenant_no, run_id) == 0) {
-        rc = get_val(txn, db->dbi[FL_DB_NAMES], &k, &v);
-        if (rc == 0) {
-            *run_no = fl_get_be64(v.mv_data);
-            *flow_no = fl_get_be64((const uint8_t *)v.mv_data + 8);
-        }
+    if (rc == 0) {
+        *run_no = fl_get_be64(v.mv_data);
+        *flow_no = fl_get_be64((const uint8_t *)v.mv_data + 8);
     }
-    fl_buf_free(&k);
     return rc;
 }
 
@@ -135,8 +147,15 @@ struct apply {
     int64_t ts;
     struct fl_error *err;
 
-    uint64_t tenant_no, flow_no, run_no, version, reg_seq;
+    uint64_t tenant_no, flow_no, run_no, version;
     int have_tenant, have_flow, have_run;
+
+    /* One event reads and writes a few keys close together: its flow's current rows, the end
+     * of its flow's stream, one idempotency key. A cursor left on the right leaf page finds the
+     * next key there without a search from the root (mdb_cursor_set), so each group gets its
+     * own cursor, opened on first use and closed by fl_project_apply. */
+    MDB_cursor *rows, *stream, *idem;
+    int plain; /* use mdb_put/mdb_del, no cursors (a rollback's many deletes and puts) */
 
     int flow_exists;
     struct fl_row flow_old, flow_new;
@@ -164,19 +183,80 @@ static int oom(struct apply *a)
     return fl_error_set(a->err, FL_EINTERNAL, "out of memory");
 }
 
-/* Load the current row (tenant_no, table, pk) into r; 1 if found, 0 if not, <0 on failure. */
-static int load_row(struct apply *a, int table, const struct fl_buf *pk, struct fl_row *r)
+/* Open *c on db unless it is open. Returns an MDB code. */
+static int open_cursor(struct apply *a, MDB_cursor **c, int db)
 {
-    struct fl_buf *k = &a->x->k;
-    MDB_val v;
+    int rc;
+
+    if (*c)
+        return 0;
+    if ((rc = mdb_cursor_open(a->x->txn, a->x->db->dbi[db], c)) != 0)
+        *c = NULL;
+    return rc;
+}
+
+static void close_cursors(struct apply *a)
+{
+    MDB_cursor **all[] = {&a->rows, &a->stream, &a->idem};
+
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        if (*all[i])
+            mdb_cursor_close(*all[i]);
+        *all[i] = NULL;
+    }
+}
+
+/* Get key's value from db, through cursor *c unless the apply is plain. Returns an MDB code. */
+static int get_at(struct apply *a, MDB_cursor **c, int db, MDB_val *k, MDB_val *v)
+{
+    int rc;
+
+    if (a->plain)
+        return mdb_get(a->x->txn, a->x->db->dbi[db], k, v);
+    if ((rc = open_cursor(a, c, db)) != 0)
+        return rc;
+    return mdb_cursor_get(*c, k, v, MDB_SET);
+}
+
+/* Put key -> val into db, through cursor *c unless the apply is plain. Returns an MDB code. */
+static int put_at(struct apply *a, MDB_cursor **c, int db, MDB_val *k, MDB_val *v)
+{
+    int rc;
+
+    if (a->plain)
+        return mdb_put(a->x->txn, a->x->db->dbi[db], k, v, 0);
+    if ((rc = open_cursor(a, c, db)) != 0)
+        return rc;
+    return mdb_cursor_put(*c, k, v, 0);
+}
+
+/* A primary key's bytes (see store_int.h), built on the stack. */
+struct pk {
+    uint8_t b[FL_PK_MAX];
+    size_t n;
+};
+
+/* flow_no 'C' table pk: a current row's key. Returns its length, or 0 if longer than LMDB takes. */
+static size_t cur_key(uint8_t kb[KEY_MAX], uint64_t flow_no, int table, const struct pk *pk)
+{
+    if (pk->n > KEY_MAX - 10)
+        return 0;
+    fl_put_be64(kb, flow_no);
+    kb[8] = FL_KEY_CURRENT;
+    kb[9] = (uint8_t)table;
+    memcpy(kb + 10, pk->b, pk->n);
+    return 10 + pk->n;
+}
+
+/* Load the current row (tenant_no, table, pk) into r; 1 if found, 0 if not, <0 on failure. */
+static int load_row(struct apply *a, int table, const struct pk *pk, struct fl_row *r)
+{
+    uint8_t kb[KEY_MAX];
+    MDB_val k = {cur_key(kb, a->flow_no, table, pk), kb}, v;
     void *copy;
     int rc;
 
-    k->len = 0;
-    if (fl_buf_add_be64(k, a->flow_no) || fl_buf_add_u8(k, FL_KEY_CURRENT) ||
-        fl_buf_add_u8(k, (uint8_t)table) || fl_buf_add(k, pk->p, pk->len))
-        return oom(a);
-    rc = get_val(a->x->txn, a->x->db->dbi[FL_DB_FLOWS], k, &v);
+    rc = k.mv_size ? get_at(a, &a->rows, FL_DB_FLOWS, &k, &v) : MDB_BAD_VALSIZE;
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
@@ -192,32 +272,41 @@ static int load_row(struct apply *a, int table, const struct fl_buf *pk, struct 
     return 1;
 }
 
-/* pk bytes of a row in the arena-backed scratch buffer. */
-static int row_pk(struct apply *a, const struct fl_row *r, struct fl_buf *pk)
+/* The pk bytes of a row. */
+static int row_pk(struct apply *a, const struct fl_row *r, struct pk *pk)
 {
-    pk->len = 0;
-    return fl_pk_build(pk, r, a->flow_no, a->run_no) ? oom(a) : 0;
+    int n = fl_pk_build(pk->b, r, a->run_no);
+
+    if (n < 0)
+        return fl_error_set(a->err, FL_EINTERNAL, "a %s key is longer than its schema allows",
+                            fl_table_defs[r->table].name);
+    pk->n = (size_t)n;
+    return 0;
 }
 
-static int idx_key(struct fl_buf *k, uint64_t tenant_no, int table, int col,
-                   const struct fl_cell *c, uint64_t flow_no, const struct fl_buf *pk)
+/* tenant_no table col xxh3(value) flow_no pk: an index key. Returns its length, or 0. */
+static size_t idx_key(uint8_t kb[KEY_MAX], uint64_t tenant_no, int table, int col,
+                      const struct fl_cell *c, uint64_t flow_no, const struct pk *pk)
 {
-    k->len = 0;
-    return fl_buf_add_be64(k, tenant_no) || fl_buf_add_u8(k, (uint8_t)table) ||
-                   fl_buf_add_u8(k, (uint8_t)col) ||
-                   fl_buf_add_be64(k, fl_hash64(c->s, c->len)) || fl_buf_add_be64(k, flow_no) ||
-                   fl_buf_add(k, pk->p, pk->len)
-               ? -1
-               : 0;
+    if (pk->n > KEY_MAX - 26)
+        return 0;
+    fl_put_be64(kb, tenant_no);
+    kb[8] = (uint8_t)table;
+    kb[9] = (uint8_t)col;
+    fl_put_be64(kb + 10, fl_hash64(c->s, c->len));
+    fl_put_be64(kb + 18, flow_no);
+    memcpy(kb + 26, pk->b, pk->n);
+    return 26 + pk->n;
 }
 
 /* Bring the secondary indexes of one row from old (may be NULL) to new (may be NULL). */
-static int update_index(struct fl_ptx *x, uint64_t tenant_no, uint64_t flow_no, int table,
-                        const struct fl_row *old, const struct fl_row *neu,
-                        const struct fl_buf *pk, struct fl_error *err)
+static int update_index(struct apply *a, int table, const struct fl_row *old,
+                        const struct fl_row *neu, const struct pk *pk)
 {
     const struct fl_table_def *t = &fl_table_defs[table];
+    MDB_dbi dbi = a->x->db->dbi[FL_DB_IDX];
     MDB_val empty = {0, ""};
+    uint8_t kb[KEY_MAX];
     int rc;
 
     for (size_t i = 0; i < t->ncols; i++) {
@@ -228,95 +317,65 @@ static int update_index(struct fl_ptx *x, uint64_t tenant_no, uint64_t flow_no, 
         if (o && n && fl_cell_eq(o, n))
             continue;
         if (o) {
-            if (idx_key(&x->k, tenant_no, table, (int)i, o, flow_no, pk) != 0)
-                return fl_error_set(err, FL_EINTERNAL, "out of memory");
-            MDB_val k = {x->k.len, x->k.p};
-            rc = mdb_del(x->txn, x->db->dbi[FL_DB_IDX], &k, NULL);
-            if (rc != 0 && rc != MDB_NOTFOUND) {
-                x->mdb_rc = rc;
-                return fl_store_mdb_error(rc, "update index", err);
-            }
+            MDB_val k = {idx_key(kb, a->tenant_no, table, (int)i, o, a->flow_no, pk), kb};
+            rc = k.mv_size ? mdb_del(a->x->txn, dbi, &k, NULL) : MDB_BAD_VALSIZE;
+            if (rc != 0 && rc != MDB_NOTFOUND)
+                return mdb_fail(a, rc, "update index");
         }
         if (n) {
-            if (idx_key(&x->k, tenant_no, table, (int)i, n, flow_no, pk) != 0)
-                return fl_error_set(err, FL_EINTERNAL, "out of memory");
-            MDB_val k = {x->k.len, x->k.p};
-            if ((rc = mdb_put(x->txn, x->db->dbi[FL_DB_IDX], &k, &empty, 0)) != 0) {
-                x->mdb_rc = rc;
-                return fl_store_mdb_error(rc, "update index", err);
-            }
+            MDB_val k = {idx_key(kb, a->tenant_no, table, (int)i, n, a->flow_no, pk), kb};
+            rc = k.mv_size ? mdb_put(a->x->txn, dbi, &k, &empty, 0) : MDB_BAD_VALSIZE;
+            if (rc != 0)
+                return mdb_fail(a, rc, "update index");
         }
     }
     return 0;
 }
 
 /* Write a row's new value (or delete it when val is NULL): current row, indexes, and its
- * as-of version at seq. old is the row's current value (NULL if none). */
-static int write_row(struct fl_ptx *x, uint64_t tenant_no, uint64_t flow_no, int table,
-                     const struct fl_buf *pk, const struct fl_row *old, const struct fl_row *neu,
-                     const MDB_val *val, uint64_t seq, struct fl_error *err)
+ * as-of version at this event's seq. old is the row's current value (NULL if none). */
+static int write_row(struct apply *a, int table, const struct pk *pk, const struct fl_row *old,
+                     const struct fl_row *neu, const MDB_val *val)
 {
-    struct fl_buf k = {0};
-    MDB_val key, empty = {0, ""};
-    MDB_dbi dbi = x->db->dbi[FL_DB_FLOWS];
-    int rc = 0;
+    uint8_t kb[KEY_MAX];
+    MDB_val key = {cur_key(kb, a->flow_no, table, pk), kb}, empty = {0, ""};
+    int rc;
 
-    if (fl_buf_add_be64(&k, flow_no) || fl_buf_add_u8(&k, FL_KEY_CURRENT) ||
-        fl_buf_add_u8(&k, (uint8_t)table) || fl_buf_add(&k, pk->p, pk->len)) {
-        rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
-        goto out;
-    }
-    key.mv_size = k.len;
-    key.mv_data = k.p;
-    rc = val ? mdb_put(x->txn, dbi, &key, (MDB_val *)val, 0) : mdb_del(x->txn, dbi, &key, NULL);
-    if (rc == MDB_NOTFOUND)
-        rc = 0;
-    if (rc != 0)
-        goto mdb;
+    if (!key.mv_size || pk->n > KEY_MAX - 18)
+        return mdb_fail(a, MDB_BAD_VALSIZE, "write row");
+    /* Deletes come from rollbacks only, which run plain. */
+    rc = val ? put_at(a, &a->rows, FL_DB_FLOWS, &key, (MDB_val *)val)
+             : mdb_del(a->x->txn, a->x->db->dbi[FL_DB_FLOWS], &key, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return mdb_fail(a, rc, "write row");
     /* This version sits in the stream right after the event's entry: flow_no 'S' seq table
      * pk. The event's writes to its flow then land on one page. */
-    k.len = 0;
-    if (fl_buf_add_be64(&k, flow_no) || fl_buf_add_u8(&k, FL_KEY_STREAM) ||
-        fl_buf_add_be64(&k, seq) || fl_buf_add_u8(&k, (uint8_t)table) ||
-        fl_buf_add(&k, pk->p, pk->len)) {
-        rc = fl_error_set(err, FL_EINTERNAL, "out of memory");
-        goto out;
-    }
-    key.mv_size = k.len;
-    key.mv_data = k.p;
-    if ((rc = mdb_put(x->txn, dbi, &key, val ? (MDB_val *)val : &empty, 0)) != 0)
-        goto mdb;
-    rc = update_index(x, tenant_no, flow_no, table, old, neu, pk, err);
-    goto out;
-mdb:
-    x->mdb_rc = rc;
-    rc = fl_store_mdb_error(rc, "write row", err);
-out:
-    fl_buf_free(&k);
-    return rc;
+    kb[8] = FL_KEY_STREAM;
+    fl_put_be64(kb + 9, a->seq);
+    kb[17] = (uint8_t)table;
+    memcpy(kb + 18, pk->b, pk->n);
+    key.mv_size = 18 + pk->n;
+    if ((rc = put_at(a, &a->stream, FL_DB_FLOWS, &key, val ? (MDB_val *)val : &empty)) != 0)
+        return mdb_fail(a, rc, "write row");
+    return update_index(a, table, old, neu, pk);
 }
 
 /* Write row neu (replacing old, which may be NULL) for this event. */
 static int put_row(struct apply *a, const struct fl_row *old, const struct fl_row *neu)
 {
-    struct fl_buf pk = {0};
+    struct pk pk;
     int rc;
 
-    if ((rc = row_pk(a, neu, &pk)) == 0 && (rc = fl_row_encode(neu, &a->x->v)) != 0)
-        rc = oom(a);
+    if ((rc = row_pk(a, neu, &pk)) != 0)
+        return rc;
+    if (fl_row_encode(neu, &a->x->v) != 0)
+        return oom(a);
     /* An unchanged row needs no new version (a flow row under most run-level events). */
-    if (rc == 0 && old && old->raw && old->raw_len == a->x->v.len &&
-        memcmp(old->raw, a->x->v.p, old->raw_len) == 0) {
-        fl_buf_free(&pk);
+    if (old && old->raw && old->raw_len == a->x->v.len &&
+        memcmp(old->raw, a->x->v.p, old->raw_len) == 0)
         return 0;
-    }
-    if (rc == 0) {
-        MDB_val v = {a->x->v.len, a->x->v.p};
-        rc = write_row(a->x, a->tenant_no, a->flow_no, neu->table, &pk, old, neu, &v, a->seq,
-                       a->err);
-    }
-    fl_buf_free(&pk);
-    return rc;
+    MDB_val v = {a->x->v.len, a->x->v.p};
+    return write_row(a, neu->table, &pk, old, neu, &v);
 }
 
 /* ---- numbering ---- */
@@ -341,17 +400,16 @@ static int next_number(struct apply *a, uint64_t *out)
     return 0;
 }
 
-static int put_name(struct apply *a, const struct fl_buf *key, const void *val, size_t len)
+static int put_name(struct apply *a, const uint8_t *kb, size_t n, const void *val, size_t len)
 {
-    MDB_val k = {key->len, key->p}, v = {len, (void *)val};
-    int rc = mdb_put(a->x->txn, a->x->db->dbi[FL_DB_NAMES], &k, &v, 0);
+    MDB_val k = {n, (void *)kb}, v = {len, (void *)val};
+    int rc = n ? mdb_put(a->x->txn, a->x->db->dbi[FL_DB_NAMES], &k, &v, 0) : MDB_BAD_VALSIZE;
     return rc ? mdb_fail(a, rc, "write name") : 0;
 }
 
 static int intern_tenant(struct apply *a)
 {
-    struct fl_buf k = {0};
-    uint8_t b[8];
+    uint8_t kb[KEY_MAX], b[8];
     int rc;
 
     if (a->have_tenant)
@@ -359,70 +417,52 @@ static int intern_tenant(struct apply *a)
     if ((rc = next_number(a, &a->tenant_no)) != 0)
         return rc;
     fl_put_be64(b, a->tenant_no);
-    if (fl_buf_add_u8(&k, 'T') || fl_buf_add(&k, a->tenant.p, a->tenant.len))
-        rc = oom(a);
-    else
-        rc = put_name(a, &k, b, 8);
-    fl_buf_free(&k);
+    rc = put_name(a, kb, name_key(kb, 'T', NULL, a->tenant), b, 8);
     a->have_tenant = 1;
     return rc;
 }
 
 static int new_flow(struct apply *a)
 {
-    struct fl_buf k = {0};
-    uint8_t b[8];
+    uint8_t kb[KEY_MAX], b[8];
     int rc;
 
     if ((rc = next_number(a, &a->flow_no)) != 0)
         return rc;
     fl_put_be64(b, a->flow_no);
-    if (name_key(&k, 'F', a->tenant_no, ev_val(a, "flow_id")->s) != 0)
-        rc = oom(a);
-    else
-        rc = put_name(a, &k, b, 8);
+    rc = put_name(a, kb, name_key(kb, 'F', &a->tenant_no, ev_val(a, "flow_id")->s), b, 8);
     if (rc == 0) {
-        uint8_t g[8];
-        k.len = 0;
-        fl_put_be64(g, a->seq);
-        if (fl_buf_add_u8(&k, 'G') || fl_buf_add_be64(&k, a->flow_no))
-            rc = oom(a);
-        else
-            rc = put_name(a, &k, g, 8);
+        kb[0] = 'G';
+        fl_put_be64(kb + 1, a->flow_no);
+        fl_put_be64(b, a->seq);
+        rc = put_name(a, kb, 9, b, 8);
     }
-    fl_buf_free(&k);
     a->version = 0;
-    a->reg_seq = a->seq;
     a->have_flow = 1;
     return rc;
 }
 
 static int new_run(struct apply *a)
 {
-    struct fl_buf k = {0};
-    uint8_t b[16];
+    uint8_t kb[KEY_MAX], b[16];
     int rc;
 
     if ((rc = next_number(a, &a->run_no)) != 0)
         return rc;
     fl_put_be64(b, a->run_no);
     fl_put_be64(b + 8, a->flow_no);
-    if (name_key(&k, 'R', a->tenant_no, ev_val(a, "run_id")->s) != 0)
-        rc = oom(a);
-    else
-        rc = put_name(a, &k, b, 16);
-    fl_buf_free(&k);
+    rc = put_name(a, kb, name_key(kb, 'R', &a->tenant_no, ev_val(a, "run_id")->s), b, 16);
     a->have_run = 1;
     return rc;
 }
 
-/* Put key -> val into db. (MDB_APPEND would rarely apply: a flow's stream entry is the last key
- * of its flow, not of the database.) */
-static int put_stream(struct apply *a, int db, const uint8_t *key, size_t klen, const void *val,
-                      size_t len)
+/* Put key -> val into db (through *c when not NULL). (MDB_APPEND would rarely apply: a flow's
+ * stream entry is the last key of its flow, not of the database.) */
+static int put_stream(struct apply *a, MDB_cursor **c, int db, const uint8_t *key, size_t klen,
+                      const void *val, size_t len)
 {
     MDB_val k = {klen, (void *)key}, v = {len, (void *)(val ? val : "")};
-    int rc = mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, 0);
+    int rc = c ? put_at(a, c, db, &k, &v) : mdb_put(a->x->txn, a->x->db->dbi[db], &k, &v, 0);
 
     return rc ? mdb_fail(a, rc, "write stream index") : 0;
 }
@@ -431,11 +471,9 @@ static int put_stream(struct apply *a, int db, const uint8_t *key, size_t klen, 
 
 static int load_flow(struct apply *a)
 {
-    struct fl_buf pk = {0}; /* the flow row has no key bytes beyond its flow_no */
-    int rc;
+    struct pk pk = {.n = 0}; /* the flow row has no key bytes beyond its flow_no */
+    int rc = load_row(a, FL_T_FLOWS, &pk, &a->flow_old);
 
-    rc = load_row(a, FL_T_FLOWS, &pk, &a->flow_old);
-    fl_buf_free(&pk);
     if (rc < 0)
         return rc;
     a->flow_exists = rc;
@@ -445,18 +483,26 @@ static int load_flow(struct apply *a)
 
 static int load_run(struct apply *a)
 {
-    struct fl_buf pk = {0};
+    struct pk pk = {.n = 8};
     int rc;
 
-    if (fl_buf_add_be64(&pk, a->run_no) != 0)
-        return oom(a);
+    fl_put_be64(pk.b, a->run_no);
     rc = load_row(a, FL_T_RUNS, &pk, &a->run_old);
-    fl_buf_free(&pk);
     if (rc < 0)
         return rc;
     a->run_exists = rc;
     a->run_new = a->run_old;
     return 0;
+}
+
+/* tenant_no event_id: an idempotency key. Returns its length, or 0 if too long. */
+static size_t idem_key(uint8_t kb[KEY_MAX], const struct apply *a)
+{
+    if (a->ev->event_id.len > KEY_MAX - 8)
+        return 0;
+    fl_put_be64(kb, a->tenant_no);
+    memcpy(kb + 8, a->ev->event_id.p, a->ev->event_id.len);
+    return 8 + a->ev->event_id.len;
 }
 
 /* Find the flow (and run) the event addresses, and the flow's version. */
@@ -483,8 +529,9 @@ static int resolve(struct apply *a)
         return mdb_fail(a, rc, "read names");
     if (a->have_flow) {
         int64_t last_ts;
-        if ((rc = fl_names_flow_reg(txn, db, a->flow_no, &a->reg_seq)) != 0 ||
-            (rc = fl_flow_point(txn, db, a->flow_no, UINT64_MAX, &a->version, &last_ts)) != 0)
+        /* This leaves the stream cursor at the end of the flow, where the event's entry goes. */
+        if ((rc = open_cursor(a, &a->stream, FL_DB_FLOWS)) != 0 ||
+            (rc = stream_point(a->stream, a->flow_no, UINT64_MAX, &a->version, &last_ts)) != 0)
             return mdb_fail(a, rc, "read flow version");
         if ((rc = load_flow(a)) != 0)
             return rc;
@@ -496,16 +543,24 @@ static int resolve(struct apply *a)
 
 static int check_idempotency(struct apply *a, struct fl_ack *dup)
 {
-    struct fl_buf *k = &a->x->k;
-    MDB_val v;
+    uint8_t kb[KEY_MAX];
+    MDB_val k, v;
     int rc;
 
     if (!a->ev->event_id.p || !a->have_tenant)
         return 0;
-    k->len = 0;
-    if (fl_buf_add_be64(k, a->tenant_no) || fl_buf_add(k, a->ev->event_id.p, a->ev->event_id.len))
-        return oom(a);
-    rc = get_val(a->x->txn, a->x->db->dbi[FL_DB_IDEM], k, &v);
+    k.mv_size = idem_key(kb, a);
+    k.mv_data = kb;
+    /* MDB_SET_RANGE, not MDB_SET: a miss then still leaves the cursor on the page where
+     * write_event puts the key. */
+    if (!k.mv_size)
+        rc = MDB_BAD_VALSIZE;
+    else if ((rc = open_cursor(a, &a->idem, FL_DB_IDEM)) == 0) {
+        MDB_val want = k;
+        rc = mdb_cursor_get(a->idem, &k, &v, MDB_SET_RANGE);
+        if (rc == 0 && (k.mv_size != want.mv_size || memcmp(k.mv_data, kb, k.mv_size) != 0))
+            rc = MDB_NOTFOUND;
+    }
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
@@ -560,8 +615,8 @@ static int run_rank(const struct fl_cell *s)
 /* Set column col of r from event field name when the event gives it. */
 static void take(struct apply *a, struct fl_row *r, int col, const char *name)
 {
-    const struct fl_val *v = ev_val(a, name);
     int fi = fl_event_field_index(a->ev->type, name);
+    const struct fl_val *v = fi < 0 ? NULL : &a->ev->v[fi];
 
     if (!v || !v->set)
         return;
@@ -574,7 +629,7 @@ static void take(struct apply *a, struct fl_row *r, int col, const char *name)
 /* Load the child row of table t addressed by the event (run_id, iteration_num[, key]). */
 static int load_child(struct apply *a, int table, int keycol, const char *keyfield)
 {
-    struct fl_buf pk = {0};
+    struct pk pk;
     int rc;
 
     memset(&a->child_new, 0, sizeof a->child_new);
@@ -585,7 +640,6 @@ static int load_child(struct apply *a, int table, int keycol, const char *keyfie
         fl_cell_set_str(&a->child_new.c[keycol], ev_val(a, keyfield)->s);
     if ((rc = row_pk(a, &a->child_new, &pk)) == 0)
         rc = load_row(a, table, &pk, &a->child_old);
-    fl_buf_free(&pk);
     if (rc < 0)
         return rc;
     a->child_exists = rc;
@@ -633,11 +687,15 @@ static int check_flow_level(struct apply *a)
         return 0;
     case FL_EV_FLOW_ROLLBACK: {
         int64_t to = ev_val(a, "to_seq")->i;
-        if ((uint64_t)to < a->reg_seq || (uint64_t)to >= a->seq)
+        uint64_t reg_seq;
+        int rc = fl_names_flow_reg(a->x->txn, a->x->db, a->flow_no, &reg_seq);
+        if (rc != 0)
+            return mdb_fail(a, rc, "read flow version");
+        if ((uint64_t)to < reg_seq || (uint64_t)to >= a->seq)
             return fl_error_set(a->err, FL_EBAD_REQUEST,
                                 "data.to_seq: %lld is outside this flow's range: it must be at "
                                 "least %llu (its flow_registered) and below %llu (this event)",
-                                (long long)to, (unsigned long long)a->reg_seq,
+                                (long long)to, (unsigned long long)reg_seq,
                                 (unsigned long long)a->seq);
         return 0;
     }
@@ -922,24 +980,28 @@ static int do_rollback(struct apply *a)
 
     if ((rc = collect_changes(a, (uint64_t)ev_val(a, "to_seq")->i, &ch)) != 0)
         return rc;
+    /* Deletes rebalance pages under open cursors; keep a rollback on the plain calls, as it
+     * was written and tested, at no cost that matters (rollbacks are rare). */
+    close_cursors(a);
+    a->plain = 1;
     for (; ch; ch = ch->next) {
         int table = ch->group[0];
         struct fl_row oldr, newr;
-        struct fl_buf pk = {0};
+        struct pk pk;
         MDB_val v = {ch->target_len, ch->target};
 
-        if (table < FL_T_FLOWS || table > FL_T_LAST ||
+        if (table < FL_T_FLOWS || table > FL_T_LAST || ch->glen - 1 > sizeof pk.b ||
             (ch->cur && fl_row_decode(table, ch->cur, ch->cur_len, &oldr) != 0) ||
             (ch->target && fl_row_decode(table, ch->target, ch->target_len, &newr) != 0))
             return fl_error_set(a->err, FL_EINTERNAL, "a stored row version is damaged; run verify");
-        if (fl_buf_add(&pk, ch->group + 1, ch->glen - 1) != 0)
-            return oom(a);
-        rc = write_row(a->x, a->tenant_no, a->flow_no, table, &pk, ch->cur ? &oldr : NULL,
-                       ch->target ? &newr : NULL, ch->target ? &v : NULL, a->seq, a->err);
-        fl_buf_free(&pk);
+        pk.n = ch->glen - 1;
+        memcpy(pk.b, ch->group + 1, pk.n);
+        rc = write_row(a, table, &pk, ch->cur ? &oldr : NULL, ch->target ? &newr : NULL,
+                       ch->target ? &v : NULL);
         if (rc != 0)
             return rc;
     }
+    a->plain = 0;
     /* The flow row itself is now its old self; reload it so that last_update_ts lands on it. */
     return load_flow(a);
 }
@@ -978,27 +1040,50 @@ static int write_event(struct apply *a)
     fl_put_be64(val, a->version);
     fl_put_be64(val + 8, (uint64_t)a->ts);
     fl_put_be64(val + 16, d->run_level || a->ev->type == FL_EV_RUN_STARTED ? a->run_no : 0);
-    if ((rc = put_stream(a, FL_DB_FLOWS, key, 17, val, 24)) != 0)
+    if ((rc = put_stream(a, &a->stream, FL_DB_FLOWS, key, 17, val, 24)) != 0)
         return rc;
     fl_put_be64(key, a->tenant_no);
     fl_put_be64(key + 8, a->seq);
-    if ((rc = put_stream(a, FL_DB_TLOG, key, 16, NULL, 0)) != 0)
+    if ((rc = put_stream(a, NULL, FL_DB_TLOG, key, 16, NULL, 0)) != 0)
         return rc;
     if (a->ev->event_id.p) {
-        uint8_t ib[32];
-        struct fl_buf *k = &a->x->k;
-        k->len = 0;
-        if (fl_buf_add_be64(k, a->tenant_no) ||
-            fl_buf_add(k, a->ev->event_id.p, a->ev->event_id.len))
-            return oom(a);
+        uint8_t kb[KEY_MAX], ib[32];
         fl_put_be64(ib, a->seq);
         fl_put_be64(ib + 8, (uint64_t)a->ts);
         memcpy(ib + 16, a->ev->payload_hash, 16);
-        MDB_val ik = {k->len, k->p}, iv = {32, ib};
-        if ((rc = mdb_put(a->x->txn, a->x->db->dbi[FL_DB_IDEM], &ik, &iv, 0)) != 0)
+        MDB_val ik = {idem_key(kb, a), kb}, iv = {32, ib};
+        rc = ik.mv_size ? put_at(a, &a->idem, FL_DB_IDEM, &ik, &iv) : MDB_BAD_VALSIZE;
+        if (rc != 0)
             return mdb_fail(a, rc, "write idempotency key");
     }
     return 0;
+}
+
+static int apply(struct apply *a, struct fl_ack *dup)
+{
+    const struct fl_event *ev = a->ev;
+    int rc;
+
+    rc = fl_names_tenant(a->x->txn, a->x->db, a->tenant, &a->tenant_no);
+    if (rc == 0)
+        a->have_tenant = 1;
+    else if (rc != MDB_NOTFOUND)
+        return mdb_fail(a, rc, "read tenant");
+    if ((rc = check_idempotency(a, dup)) != 0)
+        return rc;
+    if ((rc = resolve(a)) != 0)
+        return rc;
+    if (ev->has_expected_version && (uint64_t)ev->expected_version != a->version) {
+        if (a->err)
+            a->err->version = (int64_t)a->version;
+        return fl_error_set(a->err, FL_ECONFLICT,
+                            "expected_version is %lld but the flow's version is %llu; re-read "
+                            "the flow and retry",
+                            (long long)ev->expected_version, (unsigned long long)a->version);
+    }
+    if ((rc = check_state(a)) != 0)
+        return rc;
+    return write_event(a);
 }
 
 int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_event *ev,
@@ -1014,24 +1099,7 @@ int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_eve
     a.seq = seq;
     a.ts = ts;
     a.err = err;
-    rc = fl_names_tenant(x->txn, x->db, tenant, &a.tenant_no);
-    if (rc == 0)
-        a.have_tenant = 1;
-    else if (rc != MDB_NOTFOUND)
-        return mdb_fail(&a, rc, "read tenant");
-    if ((rc = check_idempotency(&a, dup)) != 0)
-        return rc;
-    if ((rc = resolve(&a)) != 0)
-        return rc;
-    if (ev->has_expected_version && (uint64_t)ev->expected_version != a.version) {
-        if (err)
-            err->version = (int64_t)a.version;
-        return fl_error_set(err, FL_ECONFLICT,
-                            "expected_version is %lld but the flow's version is %llu; re-read "
-                            "the flow and retry",
-                            (long long)ev->expected_version, (unsigned long long)a.version);
-    }
-    if ((rc = check_state(&a)) != 0)
-        return rc;
-    return write_event(&a);
+    rc = apply(&a, dup);
+    close_cursors(&a);
+    return rc;
 }

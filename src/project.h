@@ -51,8 +51,12 @@ int fl_flow_point(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint6
 int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, struct fl_str run_id,
                  uint64_t *run_no, uint64_t *flow_no);
 
-/* Build the pk bytes of row r (whose table is r->table) into out, given its run_no/flow_no. */
-int fl_pk_build(struct fl_buf *out, const struct fl_row *r, uint64_t flow_no, uint64_t run_no);
+/* The longest pk: run_no(8) iter(4) and an id of FL_ID_MAX bytes as a key string, in which
+ * every NUL takes two bytes. */
+#define FL_PK_MAX (8 + 4 + 2 * FL_ID_MAX + 2)
+/* Write the pk bytes of row r (whose table is r->table, of run run_no) into out; returns their
+ * length, or -1 if a key column is longer than the schema allows. */
+int fl_pk_build(uint8_t out[FL_PK_MAX], const struct fl_row *r, uint64_t run_no);
 
 /* Walk the as-of versions of every row of flow flow_no, calling cb once per row with its
  * latest value (cur) and its value right after seq as_of (at); a value of size 0 means "no row".

@@ -11,35 +11,44 @@ int fl_record_encode(struct fl_buf *out, uint64_t seq, int64_t ts, struct fl_str
                      uint8_t chain_out[FL_CHAIN_LEN])
 {
     const char *type = fl_event_defs[ev->type].name;
-    uint8_t sum[8];
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    int rc = -1;
+    size_t tlen = strlen(type), body;
+    uint8_t *p;
 
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 7);
-    msgpack_pack_uint64(&pk, FL_RECORD_FORMAT);
-    msgpack_pack_uint64(&pk, seq);
-    msgpack_pack_int64(&pk, ts);
-    fl_wire_pack_strn(&pk, tenant.p, tenant.len);
-    fl_wire_pack_cstr(&pk, type);
-    if (ev->event_id.p)
-        fl_wire_pack_strn(&pk, ev->event_id.p, ev->event_id.len);
-    else
-        msgpack_pack_nil(&pk);
-    msgpack_sbuffer_write(&sb, ev->data, ev->data_len);
-    if (!sb.data)
-        goto out;
+    /* Sized, then packed in place (util.h: the same bytes as msgpack-c's packer). */
+    body = 1 + fl_mp_uint_len(FL_RECORD_FORMAT) + fl_mp_uint_len(seq) + fl_mp_int_len(ts) +
+           fl_mp_str_len(tenant.len) + tenant.len + fl_mp_str_len(tlen) + tlen +
+           (ev->event_id.p ? fl_mp_str_len(ev->event_id.len) + ev->event_id.len : 1) +
+           ev->data_len;
     out->len = 0;
-    fl_hash_chain(prev, sb.data, sb.size, chain_out);
-    if (fl_buf_add(out, sb.data, sb.size) != 0 || fl_buf_add(out, chain_out, FL_CHAIN_LEN) != 0)
-        goto out;
-    fl_hash_checksum(out->p, out->len, sum);
-    rc = fl_buf_add(out, sum, 8);
-out:
-    msgpack_sbuffer_destroy(&sb);
-    return rc == 0 ? 0 : FL_EINTERNAL;
+    if (fl_buf_reserve(out, body + FL_RECORD_TRAILER) != 0)
+        return FL_EINTERNAL;
+    p = out->p;
+    p += fl_mp_put_array(p, 7);
+    p += fl_mp_put_uint(p, FL_RECORD_FORMAT);
+    p += fl_mp_put_uint(p, seq);
+    p += fl_mp_put_int(p, ts);
+    p += fl_mp_put_str(p, tenant.len);
+    if (tenant.len)
+        memcpy(p, tenant.p, tenant.len);
+    p += tenant.len;
+    p += fl_mp_put_str(p, tlen);
+    memcpy(p, type, tlen);
+    p += tlen;
+    if (ev->event_id.p) {
+        p += fl_mp_put_str(p, ev->event_id.len);
+        if (ev->event_id.len)
+            memcpy(p, ev->event_id.p, ev->event_id.len);
+        p += ev->event_id.len;
+    } else {
+        *p++ = 0xc0; /* nil */
+    }
+    if (ev->data_len)
+        memcpy(p, ev->data, ev->data_len);
+    fl_hash_chain(prev, out->p, body, chain_out);
+    memcpy(out->p + body, chain_out, FL_CHAIN_LEN);
+    fl_hash_checksum(out->p, body + FL_CHAIN_LEN, out->p + body + FL_CHAIN_LEN);
+    out->len = body + FL_RECORD_TRAILER;
+    return 0;
 }
 
 static int str_at(const msgpack_object *o, struct fl_str *s)

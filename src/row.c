@@ -10,20 +10,30 @@
 int fl_row_encode(const struct fl_row *r, struct fl_buf *out)
 {
     const struct fl_table_def *t = &fl_table_defs[r->table];
+    size_t need = 1 + t->ncols;
+    uint8_t *p;
 
+    /* Sized first, then written in place: one reserve per row instead of one per cell. */
+    for (size_t i = 0; i < t->ncols; i++)
+        need += r->c[i].t == FL_CELL_INT ? 8 : r->c[i].t == FL_CELL_STR ? 4 + r->c[i].len : 0;
     out->len = 0;
-    if (fl_buf_add_u8(out, (uint8_t)t->ncols) != 0)
+    if (fl_buf_reserve(out, need) != 0)
         return -1;
+    p = out->p;
+    *p++ = (uint8_t)t->ncols;
     for (size_t i = 0; i < t->ncols; i++) {
         const struct fl_cell *c = &r->c[i];
-        if (fl_buf_add_u8(out, c->t) != 0)
-            return -1;
-        if (c->t == FL_CELL_INT && fl_buf_add_be64(out, (uint64_t)c->i) != 0)
-            return -1;
-        if (c->t == FL_CELL_STR &&
-            (fl_buf_add_be32(out, c->len) != 0 || fl_buf_add(out, c->s, c->len) != 0))
-            return -1;
+        *p++ = c->t;
+        if (c->t == FL_CELL_INT) {
+            fl_put_be64(p, (uint64_t)c->i);
+            p += 8;
+        } else if (c->t == FL_CELL_STR) {
+            fl_put_be32(p, c->len);
+            memcpy(p + 4, c->s, c->len);
+            p += 4 + c->len;
+        }
     }
+    out->len = need;
     return 0;
 }
 
@@ -133,28 +143,45 @@ int fl_cell_is(const struct fl_cell *c, const char *s)
 
 /* ---- keys ---- */
 
-int fl_pk_build(struct fl_buf *out, const struct fl_row *r, uint64_t flow_no, uint64_t run_no)
+/* fl_buf_add_keystr's encoding, into p; returns the bytes written (at most 2 * len + 2). */
+static size_t put_keystr(uint8_t *p, const char *s, size_t len)
 {
-    int rc = 0;
+    size_t n = 0;
 
+    for (size_t i = 0; i < len; i++) {
+        p[n++] = (uint8_t)s[i];
+        if (s[i] == 0)
+            p[n++] = 0xFF;
+    }
+    p[n++] = 0;
+    p[n++] = 0;
+    return n;
+}
+
+int fl_pk_build(uint8_t out[FL_PK_MAX], const struct fl_row *r, uint64_t run_no)
+{
     switch (r->table) {
     case FL_T_FLOWS:
-        (void)flow_no; /* the flow row is the only row of its table under its flow_no */
-        return 0;
+        return 0; /* the flow row is the only row of its table under its flow_no */
     case FL_T_RUNS:
-        return fl_buf_add_be64(out, run_no);
+        fl_put_be64(out, run_no);
+        return 8;
     default:
         break;
     }
-    rc |= fl_buf_add_be64(out, run_no);
-    rc |= fl_buf_add_be32(out, (uint32_t)r->c[1].i);
-    if (r->table == FL_T_PATCHES || r->table == FL_T_SAST)
-        rc |= fl_buf_add_keystr(out, r->c[2].s, r->c[2].len);
-    else if (r->table == FL_T_EXEC)
-        rc |= fl_buf_add_u8(out, (uint8_t)fl_enum_index(
-                                     (const char *const[]){"flow_job", "validation_job", NULL},
-                                     r->c[FC_EX_JOB_TYPE].s, r->c[FC_EX_JOB_TYPE].len));
-    return rc ? -1 : 0;
+    fl_put_be64(out, run_no);
+    fl_put_be32(out + 8, (uint32_t)r->c[1].i);
+    if (r->table == FL_T_PATCHES || r->table == FL_T_SAST) {
+        if (r->c[2].len > FL_ID_MAX)
+            return -1;
+        return 12 + (int)put_keystr(out + 12, r->c[2].s, r->c[2].len);
+    }
+    if (r->table == FL_T_EXEC) {
+        out[12] = (uint8_t)fl_enum_index((const char *const[]){"flow_job", "validation_job", NULL},
+                                         r->c[FC_EX_JOB_TYPE].s, r->c[FC_EX_JOB_TYPE].len);
+        return 13;
+    }
+    return 12;
 }
 
 /* One row image found in a flow's stream, for grouping by row. */
