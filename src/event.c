@@ -52,6 +52,14 @@ static int mp_int(const msgpack_object *o, int64_t *out)
     return -1;
 }
 
+static size_t count_nul(const char *p, size_t len)
+{
+    size_t n = 0;
+    for (const char *q = p; (q = memchr(q, '\0', len - (size_t)(q - p))) != NULL; q++)
+        n++;
+    return n;
+}
+
 static int check_string(const struct fl_field_def *f, const msgpack_object *o, struct fl_val *v,
                         int trusted, struct fl_error *err)
 {
@@ -70,6 +78,14 @@ static int check_string(const struct fl_field_def *f, const msgpack_object *o, s
                             "data.%s: must be %zu..%zu bytes, got %zu", f->name, lo, hi, len);
     if (!trusted && !fl_utf8_valid(p, len))
         return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: is not valid UTF-8", f->name);
+    /* Ids become B-tree keys, in which a NUL byte takes two bytes (util.h, keystr): counting
+     * them twice keeps every key within LMDB's 511-byte limit, so that a hostile id is refused
+     * here and never breaks the commit it shares with other clients' appends. */
+    if (f->kind == FL_FK_ID && !trusted && len + count_nul(p, len) > hi)
+        return fl_error_set(err, FL_EBAD_REQUEST,
+                            "data.%s: NUL bytes count twice toward the %zu-byte limit of an id "
+                            "(%zu bytes, %zu of them NUL)",
+                            f->name, hi, len, count_nul(p, len));
     if (f->kind == FL_FK_ENUM && fl_enum_index(f->enum_values, p, len) < 0) {
         char allowed[256] = "";
         for (int i = 0; f->enum_values[i]; i++) {

@@ -155,7 +155,7 @@ int tu_append(struct fl_store *s, const char *tenant, const char *json, struct f
               size_t max, struct fl_error *err)
 {
     json_error_t je;
-    json_t *j = json_loads(json, 0, &je), *arr;
+    json_t *j = json_loads(json, JSON_ALLOW_NUL, &je), *arr;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_unpacked up;
