@@ -892,7 +892,10 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, MDB_txn *txn, struct
         *g = saved;
         if (x->mdb_rc)
             return rc;
-        s->failed_appends++;
+        /* The contract's refusals happen before an event writes; an internal error (a damaged
+         * stored row, no memory) may come after, and only a nested transaction undoes that. */
+        if (!child && a->err.code == FL_EINTERNAL)
+            x->tainted = 1;
         return 0;
     }
     if (child && (rc = mdb_txn_commit(child)) != 0) {
@@ -901,10 +904,21 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, MDB_txn *txn, struct
         *g = saved;
         return fl_store_mdb_error(rc, "commit nested transaction", &a->err);
     }
-    s->appends++;
-    for (size_t i = 0; i < a->n; i++)
-        s->duplicates += a->acks[i].duplicate ? 1 : 0;
     return 0;
+}
+
+/* Count the outcomes of a committed group (once, however often it was redone). */
+static void count_outcomes(struct fl_store *s, struct fl_append **apps, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (apps[i]->err.code) {
+            s->failed_appends++;
+            continue;
+        }
+        s->appends++;
+        for (size_t k = 0; k < apps[i]->n; k++)
+            s->duplicates += apps[i]->acks[k].duplicate ? 1 : 0;
+    }
 }
 
 static void fail_all(struct fl_append **apps, size_t n, const struct fl_error *e)
@@ -959,6 +973,7 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
     struct fl_error e;
     struct group_state g;
     MDB_txn *txn;
+    uint8_t *excluded = NULL; /* appends left out of a redo; they keep their error */
     int rc;
 
     fl_error_clear(&e);
@@ -985,8 +1000,20 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
             goto fail;
         }
         x.txn = txn;
-        for (size_t i = 0; i < n && !x.mdb_rc; i++)
-            append_one(s, &x, txn, apps[i], &g, &rec);
+        x.tainted = 0;
+        size_t i;
+        for (i = 0; i < n && !x.mdb_rc && !x.tainted; i++)
+            if (!excluded || !excluded[i])
+                append_one(s, &x, txn, apps[i], &g, &rec);
+        if (x.tainted && !x.mdb_rc) {
+            mdb_txn_abort(txn);
+            if (!excluded && !(excluded = calloc(n, 1))) {
+                fl_error_set(&e, FL_EINTERNAL, "out of memory");
+                goto fail;
+            }
+            excluded[i - 1] = 1;
+            continue; /* redo the group without the append that may have half-written */
+        }
         if (x.mdb_rc) {
             mdb_txn_abort(txn);
             rc = x.mdb_rc;
@@ -1013,6 +1040,8 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
         memcpy(s->head_chain, g.chain, FL_CHAIN_LEN);
     }
     s->commits++;
+    count_outcomes(s, apps, n);
+    free(excluded);
     fl_buf_free(&rec);
     fl_buf_free(&x.k);
     fl_buf_free(&x.v);
@@ -1022,6 +1051,7 @@ fail:
     /* The caller reports it (flowlogd logs each failed commit once). */
     fl_journal_unstage(s->journal, 0);
     fail_all(apps, n, &e);
+    free(excluded);
     if (err)
         *err = e;
     fl_buf_free(&rec);

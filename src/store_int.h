@@ -92,6 +92,8 @@ struct fl_ptx {
     MDB_txn *txn;
     const struct fl_dbs *db;
     int mdb_rc;          /* first LMDB failure seen (the transaction is then unusable) */
+    int tainted;         /* an event without a nested transaction failed on an internal error,
+                            perhaps after writing: the group is redone without its append */
     struct fl_buf k, v;  /* scratch */
     struct fl_arena *arena;
 };
