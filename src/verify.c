@@ -248,14 +248,16 @@ again:
     x.db = &sdb;
     for (uint64_t seq = 1; seq <= r->head_seq; seq += CHUNK) {
         uint64_t to = seq + CHUNK - 1 < r->head_seq ? seq + CHUNK - 1 : r->head_seq;
+        struct fl_error re; /* the reason goes into the report, whatever err is */
         x.txn = txn;
         x.mdb_rc = 0;
-        if (fl_store_replay(s, live, &x, seq, to, NULL, err) != 0) {
+        fl_error_clear(&re);
+        if (fl_store_replay(s, live, &x, seq, to, NULL, &re) != 0) {
             if (x.mdb_rc) {
                 rc = x.mdb_rc;
                 goto mdb;
             }
-            problem(r, "rebuild from the log failed: %s", err ? err->msg : "");
+            problem(r, "rebuild from the log failed: %s", re.msg);
             goto done;
         }
         rc = mdb_txn_commit(txn);
