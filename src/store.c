@@ -1114,13 +1114,31 @@ static int replay_record(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
 int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
                     uint64_t to, uint64_t *done, struct fl_error *err)
 {
-    for (uint64_t seq = from; seq <= to; seq++) {
-        MDB_val v;
-        int rc;
+    MDB_cursor *c = NULL;
+    MDB_val k, v;
+    uint8_t kb[8];
+    int rc = 0;
 
-        if ((rc = fl_store_get_record(src, &s->db, seq, &v)) != 0)
-            return fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
-                                (unsigned long long)seq, mdb_strerror(rc));
+    if (from > to)
+        return 0;
+    /* One cursor walks the log (MDB_NEXT stays on the leaf page); a key other than the next
+     * seq is looked up by itself, so a gap is reported as before. */
+    if ((rc = mdb_cursor_open(src, s->db.dbi[FL_DB_LOG], &c)) != 0)
+        return fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
+                            (unsigned long long)from, mdb_strerror(rc));
+    for (uint64_t seq = from; seq <= to; seq++) {
+        rc = seq == from ? MDB_NOTFOUND : mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        if (rc != 0 || k.mv_size != 8 || fl_get_be64(k.mv_data) != seq) {
+            fl_put_be64(kb, seq);
+            k.mv_size = 8;
+            k.mv_data = kb;
+            rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+        }
+        if (rc != 0) {
+            rc = fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
+                              (unsigned long long)seq, mdb_strerror(rc));
+            break;
+        }
         rc = replay_record(s, dst, seq, v.mv_data, v.mv_size, err);
         fl_arena_reset(dst->arena);
         if (rc != 0) {
@@ -1129,12 +1147,13 @@ int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64
                 snprintf(msg, sizeof msg, "%s", err->msg);
                 fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, msg);
             }
-            return rc;
+            break;
         }
         if (done)
             (*done)++;
     }
-    return 0;
+    mdb_cursor_close(c);
+    return rc;
 }
 
 static int set_pending(struct fl_store *s, MDB_txn *txn, int on)
