@@ -1253,8 +1253,7 @@ static int apply(struct apply *a, struct fl_ack *dup)
     if (rc == 0) {
         a->tenant_no = v[0];
         a->have_tenant = 1;
-    }
-    else if (rc != MDB_NOTFOUND)
+    } else if (rc != MDB_NOTFOUND)
         return mdb_fail(a, rc, "read tenant");
     if ((rc = check_idempotency(a, dup)) != 0)
         return rc;
