@@ -137,6 +137,167 @@ int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, stru
     return rc;
 }
 
+/* ---- the per-transaction lookup cache (store_int.h: struct fl_ptx.cache) ---- */
+
+/* Key -> up to two numbers. Keys are names keys as stored (kind [no] id: a tenant's, flow's or
+ * run's numbers) and 'V' flow_no (a flow's version, which names keys never start with).
+ * Entries are kept in the order added, their keys' bytes in one buffer; an open-addressing
+ * table of entry numbers finds them. Only the table is zeroed, so a transaction that caches
+ * little costs little. */
+struct pc_entry {
+    uint64_t h;
+    uint32_t off, len; /* the key's bytes in keys */
+    uint64_t v[2];
+};
+
+struct fl_pcache {
+    uint32_t *slot; /* 0: empty, else 1 + an index into ent */
+    size_t mask;
+    struct pc_entry *ent;
+    size_t n, cap;
+    struct fl_buf keys;
+};
+
+/* More keys than this are not cached (a bound on memory; one event adds at most three). */
+#define PC_MAX_KEYS (1u << 18)
+#define PC_SLOTS 256 /* to start with: 1 KiB */
+#define PC_VERSION 'V'
+
+void fl_project_forget(struct fl_ptx *x)
+{
+    struct fl_pcache *c = x->cache;
+
+    if (!c)
+        return;
+    free(c->slot);
+    free(c->ent);
+    fl_buf_free(&c->keys);
+    free(c);
+    x->cache = NULL;
+}
+
+/* The slot of key k: holding its entry, or the empty slot where it would go. */
+static uint32_t *pc_slot(const struct fl_pcache *c, uint64_t h, const uint8_t *k, size_t n)
+{
+    for (size_t i = h & c->mask;; i = (i + 1) & c->mask) {
+        uint32_t *sl = &c->slot[i];
+        const struct pc_entry *e = *sl ? &c->ent[*sl - 1] : NULL;
+        if (!e || (e->h == h && e->len == n && memcmp(c->keys.p + e->off, k, n) == 0))
+            return sl;
+    }
+}
+
+/* 1 and v when key k[0..n) is cached, else 0. */
+static int pc_get(const struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v[2])
+{
+    const struct fl_pcache *c = x->cache;
+    const uint32_t *sl;
+
+    if (!c || !n)
+        return 0;
+    sl = pc_slot(c, fl_hash64(k, n), k, n);
+    if (!*sl)
+        return 0;
+    v[0] = c->ent[*sl - 1].v[0];
+    v[1] = c->ent[*sl - 1].v[1];
+    return 1;
+}
+
+static int pc_grow(struct fl_pcache *c)
+{
+    size_t cap = 2 * (c->mask + 1);
+    uint32_t *slot = calloc(cap, sizeof *slot);
+
+    if (!slot)
+        return -1;
+    for (size_t e = 0; e < c->n; e++) {
+        size_t j = c->ent[e].h & (cap - 1);
+        while (slot[j])
+            j = (j + 1) & (cap - 1);
+        slot[j] = (uint32_t)e + 1;
+    }
+    free(c->slot);
+    c->slot = slot;
+    c->mask = cap - 1;
+    return 0;
+}
+
+/* Cache k[0..n) -> v0, v1. A cached key's value is replaced in place, before anything that can
+ * fail, so a cache never keeps an old value; a new key is left out when memory runs short. */
+static void pc_put(struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v0, uint64_t v1)
+{
+    struct fl_pcache *c = x->cache;
+    struct pc_entry *e;
+    uint32_t *sl;
+    uint64_t h;
+
+    if (!n)
+        return;
+    if (!c) {
+        if (!(c = calloc(1, sizeof *c)))
+            return;
+        if (!(c->slot = calloc(PC_SLOTS, sizeof *c->slot))) {
+            free(c);
+            return;
+        }
+        c->mask = PC_SLOTS - 1;
+        x->cache = c;
+    }
+    h = fl_hash64(k, n);
+    sl = pc_slot(c, h, k, n);
+    if (!*sl) {
+        if (c->n >= PC_MAX_KEYS || c->keys.len > UINT32_MAX - n)
+            return;
+        if (c->n == c->cap) {
+            size_t cap = c->cap ? 2 * c->cap : 64;
+            struct pc_entry *ent = realloc(c->ent, cap * sizeof *ent);
+            if (!ent)
+                return;
+            c->ent = ent;
+            c->cap = cap;
+        }
+        if (2 * (c->n + 1) > c->mask + 1) {
+            if (pc_grow(c) != 0)
+                return;
+            sl = pc_slot(c, h, k, n);
+        }
+        if (fl_buf_add(&c->keys, k, n) != 0)
+            return;
+        e = &c->ent[c->n];
+        e->h = h;
+        e->off = (uint32_t)(c->keys.len - n);
+        e->len = (uint32_t)n;
+        *sl = (uint32_t)++c->n;
+    }
+    e = &c->ent[*sl - 1];
+    e->v[0] = v0;
+    e->v[1] = v1;
+}
+
+/* A names lookup in x's transaction through its cache: 0 and the value's first one or two
+ * numbers (nv), MDB_NOTFOUND, or another MDB code. */
+static int cached_name(struct fl_ptx *x, const uint8_t *kb, size_t n, int nv, uint64_t v[2])
+{
+    MDB_val val;
+    int rc;
+
+    if (pc_get(x, kb, n, v))
+        return 0;
+    if ((rc = get_name(x->txn, x->db, kb, n, &val)) != 0)
+        return rc;
+    v[0] = fl_get_be64(val.mv_data);
+    v[1] = nv > 1 ? fl_get_be64((const uint8_t *)val.mv_data + 8) : 0;
+    pc_put(x, kb, n, v[0], v[1]);
+    return 0;
+}
+
+static size_t version_key(uint8_t kb[9], uint64_t flow_no)
+{
+    kb[0] = PC_VERSION;
+    fl_put_be64(kb + 1, flow_no);
+    return 9;
+}
+
 /* ---- the apply context ---- */
 
 struct apply {
@@ -416,8 +577,10 @@ static int intern_tenant(struct apply *a)
         return 0;
     if ((rc = next_number(a, &a->tenant_no)) != 0)
         return rc;
+    size_t n = name_key(kb, 'T', NULL, a->tenant);
     fl_put_be64(b, a->tenant_no);
-    rc = put_name(a, kb, name_key(kb, 'T', NULL, a->tenant), b, 8);
+    if ((rc = put_name(a, kb, n, b, 8)) == 0)
+        pc_put(a->x, kb, n, a->tenant_no, 0);
     a->have_tenant = 1;
     return rc;
 }
@@ -429,9 +592,10 @@ static int new_flow(struct apply *a)
 
     if ((rc = next_number(a, &a->flow_no)) != 0)
         return rc;
+    size_t n = name_key(kb, 'F', &a->tenant_no, ev_val(a, "flow_id")->s);
     fl_put_be64(b, a->flow_no);
-    rc = put_name(a, kb, name_key(kb, 'F', &a->tenant_no, ev_val(a, "flow_id")->s), b, 8);
-    if (rc == 0) {
+    if ((rc = put_name(a, kb, n, b, 8)) == 0) {
+        pc_put(a->x, kb, n, a->flow_no, 0);
         kb[0] = 'G';
         fl_put_be64(kb + 1, a->flow_no);
         fl_put_be64(b, a->seq);
@@ -449,9 +613,11 @@ static int new_run(struct apply *a)
 
     if ((rc = next_number(a, &a->run_no)) != 0)
         return rc;
+    size_t n = name_key(kb, 'R', &a->tenant_no, ev_val(a, "run_id")->s);
     fl_put_be64(b, a->run_no);
     fl_put_be64(b + 8, a->flow_no);
-    rc = put_name(a, kb, name_key(kb, 'R', &a->tenant_no, ev_val(a, "run_id")->s), b, 16);
+    if ((rc = put_name(a, kb, n, b, 16)) == 0)
+        pc_put(a->x, kb, n, a->run_no, a->flow_no);
     a->have_run = 1;
     return rc;
 }
@@ -509,30 +675,44 @@ static size_t idem_key(uint8_t kb[KEY_MAX], const struct apply *a)
 static int resolve(struct apply *a)
 {
     const struct fl_event_def *d = &fl_event_defs[a->ev->type];
-    const struct fl_dbs *db = a->x->db;
-    MDB_txn *txn = a->x->txn;
+    uint8_t kb[KEY_MAX];
+    uint64_t v[2];
     int rc;
 
     if (!a->have_tenant)
         return 0;
     if (d->run_level) {
-        rc = fl_names_run(txn, db, a->tenant_no, ev_val(a, "run_id")->s, &a->run_no,
-                          &a->flow_no);
-        if (rc == 0)
+        rc = cached_name(a->x, kb, name_key(kb, 'R', &a->tenant_no, ev_val(a, "run_id")->s), 2,
+                         v);
+        if (rc == 0) {
+            a->run_no = v[0];
+            a->flow_no = v[1];
             a->have_run = a->have_flow = 1;
+        }
     } else {
-        rc = fl_names_flow(txn, db, a->tenant_no, ev_val(a, "flow_id")->s, &a->flow_no);
-        if (rc == 0)
+        rc = cached_name(a->x, kb, name_key(kb, 'F', &a->tenant_no, ev_val(a, "flow_id")->s), 1,
+                         v);
+        if (rc == 0) {
+            a->flow_no = v[0];
             a->have_flow = 1;
+        }
     }
     if (rc != 0 && rc != MDB_NOTFOUND)
         return mdb_fail(a, rc, "read names");
     if (a->have_flow) {
         int64_t last_ts;
-        /* This leaves the stream cursor at the end of the flow, where the event's entry goes. */
-        if ((rc = open_cursor(a, &a->stream, FL_DB_FLOWS)) != 0 ||
-            (rc = stream_point(a->stream, a->flow_no, UINT64_MAX, &a->version, &last_ts)) != 0)
-            return mdb_fail(a, rc, "read flow version");
+        size_t n = version_key(kb, a->flow_no);
+        if (pc_get(a->x, kb, n, v)) {
+            a->version = v[0];
+        } else {
+            /* This leaves the stream cursor at the end of the flow, where the event's entry
+             * goes. */
+            if ((rc = open_cursor(a, &a->stream, FL_DB_FLOWS)) != 0 ||
+                (rc = stream_point(a->stream, a->flow_no, UINT64_MAX, &a->version,
+                                   &last_ts)) != 0)
+                return mdb_fail(a, rc, "read flow version");
+            pc_put(a->x, kb, n, a->version, 0);
+        }
         if ((rc = load_flow(a)) != 0)
             return rc;
     }
@@ -707,11 +887,13 @@ static int check_flow_level(struct apply *a)
 static int check_run_started(struct apply *a)
 {
     struct fl_row *r = &a->run_new, *f = &a->flow_new;
-    uint64_t rn, fn;
+    uint8_t kb[KEY_MAX];
+    uint64_t v[2];
     int rc;
 
     if (a->have_tenant) {
-        rc = fl_names_run(a->x->txn, a->x->db, a->tenant_no, ev_val(a, "run_id")->s, &rn, &fn);
+        rc = cached_name(a->x, kb, name_key(kb, 'R', &a->tenant_no, ev_val(a, "run_id")->s), 2,
+                         v);
         if (rc == 0) {
             struct fl_str id = ev_val(a, "run_id")->s;
             return fl_error_set(a->err, FL_EALREADY_EXISTS,
@@ -1042,6 +1224,7 @@ static int write_event(struct apply *a)
     fl_put_be64(val + 16, d->run_level || a->ev->type == FL_EV_RUN_STARTED ? a->run_no : 0);
     if ((rc = put_stream(a, &a->stream, FL_DB_FLOWS, key, 17, val, 24)) != 0)
         return rc;
+    pc_put(a->x, key, version_key(key, a->flow_no), a->version, 0);
     fl_put_be64(key, a->tenant_no);
     fl_put_be64(key + 8, a->seq);
     if ((rc = put_stream(a, NULL, FL_DB_TLOG, key, 16, NULL, 0)) != 0)
@@ -1062,12 +1245,15 @@ static int write_event(struct apply *a)
 static int apply(struct apply *a, struct fl_ack *dup)
 {
     const struct fl_event *ev = a->ev;
+    uint8_t kb[KEY_MAX];
+    uint64_t v[2];
     int rc;
 
-    rc = fl_names_tenant(a->x->txn, a->x->db, a->tenant, &a->tenant_no);
-    if (rc == 0)
+    rc = cached_name(a->x, kb, name_key(kb, 'T', NULL, a->tenant), 1, v);
+    if (rc == 0) {
+        a->tenant_no = v[0];
         a->have_tenant = 1;
-    else if (rc != MDB_NOTFOUND)
+    } else if (rc != MDB_NOTFOUND)
         return mdb_fail(a, rc, "read tenant");
     if ((rc = check_idempotency(a, dup)) != 0)
         return rc;

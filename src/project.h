@@ -37,6 +37,12 @@ int fl_row_decode(int table, const void *p, size_t len, struct fl_row *r);
 int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_event *ev,
                      uint64_t seq, int64_t ts, struct fl_ack *dup, struct fl_error *err);
 
+/* Drop x's lookup cache (store_int.h) and its memory. Call it when x's transaction ends (commit
+ * or abort), and whenever changes made through x may be undone: after aborting a nested
+ * transaction, before redoing a group. A cache entry outliving the state it was read from would
+ * give an event another event's numbers or version. */
+void fl_project_forget(struct fl_ptx *x);
+
 /* ---- lookups shared with the read side (all read-only) ---- */
 /* 0 and *no, or MDB_NOTFOUND, or another MDB code. */
 int fl_names_tenant(MDB_txn *txn, const struct fl_dbs *db, struct fl_str tenant, uint64_t *no);

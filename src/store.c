@@ -413,6 +413,7 @@ static int recovery_commit(struct recovery *r)
         rc = mdb_txn_commit(r->txn);
     }
     r->txn = NULL;
+    fl_project_forget(&r->x);
     if (rc != 0) {
         r->x.mdb_rc = rc;
         return RECOVER_MDB;
@@ -521,6 +522,7 @@ static int recover(struct fl_store *s, uint64_t from, uint64_t head_off, struct 
             if (r.txn)
                 mdb_txn_abort(r.txn);
             r.txn = NULL;
+            fl_project_forget(&r.x);
             if ((rc = grow_map(s, err)) != 0)
                 goto out;
             continue; /* redo the chunk that did not fit */
@@ -529,6 +531,7 @@ static int recover(struct fl_store *s, uint64_t from, uint64_t head_off, struct 
     }
     if (r.txn)
         mdb_txn_abort(r.txn);
+    fl_project_forget(&r.x);
     if (rc == RECOVER_MDB) {
         rc = fl_store_write_error(s, r.x.mdb_rc, "recover from the journal", err);
         goto out;
@@ -556,6 +559,7 @@ static int recover(struct fl_store *s, uint64_t from, uint64_t head_off, struct 
     s->recovered += r.applied;
     rc = 0;
 out:
+    fl_project_forget(&r.x);
     fl_buf_free(&r.x.k);
     fl_buf_free(&r.x.v);
     fl_arena_free(r.x.arena);
@@ -888,6 +892,8 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, MDB_txn *txn, struct
     if (rc < 0) {
         if (child)
             mdb_txn_abort(child);
+        /* The cache may hold what the aborted child (or a half-written event) wrote. */
+        fl_project_forget(x);
         fl_journal_unstage(s->journal, staged);
         *g = saved;
         if (x->mdb_rc)
@@ -900,6 +906,7 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, MDB_txn *txn, struct
     }
     if (child && (rc = mdb_txn_commit(child)) != 0) {
         x->mdb_rc = rc;
+        fl_project_forget(x);
         fl_journal_unstage(s->journal, staged);
         *g = saved;
         return fl_store_mdb_error(rc, "commit nested transaction", &a->err);
@@ -994,6 +1001,7 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
         memcpy(g.chain, s->head_chain, FL_CHAIN_LEN);
         g.head_off = 0;
         x.mdb_rc = 0;
+        fl_project_forget(&x); /* a redo starts over: nothing of the aborted try holds */
         fl_journal_unstage(s->journal, 0);
         if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
             fl_store_mdb_error(rc, "begin write", &e);
@@ -1042,6 +1050,7 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
     s->commits++;
     count_outcomes(s, apps, n);
     free(excluded);
+    fl_project_forget(&x);
     fl_buf_free(&rec);
     fl_buf_free(&x.k);
     fl_buf_free(&x.v);
@@ -1054,6 +1063,7 @@ fail:
     free(excluded);
     if (err)
         *err = e;
+    fl_project_forget(&x);
     fl_buf_free(&rec);
     fl_buf_free(&x.k);
     fl_buf_free(&x.v);
@@ -1104,13 +1114,31 @@ static int replay_record(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
 int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
                     uint64_t to, uint64_t *done, struct fl_error *err)
 {
-    for (uint64_t seq = from; seq <= to; seq++) {
-        MDB_val v;
-        int rc;
+    MDB_cursor *c = NULL;
+    MDB_val k, v;
+    uint8_t kb[8];
+    int rc = 0;
 
-        if ((rc = fl_store_get_record(src, &s->db, seq, &v)) != 0)
-            return fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
-                                (unsigned long long)seq, mdb_strerror(rc));
+    if (from > to)
+        return 0;
+    /* One cursor walks the log (MDB_NEXT stays on the leaf page); a key other than the next
+     * seq is looked up by itself, so a gap is reported as before. */
+    if ((rc = mdb_cursor_open(src, s->db.dbi[FL_DB_LOG], &c)) != 0)
+        return fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
+                            (unsigned long long)from, mdb_strerror(rc));
+    for (uint64_t seq = from; seq <= to; seq++) {
+        rc = seq == from ? MDB_NOTFOUND : mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        if (rc != 0 || k.mv_size != 8 || fl_get_be64(k.mv_data) != seq) {
+            fl_put_be64(kb, seq);
+            k.mv_size = 8;
+            k.mv_data = kb;
+            rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+        }
+        if (rc != 0) {
+            rc = fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
+                              (unsigned long long)seq, mdb_strerror(rc));
+            break;
+        }
         rc = replay_record(s, dst, seq, v.mv_data, v.mv_size, err);
         fl_arena_reset(dst->arena);
         if (rc != 0) {
@@ -1119,12 +1147,13 @@ int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64
                 snprintf(msg, sizeof msg, "%s", err->msg);
                 fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, msg);
             }
-            return rc;
+            break;
         }
         if (done)
             (*done)++;
     }
-    return 0;
+    mdb_cursor_close(c);
+    return rc;
 }
 
 static int set_pending(struct fl_store *s, MDB_txn *txn, int on)
@@ -1143,6 +1172,7 @@ static int rebuild_chunk(struct fl_store *s, struct fl_ptx *x, uint64_t seq, uin
     MDB_txn *txn = NULL, *rtxn = NULL;
     int rc;
 
+    fl_project_forget(x);
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0 ||
         (rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &rtxn)) != 0)
         goto out;
@@ -1159,6 +1189,7 @@ static int rebuild_chunk(struct fl_store *s, struct fl_ptx *x, uint64_t seq, uin
     rc = mdb_txn_commit(txn);
     txn = NULL;
 out:
+    fl_project_forget(x); /* its transaction ended, committed or not */
     if (rtxn)
         mdb_txn_abort(rtxn);
     if (txn)
@@ -1216,6 +1247,7 @@ mdb_fail:
 out_err:
     rc = err && err->code ? err->code : FL_EINTERNAL;
 out:
+    fl_project_forget(&x);
     fl_buf_free(&x.k);
     fl_buf_free(&x.v);
     fl_arena_free(x.arena);

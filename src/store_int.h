@@ -96,6 +96,12 @@ struct fl_ptx {
                             perhaps after writing: the group is redone without its append */
     struct fl_buf k, v;  /* scratch */
     struct fl_arena *arena;
+    /* What the projection code looked up or wrote in txn (tenant, flow and run numbers by
+     * name, a flow's version), so that the next event of a tenant, flow or run skips those
+     * B-tree searches. True of txn's current state only: fl_project_forget must drop it
+     * whenever txn ends or any of its changes may be undone (an aborted nested transaction,
+     * a redo). NULL when empty. */
+    struct fl_pcache *cache;
 };
 
 /* A simple region allocator: everything is freed at once by fl_arena_reset. */

@@ -230,6 +230,7 @@ static int check_projections(struct fl_store *s, MDB_txn *live, struct report *r
 
     snprintf(dir, sizeof dir, "%s/verify.tmp", s->dir);
 again:
+    fl_project_forget(&x); /* a try in a larger map starts over */
     remove_scratch(dir);
     if (mkdir(dir, 0700) != 0)
         return fl_error_set(err, FL_EUNAVAILABLE, "verify: cannot create %s: %s", dir,
@@ -247,20 +248,23 @@ again:
     x.db = &sdb;
     for (uint64_t seq = 1; seq <= r->head_seq; seq += CHUNK) {
         uint64_t to = seq + CHUNK - 1 < r->head_seq ? seq + CHUNK - 1 : r->head_seq;
+        struct fl_error re; /* the reason goes into the report, whatever err is */
         x.txn = txn;
         x.mdb_rc = 0;
-        if (fl_store_replay(s, live, &x, seq, to, NULL, err) != 0) {
+        fl_error_clear(&re);
+        if (fl_store_replay(s, live, &x, seq, to, NULL, &re) != 0) {
             if (x.mdb_rc) {
                 rc = x.mdb_rc;
                 goto mdb;
             }
-            problem(r, "rebuild from the log failed: %s", err ? err->msg : "");
+            problem(r, "rebuild from the log failed: %s", re.msg);
             goto done;
         }
-        if ((rc = mdb_txn_commit(txn)) != 0) {
-            txn = NULL;
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+        fl_project_forget(&x); /* valid for one transaction only */
+        if (rc != 0)
             goto mdb;
-        }
         if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0)
             goto mdb;
     }
@@ -270,6 +274,7 @@ again:
 done:
     if (txn)
         mdb_txn_abort(txn);
+    fl_project_forget(&x);
     mdb_env_close(env);
     remove_scratch(dir);
     fl_buf_free(&x.k);
@@ -283,6 +288,7 @@ mdb:
     if (env)
         mdb_env_close(env);
     env = NULL;
+    fl_project_forget(&x);
     if (rc == MDB_MAP_FULL && map < s->max_map_size) {
         map *= 2;
         goto again;

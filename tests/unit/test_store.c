@@ -426,6 +426,121 @@ static void test_group_outcomes(void **state)
     }
 }
 
+/* One fl_store_commit of n appends, each a JSON array of events of its tenant; each append's
+ * error code goes to codes[i] and its last ack's seq to seqs[i]. */
+static void commit_group(struct fl_store *s, size_t n, const char *const tenants[],
+                         const char *const texts[], int codes[], uint64_t seqs[])
+{
+    msgpack_sbuffer sb[8];
+    msgpack_unpacked up[8];
+    struct fl_event ev[8][8];
+    struct fl_ack ack[8][8];
+    struct fl_append app[8], *apps[8];
+    struct fl_error e;
+
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        msgpack_packer pk;
+        size_t off = 0;
+        json_t *j = json_loads(texts[i], 0, NULL);
+        assert_non_null(j);
+        assert_true(json_array_size(j) <= 8);
+        msgpack_sbuffer_init(&sb[i]);
+        msgpack_packer_init(&pk, &sb[i], msgpack_sbuffer_write);
+        tu_pack_json(&pk, j);
+        msgpack_unpacked_init(&up[i]);
+        msgpack_unpack_next(&up[i], sb[i].data, sb[i].size, &off);
+        memset(&app[i], 0, sizeof app[i]);
+        app[i].n = json_array_size(j);
+        for (size_t k = 0; k < app[i].n; k++)
+            assert_int_equal(fl_event_parse(&up[i].data.via.array.ptr[k], NULL, &ev[i][k], &e), 0);
+        json_decref(j);
+        app[i].tenant = tu_s(tenants[i]);
+        app[i].events = ev[i];
+        app[i].acks = ack[i];
+        apps[i] = &app[i];
+    }
+    assert_int_equal(fl_store_commit(s, apps, n, &e), 0);
+    for (size_t i = 0; i < n; i++) {
+        codes[i] = app[i].err.code;
+        seqs[i] = app[i].err.code ? 0 : ack[i][app[i].n - 1].seq;
+        for (size_t k = 0; k < app[i].n; k++)
+            fl_event_free(&ev[i][k]);
+        msgpack_unpacked_destroy(&up[i]);
+        msgpack_sbuffer_destroy(&sb[i]);
+    }
+}
+
+/* The projection code caches names and versions for the length of a write transaction. An
+ * append whose last event fails undoes its earlier events (a nested transaction): what they
+ * created (a tenant, a flow, runs, versions) must be forgotten too, or the appends after it in
+ * the same group would see flows and runs that do not exist, numbers given out twice, or
+ * versions that were never reached. */
+static void test_group_after_failed_append(void **state)
+{
+    struct tu_fx *f = *state;
+    const char *const tenants[8] = {T, T, "other:t", T, "other:t", T, T, T};
+    const char *const texts[8] = {
+        /* 0: ok: c1 (version 3) and run cr1 */
+        "[" REG("c1") "," START("cr1", "c1") "," IT("cr1", 1, "generate_code", "RUNNING") "]",
+        /* 1: fails at its last event: c2, cr2 (on c2), cr3 (on c1), c1 to version 5 undone */
+        "[" REG("c2") "," START("cr2", "c2") "," START("cr3", "c1") ","
+        "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"c1\",\"owner\":\"x\"}},"
+        RSTATUS("nope", "RUNNING") "]",
+        /* 2: fails: a new tenant and its flow, undone */
+        "[" REG("t1") "," RSTATUS("nope", "RUNNING") "]",
+        /* 3: c2 is not registered, so this is no duplicate; cr3 was never used; c1 is at 3 */
+        "[" REG("c2") ","
+        "{\"type\":\"run_started\",\"expected_version\":3,\"data\":{\"run_id\":\"cr3\","
+        "\"flow_id\":\"c1\"}}]",
+        /* 4: the tenant again, from scratch */
+        "[" REG("t1") "]",
+        /* 5: cr2 was never started */
+        "[" IT("cr2", 1, "generate_code", "RUNNING") "]",
+        /* 6: now it is, on the new c2 (version 3 after it) */
+        "[" START("cr2", "c2") "," IT("cr2", 1, "generate_code", "RUNNING") "]",
+        /* 7: c1 is at 4 after cr3 started */
+        "[{\"type\":\"flow_updated\",\"expected_version\":4,\"data\":{\"flow_id\":\"c1\","
+        "\"owner\":\"y\"}}]",
+    };
+    int codes[8];
+    uint64_t seqs[8];
+
+    commit_group(f->s, 8, tenants, texts, codes, seqs);
+    assert_int_equal(codes[0], 0);
+    assert_int_equal(codes[1], FL_ENOT_FOUND);
+    assert_int_equal(codes[2], FL_ENOT_FOUND);
+    assert_int_equal(codes[3], 0);
+    assert_int_equal(codes[4], 0);
+    assert_int_equal(codes[5], FL_ENOT_FOUND);
+    assert_int_equal(codes[6], 0);
+    assert_int_equal(codes[7], 0);
+    assert_int_equal(seqs[3], 5);
+    assert_int_equal(seqs[4], 6);
+    assert_int_equal(seqs[7], 9);
+    json_t *st = tu_state(f->s, T, "c1", 0, NULL);
+    assert_non_null(st);
+    assert_string_equal(tu_str(st, "migration_flows/0/owner"), "y");
+    assert_int_equal(tu_int(st, "version"), 5);
+    json_decref(st);
+    st = tu_state(f->s, T, "c2", 0, NULL);
+    assert_non_null(st);
+    assert_int_equal(tu_int(st, "version"), 3);
+    assert_string_equal(tu_str(st, "migration_runs/0/run_id"), "cr2");
+    json_decref(st);
+    json_t *v = tu_verify(f->s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+    /* and the next group starts from what was committed */
+    commit_group(f->s, 1, tenants + 7, (const char *const[]){
+        "[{\"type\":\"flow_updated\",\"expected_version\":5,\"data\":{\"flow_id\":\"c1\","
+        "\"owner\":\"z\"}}," START("cr3", "c1") "]"}, codes, seqs);
+    assert_int_equal(codes[0], FL_EALREADY_EXISTS);
+    v = tu_verify(f->s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+}
+
 static void test_rollback(void **state)
 {
     struct tu_fx *f = *state;
@@ -721,6 +836,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batches, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_group_outcomes, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_nul_heavy_ids, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_group_after_failed_append, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_rollback, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_history_tables_log, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_as_of_time, tu_fx_setup, tu_fx_teardown),
