@@ -18,6 +18,18 @@ uint64_t fl_hash64(const void *buf, size_t len)
     return XXH3_64bits(buf, len);
 }
 
+uint64_t fl_hash64_seeded(const void *buf, size_t len, uint64_t seed)
+{
+    return XXH3_64bits_withSeed(buf, len, seed);
+}
+
+uint64_t fl_hash_random64(void)
+{
+    uint64_t v;
+    randombytes_buf(&v, sizeof v);
+    return v;
+}
+
 void fl_hash_payload(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[16])
 {
     XXH3_state_t st;

@@ -12,6 +12,11 @@
 void fl_hash_checksum(const void *buf, size_t len, uint8_t out[8]);
 /* xxh3-64 as a number, for in-memory use only (index keys); never compared across machines. */
 uint64_t fl_hash64(const void *buf, size_t len);
+/* The same with a seed, for in-memory tables keyed by client-chosen strings: with a random seed,
+ * nobody can choose keys that collide. */
+uint64_t fl_hash64_seeded(const void *buf, size_t len, uint64_t seed);
+/* 64 random bits from the system's CSPRNG (libsodium). */
+uint64_t fl_hash_random64(void);
 /* xxh3-128 over the concatenation a||b, canonical form, written to out[16]. */
 void fl_hash_payload(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[16]);
 /* out = BLAKE2b-256(prev || body). */

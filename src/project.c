@@ -151,6 +151,7 @@ struct pc_entry {
 };
 
 struct fl_pcache {
+    uint64_t seed;  /* random per cache: ids are chosen by clients, collisions must not be */
     uint32_t *slot; /* 0: empty, else 1 + an index into ent */
     size_t mask;
     struct pc_entry *ent;
@@ -195,7 +196,7 @@ static int pc_get(const struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v
 
     if (!c || !n)
         return 0;
-    sl = pc_slot(c, fl_hash64(k, n), k, n);
+    sl = pc_slot(c, fl_hash64_seeded(k, n, c->seed), k, n);
     if (!*sl)
         return 0;
     v[0] = c->ent[*sl - 1].v[0];
@@ -241,9 +242,10 @@ static void pc_put(struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v0, ui
             return;
         }
         c->mask = PC_SLOTS - 1;
+        c->seed = fl_hash_random64();
         x->cache = c;
     }
-    h = fl_hash64(k, n);
+    h = fl_hash64_seeded(k, n, c->seed);
     sl = pc_slot(c, h, k, n);
     if (!*sl) {
         if (c->n >= PC_MAX_KEYS || c->keys.len > UINT32_MAX - n)

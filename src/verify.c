@@ -232,9 +232,14 @@ static int check_projections(struct fl_store *s, MDB_txn *live, struct report *r
 again:
     fl_project_forget(&x); /* a try in a larger map starts over */
     remove_scratch(dir);
-    if (mkdir(dir, 0700) != 0)
-        return fl_error_set(err, FL_EUNAVAILABLE, "verify: cannot create %s: %s", dir,
-                            strerror(errno));
+    if (mkdir(dir, 0700) != 0) {
+        rc = fl_error_set(err, FL_EUNAVAILABLE, "verify: cannot create %s: %s", dir,
+                          strerror(errno));
+        fl_buf_free(&x.k);
+        fl_buf_free(&x.v);
+        fl_arena_free(x.arena); /* a retry in a larger map may have made them */
+        return rc;
+    }
     x.arena = x.arena ? x.arena : fl_arena_new();
     if (!x.arena)
         return fl_error_set(err, FL_EINTERNAL, "out of memory");
