@@ -104,18 +104,6 @@ static int sync_fd(const struct fl_journal *j)
     return 0;
 }
 
-/* A new file's name only lasts once its directory entry is on disk too. */
-static int sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-    if (fd < 0)
-        return errno;
-    if (fsync(fd) != 0)
-        rc = errno;
-    close(fd);
-    return rc;
-}
-
 static int write_header(struct fl_journal *j, struct fl_error *err)
 {
     uint8_t h[FL_JOURNAL_HEADER] = {0};
@@ -124,7 +112,7 @@ static int write_header(struct fl_journal *j, struct fl_error *err)
     memcpy(h, MAGIC, MAGIC_LEN);
     fl_put_be32(h + MAGIC_LEN, VERSION);
     if ((rc = write_all(j->fd, h, sizeof h, 0)) != 0 || (rc = sync_fd(j)) != 0 ||
-        (!j->nosync && (rc = sync_dir(j->dir)) != 0))
+        (!j->nosync && (rc = fl_fsync_dir(j->dir)) != 0))
         return io_error(j, rc, "cannot create the journal", err);
     j->alloc = FL_JOURNAL_HEADER;
     return 0;

@@ -324,17 +324,6 @@ static int lmdb_trusted(const char *dir, const char *boot)
     return boot[0] && strcmp(was, boot) == 0;
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-    if (fd < 0)
-        return errno;
-    if (fsync(fd) != 0)
-        rc = errno;
-    close(fd);
-    return rc;
-}
-
 /* Write DIR/running (this boot's id) and make it durable before LMDB writes anything unflushed:
  * without it on disk, an OS crash could leave a damaged file that the next open trusts. */
 static int mark_running(struct fl_store *s, const char *boot, struct fl_error *err)
@@ -354,7 +343,7 @@ static int mark_running(struct fl_store *s, const char *boot, struct fl_error *e
     if (rc == 0 && rename(tmp, path) != 0)
         rc = errno;
     if (rc == 0 && !s->nosync)
-        rc = fsync_dir(s->dir);
+        rc = fl_fsync_dir(s->dir);
     return rc ? fl_store_mdb_error(rc, "cannot write " RUNNING_FILE, err) : 0;
 }
 
@@ -364,7 +353,7 @@ static void mark_clean(struct fl_store *s)
 
     snprintf(path, sizeof path, "%s/" RUNNING_FILE, s->dir);
     if (unlink(path) == 0)
-        fsync_dir(s->dir);
+        fl_fsync_dir(s->dir);
 }
 
 /* Set the LMDB file of an OS crash aside (replacing an older one): the journal rebuilds it. */
@@ -1299,7 +1288,7 @@ int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64
         return rc;
     }
     *bytes += stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-    fsync_dir(dir);
+    fl_fsync_dir(dir);
     return 0;
 }
 

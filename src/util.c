@@ -1,11 +1,14 @@
-/* util.c: byte buffers, UTF-8 validation, RFC 3339 time. */
+/* util.c: byte buffers, UTF-8 validation, RFC 3339 time, directory fsync. */
 #include "util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 int fl_buf_reserve(struct fl_buf *b, size_t extra)
 {
@@ -119,6 +122,17 @@ bool fl_utf8_valid(const char *str, size_t len)
         i += n + 1;
     }
     return true;
+}
+
+int fl_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+    if (fd < 0)
+        return errno;
+    if (fsync(fd) != 0)
+        rc = errno;
+    close(fd);
+    return rc;
 }
 
 int64_t fl_now_us(void)

@@ -1,4 +1,5 @@
-/* util.h: small shared helpers: a growable byte buffer, big-endian integers, UTF-8, time. */
+/* util.h: small shared helpers: a growable byte buffer, big-endian integers, UTF-8, time,
+ * directory fsync. */
 #ifndef FL_UTIL_H
 #define FL_UTIL_H
 
@@ -142,6 +143,9 @@ static inline size_t fl_mp_put_int(uint8_t *p, int64_t v)
 
 /* True if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool fl_utf8_valid(const char *s, size_t len);
+
+/* fsync a directory, so that the names created or renamed in it last: 0 or an errno. */
+int fl_fsync_dir(const char *dir);
 
 /* Current wall-clock time in microseconds since the Unix epoch. */
 int64_t fl_now_us(void);
