@@ -304,6 +304,7 @@ int bu_run(const struct bu_driver *d, void *cfg, const struct bu_opts *o, int nc
         }
     uint64_t start = bu_now_ns();
     sh.deadline_ns = start + (uint64_t)(o->max_seconds * 1e9);
+    double cpu0 = d->server_cpu ? d->server_cpu(cfg) : -1;
     pthread_barrier_wait(&sh.ready);
     start = bu_now_ns();
     struct bu_lat all = {0};
@@ -325,6 +326,8 @@ int bu_run(const struct bu_driver *d, void *cfg, const struct bu_opts *o, int nc
     }
     pthread_barrier_destroy(&sh.ready);
     free(th);
+    double cpu1 = d->server_cpu && cpu0 >= 0 ? d->server_cpu(cfg) : -1;
+    r->cpu_us = cpu1 >= 0 && r->events ? (cpu1 - cpu0) * 1e6 / (double)r->events : -1;
     r->seconds = (double)(end - start) / 1e9;
     r->ev_per_s = r->seconds > 0 ? (double)r->events / r->seconds : 0;
     r->p50 = bu_lat_pct_ms(&all, 50);
@@ -335,18 +338,43 @@ int bu_run(const struct bu_driver *d, void *cfg, const struct bu_opts *o, int nc
     return 0;
 }
 
+double bu_proc_cpu_seconds(int pid)
+{
+    char path[64], buf[1024], *p;
+    unsigned long long ut, st;
+    long hz = sysconf(_SC_CLK_TCK);
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    if (pid <= 0 || hz <= 0 || !(f = fopen(path, "r")))
+        return -1;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields after the command name (which may hold spaces) start after the last ')':
+     * state(3) ... utime(14) stime(15). */
+    if (!(p = strrchr(buf, ')')) ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)hz;
+}
+
 void bu_print_header(void)
 {
-    printf("%-10s %-5s %5s %9s %8s %10s %8s %8s %8s %6s\n", "system", "mode", "conns", "events",
-           "secs", "events/s", "p50 ms", "p99 ms", "p99.9 ms", "errors");
+    printf("%-10s %-5s %5s %9s %8s %10s %8s %8s %8s %6s %10s\n", "system", "mode", "conns",
+           "events", "secs", "events/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "srv us/ev");
 }
 
 void bu_print_row(const char *system, enum bu_mode mode, int conns, const struct bu_result *r,
                   int reps)
 {
-    printf("%-10s %-5s %5d %9" PRIu64 " %8.2f %10.0f %8.3f %8.3f %8.3f %6" PRIu64 "%s\n", system,
-           bu_mode_name(mode), conns, r->events, r->seconds, r->ev_per_s, r->p50, r->p99, r->p999,
-           r->errors, reps > 1 ? "" : " (1 run)");
+    char cpu[32] = "-";
+    if (r->cpu_us >= 0)
+        snprintf(cpu, sizeof cpu, "%.1f", r->cpu_us);
+    printf("%-10s %-5s %5d %9" PRIu64 " %8.2f %10.0f %8.3f %8.3f %8.3f %6" PRIu64 " %10s%s\n",
+           system, bu_mode_name(mode), conns, r->events, r->seconds, r->ev_per_s, r->p50, r->p99,
+           r->p999, r->errors, cpu, reps > 1 ? "" : " (1 run)");
     fflush(stdout);
 }
 
@@ -355,11 +383,15 @@ void bu_print_json(const char *system, enum bu_mode mode, int conns, const struc
 {
     char desc[160];
     wl_params_describe(p, desc, sizeof desc);
+    char cpu[32] = "null";
+    if (r->cpu_us >= 0)
+        snprintf(cpu, sizeof cpu, "%.2f", r->cpu_us);
     printf("{\"system\":\"%s\",\"mode\":\"%s\",\"conns\":%d,\"reps\":%d,\"events\":%" PRIu64
            ",\"seconds\":%.3f,\"events_per_s\":%.1f,\"p50_ms\":%.4f,\"p99_ms\":%.4f,"
-           "\"p999_ms\":%.4f,\"errors\":%" PRIu64 ",\"complete\":%s,\"workload\":\"%s\"}\n",
+           "\"p999_ms\":%.4f,\"server_cpu_us_per_event\":%s,\"errors\":%" PRIu64
+           ",\"complete\":%s,\"workload\":\"%s\"}\n",
            system, bu_mode_name(mode), conns, reps, r->events, r->seconds, r->ev_per_s, r->p50,
-           r->p99, r->p999, r->errors, r->complete ? "true" : "false", desc);
+           r->p99, r->p999, cpu, r->errors, r->complete ? "true" : "false", desc);
     fflush(stdout);
 }
 
@@ -418,7 +450,8 @@ int bu_matrix(const struct bu_driver *d, void *cfg, struct bu_opts *o)
     for (int m = 0; m < o->nmodes; m++)
         for (int c = 0; c < o->nconns; c++) {
             struct bu_result *rs = &res[(m * o->nconns + c) * o->reps], med;
-            double v[5][100];
+            double v[6][100];
+            int cpu_known = 1;
             memset(&med, 0, sizeof med);
             med.complete = 1;
             for (int k = 0; k < o->reps; k++) {
@@ -427,6 +460,8 @@ int bu_matrix(const struct bu_driver *d, void *cfg, struct bu_opts *o)
                 v[2][k] = rs[k].p99;
                 v[3][k] = rs[k].p999;
                 v[4][k] = rs[k].seconds;
+                v[5][k] = rs[k].cpu_us;
+                cpu_known &= rs[k].cpu_us >= 0;
                 med.errors += rs[k].errors;
                 med.complete &= rs[k].complete;
                 if (rs[k].events > med.events)
@@ -437,6 +472,7 @@ int bu_matrix(const struct bu_driver *d, void *cfg, struct bu_opts *o)
             med.p99 = bu_median(v[2], (size_t)o->reps);
             med.p999 = bu_median(v[3], (size_t)o->reps);
             med.seconds = bu_median(v[4], (size_t)o->reps);
+            med.cpu_us = cpu_known ? bu_median(v[5], (size_t)o->reps) : -1;
             if (o->json)
                 bu_print_json(d->name, (enum bu_mode)o->modes[m], o->conns[c], &med, o->reps,
                               &o->wl);

@@ -50,6 +50,9 @@ struct bu_driver {
     /* A note on the run just finished for the per-run line, e.g. the server's group-commit
      * counters (may be NULL). */
     void (*note)(void *cfg, const struct wl_params *p, char *out, size_t cap);
+    /* The server's CPU time so far (user + system seconds, all its threads), or < 0 where the
+     * driver cannot tell (may be NULL): a run's server CPU per event is the difference. */
+    double (*server_cpu)(void *cfg);
 };
 
 struct bu_opts {
@@ -72,6 +75,7 @@ struct bu_result {
     uint64_t events, appends, errors;
     double seconds, ev_per_s;
     double p50, p99, p999;
+    double cpu_us; /* server CPU per event in microseconds; < 0: unknown */
     int complete; /* 1: the whole workload was sent (no cap hit) */
     char first_error[BU_ERR];
 };
@@ -99,6 +103,9 @@ void bu_print_row(const char *system, enum bu_mode mode, int conns, const struct
                   int reps);
 void bu_print_json(const char *system, enum bu_mode mode, int conns, const struct bu_result *r,
                    int reps, const struct wl_params *p);
+
+/* CPU seconds (user + system) that process pid has used so far, from /proc; < 0 if unknown. */
+double bu_proc_cpu_seconds(int pid);
 
 /* Make a private temp directory under $TMPDIR (or /tmp); returns a malloc'd path or NULL. */
 char *bu_mkdtemp(const char *tag);

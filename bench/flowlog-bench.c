@@ -71,6 +71,13 @@ struct fb_conn {
 
 /* ---- the spawned server ---- */
 
+/* The spawned server's CPU time; unknown for a server given with --server. */
+static double fb_server_cpu(void *vcfg)
+{
+    const struct fb_cfg *cfg = vcfg;
+    return cfg->pid > 0 ? bu_proc_cpu_seconds((int)cfg->pid) : -1;
+}
+
 static int stop_server(struct fb_cfg *cfg, char *err)
 {
     int rc = 0;
@@ -737,7 +744,8 @@ int main(int argc, char **argv)
                           fb_close,
                           fb_reset,
                           fb_verify,
-                          fb_note};
+                          fb_note,
+                          fb_server_cpu};
     int rc = bu_matrix(&d, &cfg, &o);
     if (cfg.reads > 0 && read_phase(&cfg, &o.wl, cfg.reads, o.json) != 0)
         rc = 1;

@@ -148,6 +148,30 @@ static redisReply *cmd(redisContext *c, char *err, const char *fmt, const char *
     return r;
 }
 
+/* The server's own account of its CPU time (INFO cpu: used_cpu_sys + used_cpu_user, all its
+ * threads), read over a connection of its own. */
+static double rd_server_cpu(void *vcfg)
+{
+    char err[BU_ERR];
+    redisContext *c = rd_open(vcfg, err);
+    redisReply *r;
+    double sys = -1, user = -1;
+
+    if (!c)
+        return -1;
+    r = redisCommand(c, "INFO cpu");
+    if (r && r->type == REDIS_REPLY_STRING) {
+        const char *p = strstr(r->str, "used_cpu_sys:"), *q = strstr(r->str, "used_cpu_user:");
+        if (p && q) {
+            sys = strtod(p + strlen("used_cpu_sys:"), NULL);
+            user = strtod(q + strlen("used_cpu_user:"), NULL);
+        }
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return sys >= 0 && user >= 0 ? sys + user : -1;
+}
+
 static int rd_reset(void *vcfg, const struct wl_params *p, char *err)
 {
     struct rd_cfg *cfg = vcfg;
@@ -257,6 +281,7 @@ int main(int argc, char **argv)
                         "(needs appendonly yes, appendfsync always)\n");
         return 1;
     }
-    struct bu_driver d = {"redis", rd_connect, rd_append, rd_close, rd_reset, rd_verify};
+    struct bu_driver d = {"redis",  rd_connect, rd_append, rd_close,
+                          rd_reset, rd_verify,  NULL,      rd_server_cpu};
     return bu_matrix(&d, &cfg, &o);
 }
