@@ -377,7 +377,6 @@ struct recovery {
     struct fl_ptx x;
     MDB_txn *txn;
     struct group_state g;       /* the head as of the frames applied so far */
-    uint64_t chunk_from;        /* offset of the open transaction's first frame */
     uint64_t next, head_off;    /* after the last applied frame; that frame's offset */
     uint64_t done_next, done_head_off; /* the same as of the last committed chunk */
     uint64_t in_txn, applied;
@@ -451,7 +450,6 @@ static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t le
         }
         r->x.txn = r->txn;
         r->x.mdb_rc = 0;
-        r->chunk_from = off;
     }
     if (fl_record_decode(rec, len, &d, &up, NULL) != 0) {
         snprintf(r->why, sizeof r->why, "fails its checksum");
@@ -695,16 +693,15 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
         goto fail;
     }
     txn = NULL;
+    /* Projections first, so that the journal's records beyond the head apply to whole ones. */
+    if (pending) {
+        fl_warn("an interrupted rebuild of the projections was found; rebuilding again");
+        if ((rc = fl_store_rebuild(s, NULL, err)) != 0)
+            goto fail;
+    }
     if ((rc = recover(s, jend, head_off, err)) != 0)
         goto fail;
     *out = s;
-    if (pending) {
-        fl_warn("an interrupted rebuild of the projections was found; rebuilding again");
-        if ((rc = fl_store_rebuild(s, NULL, err)) != 0) {
-            *out = NULL;
-            goto fail;
-        }
-    }
     return 0;
 fail:
     if (txn)
