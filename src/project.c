@@ -137,13 +137,14 @@ int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, stru
     return rc;
 }
 
-/* ---- the per-transaction lookup cache (store_int.h: struct fl_ptx.cache) ---- */
+/* ---- the lookup caches: per transaction (struct fl_ptx.cache) and of committed names
+ * (struct fl_ptx.names, kept by the store across transactions) ---- */
 
 /* Key -> up to two numbers. Keys are names keys as stored (kind [no] id: a tenant's, flow's or
- * run's numbers) and 'V' flow_no (a flow's version, which names keys never start with).
- * Entries are kept in the order added, their keys' bytes in one buffer; an open-addressing
- * table of entry numbers finds them. Only the table is zeroed, so a transaction that caches
- * little costs little. */
+ * run's numbers) and, in a per-transaction cache only, 'V' flow_no (a flow's version, which
+ * names keys never start with). Entries are kept in the order added, their keys' bytes in one
+ * buffer; an open-addressing table of entry numbers finds them. Only the table is zeroed, so a
+ * transaction that caches little costs little. */
 struct pc_entry {
     uint64_t h;
     uint32_t off, len; /* the key's bytes in keys */
@@ -159,14 +160,19 @@ struct fl_pcache {
     struct fl_buf keys;
 };
 
-/* More keys than this are not cached (a bound on memory; one event adds at most three). */
+/* More keys than this are not cached in a transaction (a bound on memory; one event adds at
+ * most three). */
 #define PC_MAX_KEYS (1u << 18)
 #define PC_SLOTS 256 /* to start with: 1 KiB */
 #define PC_VERSION 'V'
+/* The committed names' cache is cleared when it would pass either bound (then about 26 MiB:
+ * 8 MiB of entries, 2 MiB of table, 16 MiB of key bytes), so that it follows the names in use. */
+#define NC_MAX_KEYS (1u << 18)
+#define NC_MAX_BYTES (16u << 20)
 
-void fl_project_forget(struct fl_ptx *x)
+static void pc_free(struct fl_pcache **cp)
 {
-    struct fl_pcache *c = x->cache;
+    struct fl_pcache *c = *cp;
 
     if (!c)
         return;
@@ -174,7 +180,17 @@ void fl_project_forget(struct fl_ptx *x)
     free(c->ent);
     fl_buf_free(&c->keys);
     free(c);
-    x->cache = NULL;
+    *cp = NULL;
+}
+
+void fl_project_forget(struct fl_ptx *x)
+{
+    pc_free(&x->cache);
+}
+
+void fl_project_names_drop(struct fl_pcache **names)
+{
+    pc_free(names);
 }
 
 /* The slot of key k: holding its entry, or the empty slot where it would go. */
@@ -188,10 +204,9 @@ static uint32_t *pc_slot(const struct fl_pcache *c, uint64_t h, const uint8_t *k
     }
 }
 
-/* 1 and v when key k[0..n) is cached, else 0. */
-static int pc_get(const struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v[2])
+/* 1 and v when key k[0..n) is in cache c (which may be NULL), else 0. */
+static int pc_get(const struct fl_pcache *c, const uint8_t *k, size_t n, uint64_t v[2])
 {
-    const struct fl_pcache *c = x->cache;
     const uint32_t *sl;
 
     if (!c || !n)
@@ -223,11 +238,13 @@ static int pc_grow(struct fl_pcache *c)
     return 0;
 }
 
-/* Cache k[0..n) -> v0, v1. A cached key's value is replaced in place, before anything that can
- * fail, so a cache never keeps an old value; a new key is left out when memory runs short. */
-static void pc_put(struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v0, uint64_t v1)
+/* Cache k[0..n) -> v0, v1 in *cp (made on first use). A cached key's value is replaced in
+ * place, before anything that can fail, so a cache never keeps an old value; a new key is left
+ * out when memory runs short or the cache holds max keys. */
+static void pc_put(struct fl_pcache **cp, size_t max, const uint8_t *k, size_t n, uint64_t v0,
+                   uint64_t v1)
 {
-    struct fl_pcache *c = x->cache;
+    struct fl_pcache *c = *cp;
     struct pc_entry *e;
     uint32_t *sl;
     uint64_t h;
@@ -243,12 +260,12 @@ static void pc_put(struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v0, ui
         }
         c->mask = PC_SLOTS - 1;
         c->seed = fl_hash_random64();
-        x->cache = c;
+        *cp = c;
     }
     h = fl_hash64_seeded(k, n, c->seed);
     sl = pc_slot(c, h, k, n);
     if (!*sl) {
-        if (c->n >= PC_MAX_KEYS || c->keys.len > UINT32_MAX - n)
+        if (c->n >= max || c->keys.len > UINT32_MAX - n)
             return;
         if (c->n == c->cap) {
             size_t cap = c->cap ? 2 * c->cap : 64;
@@ -276,20 +293,44 @@ static void pc_put(struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v0, ui
     e->v[1] = v1;
 }
 
-/* A names lookup in x's transaction through its cache: 0 and the value's first one or two
- * numbers (nv), MDB_NOTFOUND, or another MDB code. */
+/* Cache k[0..n) -> v0, v1 for x's transaction. */
+static void tx_put(struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v0, uint64_t v1)
+{
+    pc_put(&x->cache, PC_MAX_KEYS, k, n, v0, v1);
+}
+
+void fl_project_keep(struct fl_ptx *x, struct fl_pcache **names)
+{
+    const struct fl_pcache *c = x->cache;
+
+    for (size_t i = 0; c && i < c->n; i++) {
+        const struct pc_entry *e = &c->ent[i];
+        const uint8_t *k = c->keys.p + e->off;
+
+        if (k[0] == PC_VERSION) /* a version changes with every event of its flow */
+            continue;
+        if (*names && ((*names)->n >= NC_MAX_KEYS || (*names)->keys.len + e->len > NC_MAX_BYTES))
+            pc_free(names); /* full: start again with a new seed */
+        pc_put(names, NC_MAX_KEYS, k, e->len, e->v[0], e->v[1]);
+    }
+    fl_project_forget(x);
+}
+
+/* A names lookup in x's transaction through the caches: 0 and the value's first one or two
+ * numbers (nv), MDB_NOTFOUND, or another MDB code. The committed names are asked first: a
+ * name, once committed, keeps its numbers in every later transaction. */
 static int cached_name(struct fl_ptx *x, const uint8_t *kb, size_t n, int nv, uint64_t v[2])
 {
     MDB_val val;
     int rc;
 
-    if (pc_get(x, kb, n, v))
+    if (pc_get(x->names, kb, n, v) || pc_get(x->cache, kb, n, v))
         return 0;
     if ((rc = get_name(x->txn, x->db, kb, n, &val)) != 0)
         return rc;
     v[0] = fl_get_be64(val.mv_data);
     v[1] = nv > 1 ? fl_get_be64((const uint8_t *)val.mv_data + 8) : 0;
-    pc_put(x, kb, n, v[0], v[1]);
+    tx_put(x, kb, n, v[0], v[1]);
     return 0;
 }
 
@@ -582,7 +623,7 @@ static int intern_tenant(struct apply *a)
     size_t n = name_key(kb, 'T', NULL, a->tenant);
     fl_put_be64(b, a->tenant_no);
     if ((rc = put_name(a, kb, n, b, 8)) == 0)
-        pc_put(a->x, kb, n, a->tenant_no, 0);
+        tx_put(a->x, kb, n, a->tenant_no, 0);
     a->have_tenant = 1;
     return rc;
 }
@@ -597,7 +638,7 @@ static int new_flow(struct apply *a)
     size_t n = name_key(kb, 'F', &a->tenant_no, ev_val(a, "flow_id")->s);
     fl_put_be64(b, a->flow_no);
     if ((rc = put_name(a, kb, n, b, 8)) == 0) {
-        pc_put(a->x, kb, n, a->flow_no, 0);
+        tx_put(a->x, kb, n, a->flow_no, 0);
         kb[0] = 'G';
         fl_put_be64(kb + 1, a->flow_no);
         fl_put_be64(b, a->seq);
@@ -619,7 +660,7 @@ static int new_run(struct apply *a)
     fl_put_be64(b, a->run_no);
     fl_put_be64(b + 8, a->flow_no);
     if ((rc = put_name(a, kb, n, b, 16)) == 0)
-        pc_put(a->x, kb, n, a->run_no, a->flow_no);
+        tx_put(a->x, kb, n, a->run_no, a->flow_no);
     a->have_run = 1;
     return rc;
 }
@@ -704,7 +745,7 @@ static int resolve(struct apply *a)
     if (a->have_flow) {
         int64_t last_ts;
         size_t n = version_key(kb, a->flow_no);
-        if (pc_get(a->x, kb, n, v)) {
+        if (pc_get(a->x->cache, kb, n, v)) {
             a->version = v[0];
         } else {
             /* This leaves the stream cursor at the end of the flow, where the event's entry
@@ -713,7 +754,7 @@ static int resolve(struct apply *a)
                 (rc = stream_point(a->stream, a->flow_no, UINT64_MAX, &a->version,
                                    &last_ts)) != 0)
                 return mdb_fail(a, rc, "read flow version");
-            pc_put(a->x, kb, n, a->version, 0);
+            tx_put(a->x, kb, n, a->version, 0);
         }
         if ((rc = load_flow(a)) != 0)
             return rc;
@@ -1226,7 +1267,7 @@ static int write_event(struct apply *a)
     fl_put_be64(val + 16, d->run_level || a->ev->type == FL_EV_RUN_STARTED ? a->run_no : 0);
     if ((rc = put_stream(a, &a->stream, FL_DB_FLOWS, key, 17, val, 24)) != 0)
         return rc;
-    pc_put(a->x, key, version_key(key, a->flow_no), a->version, 0);
+    tx_put(a->x, key, version_key(key, a->flow_no), a->version, 0);
     fl_put_be64(key, a->tenant_no);
     fl_put_be64(key + 8, a->seq);
     if ((rc = put_stream(a, NULL, FL_DB_TLOG, key, 16, NULL, 0)) != 0)

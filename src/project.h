@@ -43,6 +43,14 @@ int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_eve
  * give an event another event's numbers or version. */
 void fl_project_forget(struct fl_ptx *x);
 
+/* x's outermost transaction has just committed: add the names it looked up or created (not its
+ * flows' versions) to the committed names' cache *names (made on first use, cleared when full),
+ * then forget x's cache. Call it only after a successful mdb_txn_commit of the transaction that
+ * x's cache describes, on the store that *names belongs to. */
+void fl_project_keep(struct fl_ptx *x, struct fl_pcache **names);
+/* Drop a committed names' cache (store_int.h: struct fl_store.names) and its memory. */
+void fl_project_names_drop(struct fl_pcache **names);
+
 /* ---- lookups shared with the read side (all read-only) ---- */
 /* 0 and *no, or MDB_NOTFOUND, or another MDB code. */
 int fl_names_tenant(MDB_txn *txn, const struct fl_dbs *db, struct fl_str tenant, uint64_t *no);

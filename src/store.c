@@ -401,11 +401,12 @@ static int recovery_commit(struct recovery *r)
         rc = mdb_txn_commit(r->txn);
     }
     r->txn = NULL;
-    fl_project_forget(&r->x);
     if (rc != 0) {
+        fl_project_forget(&r->x);
         r->x.mdb_rc = rc;
         return RECOVER_MDB;
     }
+    fl_project_keep(&r->x, &r->s->names); /* committed: its names hold from now on */
     r->done_next = r->next;
     r->done_head_off = r->head_off;
     r->s->events += r->in_txn;
@@ -450,6 +451,7 @@ static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t le
         }
         r->x.txn = r->txn;
         r->x.mdb_rc = 0;
+        r->x.names = r->s->names;
     }
     if (fl_record_decode(rec, len, &d, &up, NULL) != 0) {
         snprintf(r->why, sizeof r->why, "fails its checksum");
@@ -492,6 +494,9 @@ static int recover(struct fl_store *s, uint64_t from, uint64_t head_off, struct 
     uint64_t end, saved;
     int damaged, rc;
 
+    /* The LMDB file may have been set aside to be rebuilt from the journal: no name known
+     * before holds until a chunk of this recovery commits it again. */
+    fl_project_names_drop(&s->names);
     r.x.db = &s->db;
     if (!(r.x.arena = fl_arena_new()))
         return fl_error_set(err, FL_EINTERNAL, "out of memory");
@@ -723,6 +728,7 @@ void fl_store_close(struct fl_store *s)
         mdb_env_close(s->env);
     }
     fl_journal_close(s->journal);
+    fl_project_names_drop(&s->names);
     free(s->dir);
     free(s);
 }
@@ -995,6 +1001,7 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
         }
         x.txn = txn;
         x.tainted = 0;
+        x.names = s->names;
         size_t i;
         for (i = 0; i < n && !x.mdb_rc && !x.tainted; i++)
             if (!excluded || !excluded[i])
@@ -1027,6 +1034,8 @@ int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struc
         }
         break;
     }
+    /* Committed (journal flushed, LMDB committed): what the group learned of names holds. */
+    fl_project_keep(&x, &s->names);
     if (g.seq > s->head) {
         s->events += g.seq - s->head;
         s->head = g.seq;
@@ -1164,6 +1173,7 @@ static int rebuild_chunk(struct fl_store *s, struct fl_ptx *x, uint64_t seq, uin
         goto out;
     x->txn = txn;
     x->mdb_rc = 0;
+    x->names = s->names;
     if (seq <= to && fl_store_replay(s, rtxn, x, seq, to, done, err) != 0) {
         rc = x->mdb_rc ? x->mdb_rc : -1;
         goto out;
@@ -1174,6 +1184,8 @@ static int rebuild_chunk(struct fl_store *s, struct fl_ptx *x, uint64_t seq, uin
     rtxn = NULL;
     rc = mdb_txn_commit(txn);
     txn = NULL;
+    if (rc == 0)
+        fl_project_keep(x, &s->names);
 out:
     fl_project_forget(x); /* its transaction ended, committed or not */
     if (rtxn)
@@ -1190,6 +1202,9 @@ int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
     uint64_t seq = 1, total = 0;
     int rc;
 
+    /* The names are dropped with the other projections and given out again as the log
+     * replays: nothing cached before holds until a chunk of the rebuild commits it again. */
+    fl_project_names_drop(&s->names);
     x.db = &s->db;
     x.arena = fl_arena_new();
     if (!x.arena)

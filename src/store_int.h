@@ -66,6 +66,8 @@ struct fl_dbs {
     MDB_dbi dbi[FL_DB_COUNT];
 };
 
+struct fl_pcache; /* project.c */
+
 struct fl_store {
     MDB_env *env;
     struct fl_dbs db;
@@ -82,6 +84,13 @@ struct fl_store {
     uint64_t head;
     int64_t last_ts;
     uint8_t head_chain[FL_CHAIN_LEN];
+    /* The committed names (tenant numbers, flow_no by flow_id, run_no and flow_no by run_id),
+     * cached across transactions: once committed a name keeps its numbers and is never deleted,
+     * as only this process writes the store. Filled only from transactions that committed
+     * (fl_project_keep), dropped when names may change meaning (rebuild, recovery) and at
+     * close. Used by the one thread that writes (the server's), so it needs no lock. NULL when
+     * empty. */
+    struct fl_pcache *names;
     /* counters for stats */
     uint64_t commits, appends, events, duplicates, failed_appends, map_growths;
     uint64_t recovered; /* events applied from the journal at open */
@@ -102,6 +111,10 @@ struct fl_ptx {
      * whenever txn ends or any of its changes may be undone (an aborted nested transaction,
      * a redo). NULL when empty. */
     struct fl_pcache *cache;
+    /* The store's committed names (struct fl_store.names), asked before LMDB; read only here.
+     * NULL for none, and always for a scratch store (verify), whose names are not the live
+     * store's. */
+    const struct fl_pcache *names;
 };
 
 /* A simple region allocator: everything is freed at once by fl_arena_reset. */

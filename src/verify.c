@@ -223,7 +223,9 @@ static int check_projections(struct fl_store *s, MDB_txn *live, struct report *r
     char dir[4200];
     MDB_env *env = NULL;
     struct fl_dbs sdb;
-    struct fl_ptx x = {0};
+    struct fl_ptx x = {0}; /* x.names stays NULL: the scratch store's names are its own, so
+                              the live store's cache is neither asked nor filled (no
+                              fl_project_keep here) */
     MDB_txn *txn = NULL;
     size_t map = s->map_size;
     int rc;

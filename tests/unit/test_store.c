@@ -5,8 +5,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -427,7 +431,8 @@ static void test_group_outcomes(void **state)
 }
 
 /* One fl_store_commit of n appends, each a JSON array of events of its tenant; each append's
- * error code goes to codes[i] and its last ack's seq to seqs[i]. */
+ * error code goes to codes[i] (the group's, when it failed as a whole) and its last ack's seq
+ * to seqs[i]. */
 static void commit_group(struct fl_store *s, size_t n, const char *const tenants[],
                          const char *const texts[], int codes[], uint64_t seqs[])
 {
@@ -460,9 +465,12 @@ static void commit_group(struct fl_store *s, size_t n, const char *const tenants
         app[i].acks = ack[i];
         apps[i] = &app[i];
     }
-    assert_int_equal(fl_store_commit(s, apps, n, &e), 0);
+    /* a group that fails as a whole fails every append in it */
+    int rc = fl_store_commit(s, apps, n, &e);
     for (size_t i = 0; i < n; i++) {
         codes[i] = app[i].err.code;
+        if (rc != 0)
+            assert_int_equal(codes[i], rc);
         seqs[i] = app[i].err.code ? 0 : ack[i][app[i].n - 1].seq;
         for (size_t k = 0; k < app[i].n; k++)
             fl_event_free(&ev[i][k]);
@@ -539,6 +547,216 @@ static void test_group_after_failed_append(void **state)
     v = tu_verify(f->s);
     assert_true(json_is_true(json_object_get(v, "ok")));
     json_decref(v);
+}
+
+/* The store caches committed names (tenant, flow and run numbers) across commit groups. A name
+ * created in a group only counts once the group has committed: one created by an append that
+ * failed (its nested transaction aborted), or by a group that failed as a whole, must not be
+ * found by the groups after it; names reused group after group keep their numbers; a rebuild
+ * starts over, and one that stops at a missing record knows no name past it. */
+static void test_names_across_groups(void **state)
+{
+    struct tu_fx *f = *state;
+    const char *const tenants[4] = {T, T, "new:t", T};
+    int codes[4];
+    uint64_t seqs[4];
+    struct fl_error e;
+    uint64_t n = 0;
+
+    /* 1: k1 and kr1 commit; k2, kr2, the tenant new:t and its k3 are undone */
+    commit_group(f->s, 3, tenants, (const char *const[]){
+        "[" REG("k1") "," START("kr1", "k1") "]",
+        "[" REG("k2") "," START("kr2", "k2") "," RSTATUS("nope", "RUNNING") "]",
+        "[" REG("k3") "," RSTATUS("nope", "RUNNING") "]"}, codes, seqs);
+    assert_int_equal(codes[0], 0);
+    assert_int_equal(codes[1], FL_ENOT_FOUND);
+    assert_int_equal(codes[2], FL_ENOT_FOUND);
+    /* 2: none of the undone names exists; kr1 does */
+    commit_group(f->s, 4, tenants, (const char *const[]){
+        "[" IT("kr2", 1, "generate_code", "RUNNING") "]",
+        "[{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"k2\",\"owner\":\"x\"}}]",
+        "[{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"k3\",\"owner\":\"x\"}}]",
+        "[" IT("kr1", 1, "generate_code", "RUNNING") "]"}, codes, seqs);
+    assert_int_equal(codes[0], FL_ENOT_FOUND);
+    assert_int_equal(codes[1], FL_ENOT_FOUND);
+    assert_int_equal(codes[2], FL_ENOT_FOUND);
+    assert_int_equal(codes[3], 0);
+    assert_int_equal(seqs[3], 3);
+    /* 3: now they are created for real (kr2 on k1 this time) */
+    commit_group(f->s, 3, tenants, (const char *const[]){
+        "[" REG("k2") "]", "[" START("kr2", "k1") "]", "[" REG("k3") "]"}, codes, seqs);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(codes[i], 0);
+    /* 4..9: groups in a row reuse the names; every run, flow and version is where it should be */
+    for (int g = 0; g < 6; g++) {
+        char t0[256], t1[256], t2[256], t3[256];
+        snprintf(t0, sizeof t0,
+                 "[{\"type\":\"iteration_step\",\"data\":{\"run_id\":\"kr1\",\"iteration_num\":%d,"
+                 "\"step\":\"generate_code\",\"step_status\":\"RUNNING\"}}]", g + 2);
+        snprintf(t1, sizeof t1,
+                 "[{\"type\":\"iteration_step\",\"data\":{\"run_id\":\"kr2\",\"iteration_num\":%d,"
+                 "\"step\":\"generate_code\",\"step_status\":\"RUNNING\"}}]", g + 1);
+        snprintf(t2, sizeof t2,
+                 "[{\"type\":\"flow_updated\",\"expected_version\":%d,\"data\":{\"flow_id\":\"k3\","
+                 "\"owner\":\"o%d\"}}]", g + 1, g);
+        snprintf(t3, sizeof t3,
+                 "[{\"type\":\"flow_updated\",\"expected_version\":%d,\"data\":{\"flow_id\":\"k2\","
+                 "\"owner\":\"o%d\"}}]", g + 1, g);
+        commit_group(f->s, 4, tenants, (const char *const[]){t0, t1, t2, t3}, codes, seqs);
+        for (int i = 0; i < 4; i++)
+            assert_int_equal(codes[i], 0);
+        /* names a failing append creates in this group stay unknown to the next */
+        commit_group(f->s, 1, tenants, (const char *const[]){
+            "[" REG("ghost") "," START("ghost-run", "k1") "," RSTATUS("nope", "RUNNING") "]"},
+            codes, seqs);
+        assert_int_equal(codes[0], FL_ENOT_FOUND);
+        expect_err(f->s, RSTATUS("ghost-run", "RUNNING"), FL_ENOT_FOUND);
+        expect_err(f->s, "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"ghost\",\"owner\":\"x\"}}",
+                   FL_ENOT_FOUND);
+    }
+    expect_err(f->s, REG("k2"), FL_EALREADY_EXISTS);
+    expect_err(f->s, START("kr2", "k2"), FL_EALREADY_EXISTS);
+    json_t *st = tu_state(f->s, T, "k1", 0, &e);
+    assert_non_null(st);
+    assert_int_equal(json_array_size(tu_get(st, "migration_runs")), 2);
+    json_decref(st);
+    st = tu_state(f->s, "new:t", "k3", 0, &e);
+    assert_non_null(st);
+    assert_int_equal(tu_int(st, "version"), 7);
+    assert_string_equal(tu_str(st, "migration_flows/0/owner"), "o5");
+    json_decref(st);
+    /* a rebuild, then appends that use the names again */
+    uint64_t head = fl_store_head(f->s);
+    assert_int_equal(fl_store_rebuild(f->s, &n, &e), 0);
+    assert_int_equal(n, head);
+    ok(f->s, IT("kr1", 9, "generate_code", "RUNNING"));
+    ok(f->s, START("kr3", "k2"));
+    expect_err(f->s, START("kr2", "k1"), FL_EALREADY_EXISTS);
+    expect_err(f->s, REG("k1"), FL_EALREADY_EXISTS);
+    assert_int_equal(tu_append(f->s, "new:t", "{\"type\":\"flow_updated\",\"expected_version\":7,"
+                               "\"data\":{\"flow_id\":\"k3\",\"owner\":\"z\"}}", NULL, 0, &e), 0);
+    json_t *v = tu_verify(f->s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+    /* a rebuild stopped by a missing record (k9 is registered after it) knows no name past it */
+    head = fl_store_head(f->s);
+    ok(f->s, REG("k9"));
+    void *rec;
+    size_t len;
+    assert_int_equal(fl_store_debug_get_raw(f->s, head, &rec, &len), 0);
+    assert_int_equal(fl_store_debug_put_raw(f->s, head, NULL, 0), 0);
+    assert_int_not_equal(fl_store_rebuild(f->s, &n, &e), 0);
+    /* k9 is unknown, so its registration passes and the append fails at its second event
+     * (nothing is committed); so is k1, as the rebuild's one chunk did not commit: the
+     * projections are empty */
+    commit_group(f->s, 2, tenants, (const char *const[]){
+        "[" REG("k9") "," RSTATUS("nope", "RUNNING") "]",
+        "[" REG("k1") "," RSTATUS("nope", "RUNNING") "]"}, codes, seqs);
+    assert_int_equal(codes[0], FL_ENOT_FOUND);
+    assert_int_equal(codes[1], FL_ENOT_FOUND);
+    assert_int_equal(fl_store_debug_put_raw(f->s, head, rec, len), 0);
+    free(rec);
+    assert_int_equal(fl_store_rebuild(f->s, &n, &e), 0);
+    expect_err(f->s, REG("k9"), FL_EALREADY_EXISTS);
+    ok(f->s, START("kr9", "k9"));
+    v = tu_verify(f->s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+}
+
+/* A group that fails as a whole (here: the map is full at its limit) commits nothing, so the
+ * names it created must not be found afterwards. */
+static void test_names_failed_group(void **state)
+{
+    char *dir = tu_tmpdir();
+    struct fl_store_opts o = {.dir = dir, .nosync = 1, .map_size = 128 * 1024,
+                              .max_map_size = 128 * 1024};
+    const char *const tenants[2] = {T, "big:t"};
+    struct fl_store *s;
+    struct fl_error e;
+    int codes[2];
+    uint64_t seqs[2];
+    static char big[100000];
+    size_t at = 0;
+
+    (void)state;
+    assert_int_equal(fl_store_open(&s, &o, &e), 0);
+    ok(s, REG("m0"));
+    at += (size_t)snprintf(big + at, sizeof big - at, "[");
+    for (int i = 0; i < 8; i++)
+        at += (size_t)snprintf(big + at, sizeof big - at,
+                               "%s{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"big-%d\","
+                               "\"flow_name\":\"%010000d\"}}", i ? "," : "", i, i);
+    snprintf(big + at, sizeof big - at, "]");
+    /* 128 KiB cannot take 8 rows of 10000 bytes, their versions and records: the group fails */
+    commit_group(s, 2, tenants, (const char *const[]){"[" REG("m1") "]", big}, codes, seqs);
+    assert_int_equal(codes[0], FL_EUNAVAILABLE);
+    assert_int_equal(codes[1], FL_EUNAVAILABLE);
+    assert_int_equal(fl_store_head(s), 1);
+    /* m1 and big:t were never committed: m1 registers now, in a group that fits */
+    ok(s, REG("m1"));
+    ok(s, START("mr1", "m1"));
+    assert_int_equal(tu_append(s, "big:t", "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"big-0\"}}",
+                               NULL, 0, &e), FL_ENOT_FOUND);
+    json_t *v = tu_verify(s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+    fl_store_close(s);
+    tu_rmdir(dir);
+    free(dir);
+}
+
+/* A group whose journal flush fails (here: the journal may not grow, RLIMIT_FSIZE) commits
+ * nothing, though its appends all passed: the names they created must not be found after. */
+#define FX "[{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"fx-%d\",\"flow_name\":\"x\"}}]"
+static void test_names_failed_flush(void **state)
+{
+    char *dir = tu_tmpdir();
+    struct fl_store *s = tu_open(dir, 0);
+    const char *const tenants[2] = {T, "pad:t"};
+    char path[4200], name[128], pad[12000];
+    struct rlimit old, lim;
+    struct stat st;
+    int codes[2], failed = 0;
+    uint64_t seqs[2];
+
+    (void)state;
+    ok(s, REG("f0"));
+    snprintf(path, sizeof path, "%s/journal", dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = (rlim_t)st.st_size; /* the journal's blocks so far, and no more */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    for (int i = 0; i < 40 && !failed; i++) {
+        uint64_t head = fl_store_head(s);
+        snprintf(name, sizeof name, FX, i);
+        snprintf(pad, sizeof pad, "[{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"pad-%d\","
+                 "\"flow_name\":\"%08000d\"}}]", i, i);
+        commit_group(s, 2, tenants, (const char *const[]){name, pad}, codes, seqs);
+        if (codes[0] != 0 || codes[1] != 0)
+            failed = i + 1;
+        if (failed && (codes[0] == 0 || codes[1] == 0 || fl_store_head(s) != head))
+            failed = -1; /* only part of the group failed, or something was committed */
+    }
+    setrlimit(RLIMIT_FSIZE, &old); /* before any assertion: the tests after need it */
+    signal(SIGXFSZ, SIG_DFL);
+    assert_true(failed > 0); /* the journal had to grow within 40 records of 8 KB */
+    /* fx-N and pad:t's pad-N were never committed: they register now */
+    snprintf(name, sizeof name, FX, failed - 1);
+    snprintf(pad, sizeof pad,
+             "[{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"pad-%d\",\"flow_name\":\"x\"}}]",
+             failed - 1);
+    commit_group(s, 2, tenants, (const char *const[]){name, pad}, codes, seqs);
+    assert_int_equal(codes[0], 0);
+    assert_int_equal(codes[1], 0);
+    json_t *v = tu_verify(s);
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    json_decref(v);
+    fl_store_close(s);
+    tu_rmdir(dir);
+    free(dir);
 }
 
 static void test_rollback(void **state)
@@ -837,6 +1055,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_outcomes, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_nul_heavy_ids, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_group_after_failed_append, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_names_across_groups, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test(test_names_failed_group),
+        cmocka_unit_test(test_names_failed_flush),
         cmocka_unit_test_setup_teardown(test_rollback, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_history_tables_log, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_as_of_time, tu_fx_setup, tu_fx_teardown),
