@@ -84,14 +84,6 @@ static char *snapshot(struct fl_store *s, size_t *len)
     return all;
 }
 
-static void assert_verify_ok(struct fl_store *s)
-{
-    json_t *v = tu_verify(s);
-    if (!json_is_true(json_object_get(v, "ok")))
-        fail_msg("verify failed: %s", json_dumps(json_object_get(v, "problems"), 0));
-    json_decref(v);
-}
-
 /* The journal's end: the offset after its last frame, found by walking the frames. */
 static off_t journal_end(const char *dir)
 {
@@ -169,10 +161,10 @@ static void test_torn_tail_is_cut(void **state)
     assert_int_equal(fl_store_head(s), 3 * FLOWS);
     assert_int_equal(count_files(dir, "journal.cut-"), 1);
     assert_int_equal(journal_end(dir), end);
-    assert_verify_ok(s);
+    tu_verify_ok(s);
     fill(s, 3, 1);
     assert_int_equal(fl_store_head(s), 4 * FLOWS);
-    assert_verify_ok(s);
+    tu_verify_ok(s);
     fl_store_close(s);
     tu_rmdir(dir);
     free(dir);
@@ -196,7 +188,7 @@ static void test_bad_last_record_is_cut(void **state)
     assert_non_null(s);
     assert_int_equal(fl_store_head(s), 2 * FLOWS);
     assert_int_equal(count_files(dir, "journal.cut-"), 1);
-    assert_verify_ok(s);
+    tu_verify_ok(s);
     fl_store_close(s);
     tu_rmdir(dir);
     free(dir);
@@ -231,7 +223,7 @@ static void test_journal_ahead_is_applied(void **state)
     char *got = snapshot(s, &lb);
     assert_int_equal(la, lb);
     assert_memory_equal(want, got, la);
-    assert_verify_ok(s);
+    tu_verify_ok(s);
     assert_int_equal(count_files(bak, "journal.cut-"), 0);
     fl_store_close(s);
     free(want);
@@ -276,9 +268,9 @@ static void test_os_crash_rebuilds_from_journal(void **state)
     assert_int_equal(la, lb);
     assert_memory_equal(want, got, la);
     assert_int_equal(count_files(dir, "data.mdb.suspect"), 1);
-    assert_verify_ok(s);
+    tu_verify_ok(s);
     fill(s, 20, 1);
-    assert_verify_ok(s);
+    tu_verify_ok(s);
     fl_store_close(s);
     /* a clean close leaves no running mark */
     assert_int_equal(access(running, F_OK), -1);

@@ -350,9 +350,7 @@ static void test_batches(void **state)
     assert_int_equal(e.code, FL_ENOT_FOUND);
     /* the failed batch did not burn r3: it can start now */
     ok(f->s, "[" REG("f3") "," START("r3", "f3") "]");
-    json_t *v = tu_verify(f->s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(f->s);
 }
 
 /* Several appends in one commit: each has its own outcome. */
@@ -383,100 +381,23 @@ static void test_nul_heavy_ids(void **state)
     json_t *a = tu_get(st, "migration_patches/0/artifact_ref");
     assert_int_equal(json_string_length(a), 128);
     json_decref(st);
-    json_t *v = tu_verify(f->s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(f->s);
 }
 
 static void test_group_outcomes(void **state)
 {
     struct tu_fx *f = *state;
-    const char *texts[3] = {REG("g1"), REG("g1"), REG("g2")};
-    msgpack_sbuffer sb[3];
-    msgpack_unpacked up[3];
-    struct fl_event ev[3];
-    struct fl_ack ack[3];
-    struct fl_append app[3], *apps[3];
-    struct fl_error e;
+    const char *const tenants[3] = {T, T, T};
+    const char *const texts[3] = {REG("g1"), REG("g1"), REG("g2")};
+    int codes[3];
+    uint64_t seqs[3];
 
-    for (int i = 0; i < 3; i++) {
-        msgpack_packer pk;
-        size_t off = 0;
-        json_t *j = json_loads(texts[i], 0, NULL);
-        msgpack_sbuffer_init(&sb[i]);
-        msgpack_packer_init(&pk, &sb[i], msgpack_sbuffer_write);
-        tu_pack_json(&pk, j);
-        json_decref(j);
-        msgpack_unpacked_init(&up[i]);
-        msgpack_unpack_next(&up[i], sb[i].data, sb[i].size, &off);
-        assert_int_equal(fl_event_parse(&up[i].data, NULL, &ev[i], &e), 0);
-        memset(&app[i], 0, sizeof app[i]);
-        app[i].tenant = tu_s(T);
-        app[i].events = &ev[i];
-        app[i].n = 1;
-        app[i].acks = &ack[i];
-        apps[i] = &app[i];
-    }
-    assert_int_equal(fl_store_commit(f->s, apps, 3, &e), 0);
-    assert_int_equal(app[0].err.code, 0);
-    assert_int_equal(app[1].err.code, FL_EALREADY_EXISTS);
-    assert_int_equal(app[2].err.code, 0);
-    assert_int_equal(ack[0].seq, 1);
-    assert_int_equal(ack[2].seq, 2);
-    for (int i = 0; i < 3; i++) {
-        fl_event_free(&ev[i]);
-        msgpack_unpacked_destroy(&up[i]);
-        msgpack_sbuffer_destroy(&sb[i]);
-    }
-}
-
-/* One fl_store_commit of n appends, each a JSON array of events of its tenant; each append's
- * error code goes to codes[i] (the group's, when it failed as a whole) and its last ack's seq
- * to seqs[i]. */
-static void commit_group(struct fl_store *s, size_t n, const char *const tenants[],
-                         const char *const texts[], int codes[], uint64_t seqs[])
-{
-    msgpack_sbuffer sb[8];
-    msgpack_unpacked up[8];
-    struct fl_event ev[8][8];
-    struct fl_ack ack[8][8];
-    struct fl_append app[8], *apps[8];
-    struct fl_error e;
-
-    assert_true(n <= 8);
-    for (size_t i = 0; i < n; i++) {
-        msgpack_packer pk;
-        size_t off = 0;
-        json_t *j = json_loads(texts[i], 0, NULL);
-        assert_non_null(j);
-        assert_true(json_array_size(j) <= 8);
-        msgpack_sbuffer_init(&sb[i]);
-        msgpack_packer_init(&pk, &sb[i], msgpack_sbuffer_write);
-        tu_pack_json(&pk, j);
-        msgpack_unpacked_init(&up[i]);
-        msgpack_unpack_next(&up[i], sb[i].data, sb[i].size, &off);
-        memset(&app[i], 0, sizeof app[i]);
-        app[i].n = json_array_size(j);
-        for (size_t k = 0; k < app[i].n; k++)
-            assert_int_equal(fl_event_parse(&up[i].data.via.array.ptr[k], NULL, &ev[i][k], &e), 0);
-        json_decref(j);
-        app[i].tenant = tu_s(tenants[i]);
-        app[i].events = ev[i];
-        app[i].acks = ack[i];
-        apps[i] = &app[i];
-    }
-    /* a group that fails as a whole fails every append in it */
-    int rc = fl_store_commit(s, apps, n, &e);
-    for (size_t i = 0; i < n; i++) {
-        codes[i] = app[i].err.code;
-        if (rc != 0)
-            assert_int_equal(codes[i], rc);
-        seqs[i] = app[i].err.code ? 0 : ack[i][app[i].n - 1].seq;
-        for (size_t k = 0; k < app[i].n; k++)
-            fl_event_free(&ev[i][k]);
-        msgpack_unpacked_destroy(&up[i]);
-        msgpack_sbuffer_destroy(&sb[i]);
-    }
+    tu_commit_group(f->s, 3, tenants, texts, codes, seqs);
+    assert_int_equal(codes[0], 0);
+    assert_int_equal(codes[1], FL_EALREADY_EXISTS);
+    assert_int_equal(codes[2], 0);
+    assert_int_equal(seqs[0], 1);
+    assert_int_equal(seqs[2], 2);
 }
 
 /* The projection code caches names and versions for the length of a write transaction. An
@@ -514,7 +435,7 @@ static void test_group_after_failed_append(void **state)
     int codes[8];
     uint64_t seqs[8];
 
-    commit_group(f->s, 8, tenants, texts, codes, seqs);
+    tu_commit_group(f->s, 8, tenants, texts, codes, seqs);
     assert_int_equal(codes[0], 0);
     assert_int_equal(codes[1], FL_ENOT_FOUND);
     assert_int_equal(codes[2], FL_ENOT_FOUND);
@@ -536,17 +457,13 @@ static void test_group_after_failed_append(void **state)
     assert_int_equal(tu_int(st, "version"), 3);
     assert_string_equal(tu_str(st, "migration_runs/0/run_id"), "cr2");
     json_decref(st);
-    json_t *v = tu_verify(f->s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(f->s);
     /* and the next group starts from what was committed */
-    commit_group(f->s, 1, tenants + 7, (const char *const[]){
+    tu_commit_group(f->s, 1, tenants + 7, (const char *const[]){
         "[{\"type\":\"flow_updated\",\"expected_version\":5,\"data\":{\"flow_id\":\"c1\","
         "\"owner\":\"z\"}}," START("cr3", "c1") "]"}, codes, seqs);
     assert_int_equal(codes[0], FL_EALREADY_EXISTS);
-    v = tu_verify(f->s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(f->s);
 }
 
 /* The store caches committed names (tenant, flow and run numbers) across commit groups. A name
@@ -564,7 +481,7 @@ static void test_names_across_groups(void **state)
     uint64_t n = 0;
 
     /* 1: k1 and kr1 commit; k2, kr2, the tenant new:t and its k3 are undone */
-    commit_group(f->s, 3, tenants, (const char *const[]){
+    tu_commit_group(f->s, 3, tenants, (const char *const[]){
         "[" REG("k1") "," START("kr1", "k1") "]",
         "[" REG("k2") "," START("kr2", "k2") "," RSTATUS("nope", "RUNNING") "]",
         "[" REG("k3") "," RSTATUS("nope", "RUNNING") "]"}, codes, seqs);
@@ -572,7 +489,7 @@ static void test_names_across_groups(void **state)
     assert_int_equal(codes[1], FL_ENOT_FOUND);
     assert_int_equal(codes[2], FL_ENOT_FOUND);
     /* 2: none of the undone names exists; kr1 does */
-    commit_group(f->s, 4, tenants, (const char *const[]){
+    tu_commit_group(f->s, 4, tenants, (const char *const[]){
         "[" IT("kr2", 1, "generate_code", "RUNNING") "]",
         "[{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"k2\",\"owner\":\"x\"}}]",
         "[{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"k3\",\"owner\":\"x\"}}]",
@@ -583,7 +500,7 @@ static void test_names_across_groups(void **state)
     assert_int_equal(codes[3], 0);
     assert_int_equal(seqs[3], 3);
     /* 3: now they are created for real (kr2 on k1 this time) */
-    commit_group(f->s, 3, tenants, (const char *const[]){
+    tu_commit_group(f->s, 3, tenants, (const char *const[]){
         "[" REG("k2") "]", "[" START("kr2", "k1") "]", "[" REG("k3") "]"}, codes, seqs);
     for (int i = 0; i < 3; i++)
         assert_int_equal(codes[i], 0);
@@ -602,11 +519,11 @@ static void test_names_across_groups(void **state)
         snprintf(t3, sizeof t3,
                  "[{\"type\":\"flow_updated\",\"expected_version\":%d,\"data\":{\"flow_id\":\"k2\","
                  "\"owner\":\"o%d\"}}]", g + 1, g);
-        commit_group(f->s, 4, tenants, (const char *const[]){t0, t1, t2, t3}, codes, seqs);
+        tu_commit_group(f->s, 4, tenants, (const char *const[]){t0, t1, t2, t3}, codes, seqs);
         for (int i = 0; i < 4; i++)
             assert_int_equal(codes[i], 0);
         /* names a failing append creates in this group stay unknown to the next */
-        commit_group(f->s, 1, tenants, (const char *const[]){
+        tu_commit_group(f->s, 1, tenants, (const char *const[]){
             "[" REG("ghost") "," START("ghost-run", "k1") "," RSTATUS("nope", "RUNNING") "]"},
             codes, seqs);
         assert_int_equal(codes[0], FL_ENOT_FOUND);
@@ -635,9 +552,7 @@ static void test_names_across_groups(void **state)
     expect_err(f->s, REG("k1"), FL_EALREADY_EXISTS);
     assert_int_equal(tu_append(f->s, "new:t", "{\"type\":\"flow_updated\",\"expected_version\":7,"
                                "\"data\":{\"flow_id\":\"k3\",\"owner\":\"z\"}}", NULL, 0, &e), 0);
-    json_t *v = tu_verify(f->s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(f->s);
     /* a rebuild stopped by a missing record (k9 is registered after it) knows no name past it */
     head = fl_store_head(f->s);
     ok(f->s, REG("k9"));
@@ -649,7 +564,7 @@ static void test_names_across_groups(void **state)
     /* k9 is unknown, so its registration passes and the append fails at its second event
      * (nothing is committed); so is k1, as the rebuild's one chunk did not commit: the
      * projections are empty */
-    commit_group(f->s, 2, tenants, (const char *const[]){
+    tu_commit_group(f->s, 2, tenants, (const char *const[]){
         "[" REG("k9") "," RSTATUS("nope", "RUNNING") "]",
         "[" REG("k1") "," RSTATUS("nope", "RUNNING") "]"}, codes, seqs);
     assert_int_equal(codes[0], FL_ENOT_FOUND);
@@ -659,9 +574,7 @@ static void test_names_across_groups(void **state)
     assert_int_equal(fl_store_rebuild(f->s, &n, &e), 0);
     expect_err(f->s, REG("k9"), FL_EALREADY_EXISTS);
     ok(f->s, START("kr9", "k9"));
-    v = tu_verify(f->s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(f->s);
 }
 
 /* A group that fails as a whole (here: the map is full at its limit) commits nothing, so the
@@ -689,7 +602,7 @@ static void test_names_failed_group(void **state)
                                "\"flow_name\":\"%010000d\"}}", i ? "," : "", i, i);
     snprintf(big + at, sizeof big - at, "]");
     /* 128 KiB cannot take 8 rows of 10000 bytes, their versions and records: the group fails */
-    commit_group(s, 2, tenants, (const char *const[]){"[" REG("m1") "]", big}, codes, seqs);
+    tu_commit_group(s, 2, tenants, (const char *const[]){"[" REG("m1") "]", big}, codes, seqs);
     assert_int_equal(codes[0], FL_EUNAVAILABLE);
     assert_int_equal(codes[1], FL_EUNAVAILABLE);
     assert_int_equal(fl_store_head(s), 1);
@@ -698,9 +611,7 @@ static void test_names_failed_group(void **state)
     ok(s, START("mr1", "m1"));
     assert_int_equal(tu_append(s, "big:t", "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"big-0\"}}",
                                NULL, 0, &e), FL_ENOT_FOUND);
-    json_t *v = tu_verify(s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(s);
     fl_store_close(s);
     tu_rmdir(dir);
     free(dir);
@@ -734,7 +645,7 @@ static void test_names_failed_flush(void **state)
         snprintf(name, sizeof name, FX, i);
         snprintf(pad, sizeof pad, "[{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"pad-%d\","
                  "\"flow_name\":\"%08000d\"}}]", i, i);
-        commit_group(s, 2, tenants, (const char *const[]){name, pad}, codes, seqs);
+        tu_commit_group(s, 2, tenants, (const char *const[]){name, pad}, codes, seqs);
         if (codes[0] != 0 || codes[1] != 0)
             failed = i + 1;
         if (failed && (codes[0] == 0 || codes[1] == 0 || fl_store_head(s) != head))
@@ -748,12 +659,10 @@ static void test_names_failed_flush(void **state)
     snprintf(pad, sizeof pad,
              "[{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"pad-%d\",\"flow_name\":\"x\"}}]",
              failed - 1);
-    commit_group(s, 2, tenants, (const char *const[]){name, pad}, codes, seqs);
+    tu_commit_group(s, 2, tenants, (const char *const[]){name, pad}, codes, seqs);
     assert_int_equal(codes[0], 0);
     assert_int_equal(codes[1], 0);
-    json_t *v = tu_verify(s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(s);
     fl_store_close(s);
     tu_rmdir(dir);
     free(dir);
@@ -814,9 +723,7 @@ static void test_rollback(void **state)
     assert_int_equal(json_array_size(tu_get(st, "migration_runs")), 2);
     assert_string_equal(tu_str(st, "migration_runs/1/run_id"), "r9");
     json_decref(st);
-    json_t *v = tu_verify(f->s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(f->s);
 }
 
 static void test_history_tables_log(void **state)
@@ -938,9 +845,7 @@ static void test_map_growth(void **state)
     json_t *st = tu_state(s, T, "flow-299", 0, &e);
     assert_non_null(st);
     json_decref(st);
-    json_t *v = tu_verify(s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(s);
     fl_store_close(s);
     tu_rmdir(dir);
     free(dir);
@@ -962,9 +867,7 @@ static void test_format_and_reopen(void **state)
     s = tu_open(dir, 1);
     assert_int_equal(fl_store_head(s), 1);
     ok(s, REG("f2")); /* the chain continues across restarts */
-    json_t *v = tu_verify(s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(s);
     fl_store_close(s);
     /* stamp an unknown format: opening must refuse with a clear message */
     assert_int_equal(mdb_env_create(&env), 0);
@@ -1003,9 +906,7 @@ static void test_rebuild(void **state)
     free(before);
     free(after);
     ok(f->s, PATCH("r1", 1, "b.py"));
-    json_t *v = tu_verify(f->s);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(f->s);
 }
 
 static void test_backup(void **state)
@@ -1032,9 +933,7 @@ static void test_backup(void **state)
     char *back = tu_state_raw(b, T, "f1", 0, &l2, &rc);
     assert_int_equal(l1, l2);
     assert_memory_equal(orig, back, l1);
-    json_t *v = tu_verify(b);
-    assert_true(json_is_true(json_object_get(v, "ok")));
-    json_decref(v);
+    tu_verify_ok(b);
     ok(b, RSTATUS("r1", "FAILED")); /* the copy is a working store of its own */
     free(orig);
     free(back);

@@ -151,6 +151,64 @@ json_t *tu_to_json(const msgpack_object *o)
     }
 }
 
+/* Report a broken expectation of a helper (the tests' asserts are cmocka's, not ours). */
+static void tu_require(int ok, const char *what)
+{
+    if (!ok) {
+        fprintf(stderr, "test helper: %s\n", what);
+        abort();
+    }
+}
+
+int tu_commit_group(struct fl_store *s, size_t n, const char *const tenants[],
+                    const char *const texts[], int codes[], uint64_t seqs[])
+{
+    msgpack_sbuffer sb[8];
+    msgpack_unpacked up[8];
+    struct fl_event ev[8][8];
+    struct fl_ack ack[8][8];
+    struct fl_append app[8], *apps[8];
+    struct fl_error e;
+
+    tu_require(n <= 8, "at most 8 appends per group");
+    for (size_t i = 0; i < n; i++) {
+        msgpack_packer pk;
+        size_t off = 0;
+        json_t *j = json_loads(texts[i], JSON_ALLOW_NUL, NULL), *arr;
+        tu_require(j != NULL, "bad test JSON");
+        arr = json_is_array(j) ? j : json_pack("[O]", j);
+        tu_require(json_array_size(arr) >= 1 && json_array_size(arr) <= 8, "1..8 events");
+        msgpack_sbuffer_init(&sb[i]);
+        msgpack_packer_init(&pk, &sb[i], msgpack_sbuffer_write);
+        tu_pack_json(&pk, arr);
+        msgpack_unpacked_init(&up[i]);
+        msgpack_unpack_next(&up[i], sb[i].data, sb[i].size, &off);
+        memset(&app[i], 0, sizeof app[i]);
+        app[i].n = json_array_size(arr);
+        for (size_t k = 0; k < app[i].n; k++)
+            tu_require(fl_event_parse(&up[i].data.via.array.ptr[k], NULL, &ev[i][k], &e) == 0,
+                       "an event of the group does not parse");
+        if (arr != j)
+            json_decref(arr);
+        json_decref(j);
+        app[i].tenant = tu_s(tenants[i]);
+        app[i].events = ev[i];
+        app[i].acks = ack[i];
+        apps[i] = &app[i];
+    }
+    int rc = fl_store_commit(s, apps, n, &e);
+    for (size_t i = 0; i < n; i++) {
+        codes[i] = app[i].err.code;
+        tu_require(rc == 0 || codes[i] == rc, "a failed group fails every append with its code");
+        seqs[i] = app[i].err.code ? 0 : ack[i][app[i].n - 1].seq;
+        for (size_t k = 0; k < app[i].n; k++)
+            fl_event_free(&ev[i][k]);
+        msgpack_unpacked_destroy(&up[i]);
+        msgpack_sbuffer_destroy(&sb[i]);
+    }
+    return rc;
+}
+
 int tu_append(struct fl_store *s, const char *tenant, const char *json, struct fl_ack *acks,
               size_t max, struct fl_error *err)
 {
@@ -285,6 +343,17 @@ json_t *tu_table(struct fl_store *s, const char *tenant, const char *table, cons
 json_t *tu_verify(struct fl_store *s)
 {
     QUERY_JSON(fl_store_verify(s, &pk, NULL));
+}
+
+void tu_verify_ok(struct fl_store *s)
+{
+    json_t *v = tu_verify(s);
+    if (!json_is_true(json_object_get(v, "ok"))) {
+        char *p = json_dumps(json_object_get(v, "problems"), 0);
+        fprintf(stderr, "verify failed: %s\n", p ? p : "(no report)");
+        abort();
+    }
+    json_decref(v);
 }
 
 char *tu_state_raw(struct fl_store *s, const char *tenant, const char *flow, uint64_t as_of,

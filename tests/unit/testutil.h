@@ -41,6 +41,13 @@ int tu_append(struct fl_store *s, const char *tenant, const char *json, struct f
 int tu_appendf(struct fl_store *s, const char *tenant, struct fl_error *err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* One fl_store_commit of n (at most 8) appends, each a JSON array of up to 8 events (or one
+ * event) of its tenant; each append's error code goes to codes[i] and its last ack's seq to
+ * seqs[i] (0 if it failed). A group that fails as a whole must fail every append with its
+ * code. Returns fl_store_commit's result. Aborts on bad test input. */
+int tu_commit_group(struct fl_store *s, size_t n, const char *const tenants[],
+                    const char *const texts[], int codes[], uint64_t seqs[]);
+
 /* The state of a flow as JSON (NULL on error, err filled); caller json_decref's. */
 json_t *tu_state(struct fl_store *s, const char *tenant, const char *flow, uint64_t as_of,
                  struct fl_error *err);
@@ -55,6 +62,8 @@ json_t *tu_history(struct fl_store *s, const char *tenant, const char *flow, uin
 json_t *tu_table(struct fl_store *s, const char *tenant, const char *table, const char *col,
                  const char *val, struct fl_error *err);
 json_t *tu_verify(struct fl_store *s);
+/* Run verify and abort, printing its problems, unless it passes. */
+void tu_verify_ok(struct fl_store *s);
 
 /* The string at a JSON path like "migration_flows/0/migration_status" (NULL if absent). */
 const char *tu_str(json_t *j, const char *path);
