@@ -1,8 +1,12 @@
-/* commit.c: one durable commit per loop pass for all queued appends, then their answers. */
+/* commit.c: one durable commit for all queued appends, on the commit thread, then their
+ * answers on the loop's thread. */
 #include "commit.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "diag.h"
 #include "util.h"
@@ -127,44 +131,142 @@ static void commit_note_writers(struct commit *q, const struct commit_list *list
     q->seen_last = n;
 }
 
-/* Commit the queue as one transaction, then answer each append with its own outcome.
- * The queue is detached first, so the answers go out for exactly the appends in this commit. */
+static void commit_complete(struct commit *q, int rc, struct fl_error *err, int64_t us);
+
+/* Hand the queue to the commit thread as one group (loop thread). Does nothing while a group
+ * is with the thread: the queue then waits for it to finish (commit_complete starts it). */
 static void commit_run(struct commit *q)
 {
-    struct commit_list list = TAILQ_HEAD_INITIALIZER(list);
     struct commit_item *it;
     struct fl_error err;
     size_t n = 0;
-    int64_t t0;
-    int rc;
 
+    if (q->armed == 2)
+        event_del(q->gather_ev);
     q->armed = 0;
-    if (TAILQ_EMPTY(&q->queue))
+    if (q->busy || TAILQ_EMPTY(&q->queue))
         return;
-    TAILQ_CONCAT(&list, &q->queue, q_link);
-    n = q->nqueued;
+    TAILQ_CONCAT(&q->inflight, &q->queue, q_link);
+    n = q->inflight_n = q->nqueued;
     q->nqueued = 0;
-    fl_error_clear(&err);
-    if ((rc = commit_reserve(q, n)) != 0) {
+    q->busy = 1;
+    if (commit_reserve(q, n) != 0) {
+        fl_error_clear(&err);
         fl_error_set(&err, FL_EUNAVAILABLE, "server out of memory; retry the append");
-    } else {
-        size_t i = 0;
-        TAILQ_FOREACH(it, &list, q_link)
-        q->apps[i++] = &it->app;
-        t0 = fl_now_us();
-        rc = fl_store_commit(q->store, q->apps, n, &err);
-            q->last_us = fl_now_us() - t0;
-        q->stats.commit_us += (uint64_t)q->last_us;
+        commit_complete(q, FL_EUNAVAILABLE, &err, 0);
+        return;
     }
+    n = 0;
+    TAILQ_FOREACH(it, &q->inflight, q_link)
+    q->apps[n++] = &it->app;
+    if (n == 1 && q->last_n <= 1) {
+        /* A lone writer: handing its commit to the thread and back costs two wake-ups (measured
+         * in bench/RESULTS.md: step mode with one writer lost 40%), and there is nothing to
+         * overlap it with. The store's lock makes either thread safe. */
+        int64_t t0 = fl_now_us();
+        fl_error_clear(&err);
+        int rc = fl_store_commit(q->store, q->apps, 1, &err);
+        commit_complete(q, rc, &err, fl_now_us() - t0);
+        return;
+    }
+    pthread_mutex_lock(&q->mu);
+    q->job = 1;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* The commit thread: one fl_store_commit per group handed over, then the loop is woken. */
+static void *commit_thread(void *arg)
+{
+    struct commit *q = arg;
+
+    for (;;) {
+        struct fl_error err;
+        uint64_t one = 1;
+        int64_t t0;
+        int rc;
+
+        pthread_mutex_lock(&q->mu);
+        while (!q->job && !q->stop)
+            pthread_cond_wait(&q->cv, &q->mu);
+        if (!q->job) {
+            pthread_mutex_unlock(&q->mu);
+            return NULL;
+        }
+        pthread_mutex_unlock(&q->mu);
+        fl_error_clear(&err);
+        t0 = fl_now_us();
+        rc = fl_store_commit(q->store, q->apps, q->inflight_n, &err);
+        pthread_mutex_lock(&q->mu);
+        q->inflight_rc = rc;
+        q->inflight_err = err;
+        q->inflight_us = fl_now_us() - t0;
+        q->job = 0;
+        q->finished = 1;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        while (write(q->efd, &one, sizeof one) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+/* Take the finished group's results, if there are any (loop thread). */
+static int commit_collect(struct commit *q, int wait)
+{
+    int rc;
+    struct fl_error err;
+    int64_t us;
+
+    pthread_mutex_lock(&q->mu);
+    while (wait && !q->finished)
+        pthread_cond_wait(&q->cv, &q->mu);
+    if (!q->finished) {
+        pthread_mutex_unlock(&q->mu);
+        return 0;
+    }
+    q->finished = 0;
+    rc = q->inflight_rc;
+    err = q->inflight_err;
+    us = q->inflight_us;
+    pthread_mutex_unlock(&q->mu);
+    commit_complete(q, rc, &err, us);
+    return 1;
+}
+
+/* libevent: the commit thread says a group is done. */
+static void commit_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t v;
+
+    (void)what;
+    if (read(fd, &v, sizeof v) < 0 && errno != EAGAIN)
+        fl_errorf("commit: reading the commit thread's eventfd: %s", strerror(errno));
+    commit_collect(arg, 0);
+}
+
+/* The group with the thread is done: start the next one (so the thread works while this one
+ * is answered), then answer each append of this one with its own outcome. */
+static void commit_complete(struct commit *q, int rc, struct fl_error *err, int64_t us)
+{
+    struct commit_list list = TAILQ_HEAD_INITIALIZER(list);
+    struct commit_item *it;
+    size_t n = q->inflight_n;
+
+    TAILQ_CONCAT(&list, &q->inflight, q_link);
+    q->inflight_n = 0;
+    q->busy = 0;
+    q->last_us = us;
+    q->stats.commit_us += (uint64_t)us;
     q->last_n = n;
     commit_note_writers(q, &list);
+    commit_run(q);
     if (rc != 0) {
         /* The store promises every append's err is set then; make sure no append can look
          * committed whatever happened. */
-        if (err.code == 0)
-            fl_error_set(&err, rc, "the commit failed; nothing of this append was stored");
-        fl_errorf("commit of %zu appends failed: %s: %s", n, fl_err_name(err.code), err.msg);
-        commit_fail_all(&list, &err);
+        if (err->code == 0)
+            fl_error_set(err, rc, "the commit failed; nothing of this append was stored");
+        fl_errorf("commit of %zu appends failed: %s: %s", n, fl_err_name(err->code), err->msg);
+        commit_fail_all(&list, err);
         q->stats.commit_failures++;
     } else {
         q->stats.commits++;
@@ -201,16 +303,34 @@ int commit_init(struct commit *q, struct event_base *base, struct fl_store *stor
 {
     memset(q, 0, sizeof *q);
     TAILQ_INIT(&q->queue);
+    TAILQ_INIT(&q->inflight);
     q->store = store;
     q->done = done;
     q->after = after;
     q->arg = arg;
+    q->efd = -1;
+    if (pthread_mutex_init(&q->mu, NULL) != 0)
+        return FL_EINTERNAL;
+    if (pthread_cond_init(&q->cv, NULL) != 0) {
+        pthread_mutex_destroy(&q->mu);
+        return FL_EINTERNAL;
+    }
+    q->sync_ready = 1;
     /* Default priority, the same as every bufferevent: a lower one would starve under load. */
     q->ev = event_new(base, -1, 0, commit_cb, q);
     q->gather_ev = evtimer_new(base, gather_cb, q);
-    if (!q->ev || !q->gather_ev)
+    q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!q->ev || !q->gather_ev || q->efd < 0)
         return FL_EINTERNAL;
-    return commit_reserve(q, 64);
+    q->done_ev = event_new(base, q->efd, EV_READ | EV_PERSIST, commit_done_cb, q);
+    if (!q->done_ev || event_add(q->done_ev, NULL) != 0)
+        return FL_EINTERNAL;
+    if (commit_reserve(q, 64) != 0)
+        return FL_EINTERNAL;
+    if (pthread_create(&q->thread, NULL, commit_thread, q) != 0)
+        return FL_EINTERNAL;
+    q->thread_started = 1;
+    return 0;
 }
 
 void commit_free(struct commit *q)
@@ -219,6 +339,20 @@ void commit_free(struct commit *q)
 
     if (!q)
         return;
+    if (q->thread_started) {
+        /* A group with the thread is finished first (it was received: it is committed), but
+         * nobody is left to answer it. */
+        pthread_mutex_lock(&q->mu);
+        q->stop = 1;
+        pthread_cond_signal(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->thread, NULL);
+        q->thread_started = 0;
+    }
+    while ((it = TAILQ_FIRST(&q->inflight)) != NULL) {
+        TAILQ_REMOVE(&q->inflight, it, q_link);
+        commit_item_free(it);
+    }
     while ((it = TAILQ_FIRST(&q->queue)) != NULL) {
         TAILQ_REMOVE(&q->queue, it, q_link);
         commit_item_free(it);
@@ -230,6 +364,17 @@ void commit_free(struct commit *q)
     if (q->gather_ev)
         event_free(q->gather_ev);
     q->gather_ev = NULL;
+    if (q->done_ev)
+        event_free(q->done_ev);
+    q->done_ev = NULL;
+    if (q->efd >= 0)
+        close(q->efd);
+    q->efd = -1;
+    if (q->sync_ready) {
+        pthread_cond_destroy(&q->cv);
+        pthread_mutex_destroy(&q->mu);
+        q->sync_ready = 0;
+    }
     free(q->apps);
     q->apps = NULL;
     free(q->seen);
@@ -281,5 +426,9 @@ void commit_flush(struct commit *q)
         event_del(q->gather_ev);
     if (q->ev)
         event_del(q->ev); /* also takes it off the active queue */
+    q->armed = 0;
+    /* Each finished group starts the next from the queue (commit_complete); wait them out. */
     commit_run(q);
+    while (q->busy && q->thread_started)
+        commit_collect(q, 1);
 }

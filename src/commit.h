@@ -1,7 +1,8 @@
 /* commit.h: group commit. Appends from every connection that arrive during one pass of the event
- * loop are queued here and committed together by ONE fl_store_commit call, from a preallocated
- * event activated with event_active at the same priority as the I/O callbacks, so it runs right
- * after the pass's read callbacks and before the loop waits again (notes/dependencies.md 4.2).
+ * loop are queued here and committed together by ONE fl_store_commit call, started from a
+ * preallocated event activated with event_active at the same priority as the I/O callbacks, so
+ * it starts right after the pass's read callbacks (notes/dependencies.md 4.2). The commit itself
+ * runs on a thread of its own; appends that arrive while it runs make the next group.
  *
  * Only after fl_store_commit has returned (durably, unless --sync none) is each append handed to
  * the done callback to be answered: nothing is acknowledged before its commit. The module knows
@@ -13,6 +14,7 @@
 
 #include <event2/event.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
@@ -66,6 +68,24 @@ struct commit {
     int64_t last_us;         /* how long the last commit took */
     struct fl_append **apps; /* reused array handed to fl_store_commit */
     size_t apps_cap;
+    /* The commit thread: fl_store_commit (the LMDB transaction, the journal's write and flush)
+     * runs there while the loop reads, parses and answers. One commit at a time: what arrives
+     * meanwhile queues for the next, which starts as soon as this one is done. The thread
+     * touches only the store and apps[]; everything else stays on the loop's thread. */
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;      /* guards job, finished, stop and the results below */
+    pthread_cond_t cv;
+    int efd;                 /* the thread writes it when a commit is done (eventfd) */
+    struct event *done_ev;
+    int busy;                /* loop side: a commit is with the thread or not yet answered */
+    int sync_ready;          /* mu and cv exist */
+    int job, finished, stop;
+    struct commit_list inflight;
+    size_t inflight_n;
+    int inflight_rc;
+    struct fl_error inflight_err;
+    int64_t inflight_us;
     commit_done_fn done;
     commit_after_fn after;
     void *arg;
@@ -84,7 +104,8 @@ int commit_init(struct commit *q, struct event_base *base, struct fl_store *stor
 void commit_free(struct commit *q);
 /* Queue an item for the commit at the end of this loop pass; q owns it from now on. */
 void commit_enqueue(struct commit *q, struct commit_item *it);
-/* Commit whatever is queued right now (shutdown); answers go through done as usual. */
+/* Commit whatever is queued right now and wait for it (shutdown); answers go through done as
+ * usual. */
 void commit_flush(struct commit *q);
 
 #endif

@@ -661,6 +661,14 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
     *out = NULL;
     if (!s)
         return fl_error_set(err, FL_EINTERNAL, "out of memory");
+    pthread_mutexattr_t ma;
+    if (pthread_mutexattr_init(&ma) != 0 ||
+        pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE) != 0 ||
+        pthread_mutex_init(&s->mu, &ma) != 0) {
+        free(s);
+        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
+    }
+    pthread_mutexattr_destroy(&ma);
     s->dir = strdup(o->dir);
     s->nosync = o->nosync;
     s->map_size = o->map_size ? o->map_size : DEFAULT_MAP;
@@ -729,13 +737,17 @@ void fl_store_close(struct fl_store *s)
     }
     fl_journal_close(s->journal);
     fl_project_names_drop(&s->names);
+    pthread_mutex_destroy(&s->mu);
     free(s->dir);
     free(s);
 }
 
-uint64_t fl_store_head(const struct fl_store *s)
+uint64_t fl_store_head(struct fl_store *s)
 {
-    return s->head;
+    pthread_mutex_lock(&s->mu);
+    uint64_t head = s->head;
+    pthread_mutex_unlock(&s->mu);
+    return head;
 }
 
 const char *fl_store_dir(const struct fl_store *s)
@@ -743,7 +755,20 @@ const char *fl_store_dir(const struct fl_store *s)
     return s->dir;
 }
 
+static int read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err);
+
 int fl_store_read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err)
+{
+    int rc;
+
+    pthread_mutex_lock(&s->mu);
+    rc = read_begin(s, txn, err);
+    if (rc != 0)
+        pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err)
 {
     int rc;
 
@@ -781,6 +806,7 @@ void fl_store_read_end(struct fl_store *s, MDB_txn *txn)
     } else {
         mdb_txn_abort(txn);
     }
+    pthread_mutex_unlock(&s->mu);
 }
 
 int fl_store_get_record(MDB_txn *txn, const struct fl_dbs *db, uint64_t seq, MDB_val *out)
@@ -965,7 +991,7 @@ static int commit_group(struct fl_store *s, MDB_txn *txn, const struct group_sta
     return rc;
 }
 
-int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err)
+static int store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err)
 {
     struct fl_buf rec = {0};
     struct fl_ptx x = {0};
@@ -1064,6 +1090,14 @@ fail:
     fl_buf_free(&x.v);
     fl_arena_free(x.arena);
     return e.code ? e.code : FL_EINTERNAL;
+}
+
+int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = store_commit(s, apps, n, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 /* ---- replay and rebuild ---- */
@@ -1195,7 +1229,7 @@ out:
     return rc;
 }
 
-int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
+static int store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
 {
     struct fl_ptx x = {0};
     MDB_txn *txn = NULL;
@@ -1255,9 +1289,17 @@ out:
     return rc;
 }
 
+int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = store_rebuild(s, events, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 /* ---- backup ---- */
 
-int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64_t *head,
+static int store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64_t *head,
                     struct fl_error *err)
 {
     char path[4200];
@@ -1304,9 +1346,18 @@ int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64
     return 0;
 }
 
+int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64_t *head,
+                    struct fl_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = store_backup(s, dir, bytes, head, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 /* ---- stats and test hooks ---- */
 
-int fl_store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
+static int store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
 {
     MDB_envinfo info;
     MDB_stat st;
@@ -1339,7 +1390,15 @@ int fl_store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
     return 0;
 }
 
-int fl_store_debug_put_raw(struct fl_store *s, uint64_t seq, const void *bytes, size_t len)
+int fl_store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = store_stats(s, pk, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int store_debug_put_raw(struct fl_store *s, uint64_t seq, const void *bytes, size_t len)
 {
     uint8_t kb[8];
     MDB_val k = {8, kb}, v = {len, (void *)bytes};
@@ -1356,6 +1415,14 @@ int fl_store_debug_put_raw(struct fl_store *s, uint64_t seq, const void *bytes, 
         return rc;
     }
     return mdb_txn_commit(txn);
+}
+
+int fl_store_debug_put_raw(struct fl_store *s, uint64_t seq, const void *bytes, size_t len)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = store_debug_put_raw(s, seq, bytes, len);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 int fl_store_debug_get_raw(struct fl_store *s, uint64_t seq, void **out, size_t *len)

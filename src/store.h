@@ -62,7 +62,7 @@ struct fl_append {
 int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err);
 
 /* The seq of the last committed event (0 for an empty log). */
-uint64_t fl_store_head(const struct fl_store *s);
+uint64_t fl_store_head(struct fl_store *s);
 /* The data directory's path (borrowed). */
 const char *fl_store_dir(const struct fl_store *s);
 

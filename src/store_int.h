@@ -37,6 +37,7 @@
 #define FL_STORE_INT_H
 
 #include <lmdb.h>
+#include <pthread.h>
 
 #include "err.h"
 #include "hash.h"
@@ -69,6 +70,10 @@ struct fl_dbs {
 struct fl_pcache; /* project.c */
 
 struct fl_store {
+    /* Held by every public entry point (a read from fl_store_read_begin to fl_store_read_end):
+     * flowlogd commits on a thread of its own (commit.c) while its loop serves reads. Recursive,
+     * so an entry point may call another. */
+    pthread_mutex_t mu;
     MDB_env *env;
     struct fl_dbs db;
     struct fl_journal *journal; /* the durable copy of the log; LMDB itself is never flushed

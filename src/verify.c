@@ -307,7 +307,7 @@ mdb:
     return fl_store_write_error(s, rc, "verify rebuild", err);
 }
 
-int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
+static int store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
 {
     struct report r = {0};
     char hh[2 * FL_CHAIN_LEN + 1];
@@ -349,5 +349,13 @@ int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err
     }
     for (int i = 0; i < r.n; i++)
         free(r.problems[i]);
+    return rc;
+}
+
+int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = store_verify(s, pk, err);
+    pthread_mutex_unlock(&s->mu);
     return rc;
 }
