@@ -755,5 +755,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "flowlog-bench: %s\n", err);
         rc = 1;
     }
+    g_cfg = NULL; /* cfg lives in this frame: the atexit hook must not see it after return */
     return rc;
 }
