@@ -10,7 +10,10 @@
  * never fails the others. Nothing is reported committed before the commit's records are
  * flushed to the journal (fdatasync), unless the store was opened with nosync (tests only);
  * the LMDB transaction is committed right after, unflushed, and recovered from the journal
- * after an unclean stop (store.c, "Durability"). */
+ * after an unclean stop (store.c, "Durability").
+ *
+ * Every entry point takes the store's (recursive) lock, a read from fl_store_read_begin to
+ * fl_store_read_end: flowlogd commits on one thread while another serves reads. */
 #ifndef FL_STORE_H
 #define FL_STORE_H
 
