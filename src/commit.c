@@ -133,6 +133,14 @@ static void commit_note_writers(struct commit *q, const struct commit_list *list
 
 static void commit_complete(struct commit *q, int rc, struct fl_error *err, int64_t us);
 
+/* A lone writer's group of one commits on the loop's thread: handing it to the thread and back
+ * costs two wake-ups (measured in bench/RESULTS.md: step mode with one writer lost 40%), and
+ * there is nothing to overlap it with. The store's lock makes either thread safe. */
+static int commit_inline(const struct commit *q, size_t n)
+{
+    return n == 1 && q->last_n <= 1;
+}
+
 /* Hand the queue to the commit thread as one group (loop thread). Does nothing while a group
  * is with the thread: the queue then waits for it to finish (commit_complete starts it). */
 static void commit_run(struct commit *q)
@@ -159,10 +167,7 @@ static void commit_run(struct commit *q)
     n = 0;
     TAILQ_FOREACH(it, &q->inflight, q_link)
     q->apps[n++] = &it->app;
-    if (n == 1 && q->last_n <= 1) {
-        /* A lone writer: handing its commit to the thread and back costs two wake-ups (measured
-         * in bench/RESULTS.md: step mode with one writer lost 40%), and there is nothing to
-         * overlap it with. The store's lock makes either thread safe. */
+    if (commit_inline(q, n)) {
         int64_t t0 = fl_now_us();
         fl_error_clear(&err);
         int rc = fl_store_commit(q->store, q->apps, 1, &err);
@@ -211,7 +216,7 @@ static void *commit_thread(void *arg)
 }
 
 /* Take the finished group's results, if there are any (loop thread). */
-static int commit_collect(struct commit *q, int wait)
+static void commit_collect(struct commit *q, int wait)
 {
     int rc;
     struct fl_error err;
@@ -222,7 +227,7 @@ static int commit_collect(struct commit *q, int wait)
         pthread_cond_wait(&q->cv, &q->mu);
     if (!q->finished) {
         pthread_mutex_unlock(&q->mu);
-        return 0;
+        return;
     }
     q->finished = 0;
     rc = q->inflight_rc;
@@ -230,7 +235,6 @@ static int commit_collect(struct commit *q, int wait)
     us = q->inflight_us;
     pthread_mutex_unlock(&q->mu);
     commit_complete(q, rc, &err, us);
-    return 1;
 }
 
 /* libevent: the commit thread says a group is done. */
@@ -244,13 +248,15 @@ static void commit_done_cb(evutil_socket_t fd, short what, void *arg)
     commit_collect(arg, 0);
 }
 
-/* The group with the thread is done: start the next one (so the thread works while this one
- * is answered), then answer each append of this one with its own outcome. */
+/* A group is done: answer each append with its own outcome. The next group starts first when
+ * it goes to the thread (which then works while this one is answered), after the answers when
+ * it commits inline (so that they go out in commit order). */
 static void commit_complete(struct commit *q, int rc, struct fl_error *err, int64_t us)
 {
     struct commit_list list = TAILQ_HEAD_INITIALIZER(list);
     struct commit_item *it;
     size_t n = q->inflight_n;
+    int next_first;
 
     TAILQ_CONCAT(&list, &q->inflight, q_link);
     q->inflight_n = 0;
@@ -259,7 +265,9 @@ static void commit_complete(struct commit *q, int rc, struct fl_error *err, int6
     q->stats.commit_us += (uint64_t)us;
     q->last_n = n;
     commit_note_writers(q, &list);
-    commit_run(q);
+    next_first = !commit_inline(q, q->nqueued);
+    if (next_first)
+        commit_run(q);
     if (rc != 0) {
         /* The store promises every append's err is set then; make sure no append can look
          * committed whatever happened. */
@@ -280,6 +288,8 @@ static void commit_complete(struct commit *q, int rc, struct fl_error *err, int6
     }
     if (rc == 0 && q->after)
         q->after(q->arg);
+    if (!next_first)
+        commit_run(q);
 }
 
 /* The gather timer ran out: commit what came. */

@@ -48,8 +48,12 @@ int fl_error_vset(struct fl_error *e, int code, const char *fmt, va_list ap)
 {
     if (!e)
         return code;
+    /* Through a copy: callers wrap an earlier message ("seq 7: %s", e->msg), and vsnprintf
+     * into the buffer it reads from is undefined. */
+    char buf[FL_ERR_MSG_MAX];
+    vsnprintf(buf, sizeof buf, fmt, ap);
     e->code = code;
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    memcpy(e->msg, buf, sizeof buf);
     return code;
 }
 

@@ -377,7 +377,7 @@ struct recovery {
     struct fl_ptx x;
     MDB_txn *txn;
     struct group_state g;       /* the head as of the frames applied so far */
-    uint64_t next, head_off;    /* after the last applied frame; that frame's offset */
+    uint64_t next;              /* after the last applied frame (g.head_off: its offset) */
     uint64_t done_next, done_head_off; /* the same as of the last committed chunk */
     uint64_t in_txn, applied;
     int bad;                    /* the scan stopped at a frame that is not the next record */
@@ -393,7 +393,7 @@ static int recovery_commit(struct recovery *r)
 
     if (!r->txn)
         return 0;
-    rc = put_journal_pos(r->s, r->txn, r->next, r->head_off);
+    rc = put_journal_pos(r->s, r->txn, r->next, r->g.head_off);
     rc = rc ? rc : r->x.mdb_rc;
     if (rc != 0) {
         mdb_txn_abort(r->txn);
@@ -408,7 +408,7 @@ static int recovery_commit(struct recovery *r)
     }
     fl_project_keep(&r->x, &r->s->names); /* committed: its names hold from now on */
     r->done_next = r->next;
-    r->done_head_off = r->head_off;
+    r->done_head_off = r->g.head_off;
     r->s->events += r->in_txn;
     r->applied += r->in_txn;
     r->in_txn = 0;
@@ -477,7 +477,7 @@ static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t le
     }
     r->g.seq++;
     memcpy(r->g.chain, chain, FL_CHAIN_LEN);
-    r->head_off = off;
+    r->g.head_off = off;
     r->next = off + 4 + len;
     if (++r->in_txn >= REBUILD_CHUNK)
         return recovery_commit(r);
@@ -506,7 +506,7 @@ static int recover(struct fl_store *s, uint64_t from, uint64_t head_off, struct 
         memcpy(r.g.chain, s->head_chain, FL_CHAIN_LEN);
         r.in_txn = 0;
         r.next = r.done_next;
-        r.head_off = r.done_head_off;
+        r.g.head_off = r.done_head_off;
         rc = fl_journal_scan(s->journal, r.next, recovery_frame, &r, &end, &damaged, err);
         if (rc == 0 || rc == RECOVER_BAD)
             rc = recovery_commit(&r);
@@ -523,7 +523,6 @@ static int recover(struct fl_store *s, uint64_t from, uint64_t head_off, struct 
     }
     if (r.txn)
         mdb_txn_abort(r.txn);
-    fl_project_forget(&r.x);
     if (rc == RECOVER_MDB) {
         rc = fl_store_write_error(s, r.x.mdb_rc, "recover from the journal", err);
         goto out;
@@ -1171,11 +1170,8 @@ int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64
         rc = replay_record(s, dst, seq, v.mv_data, v.mv_size, err);
         fl_arena_reset(dst->arena);
         if (rc != 0) {
-            if (!dst->mdb_rc && err) {
-                char msg[FL_ERR_MSG_MAX];
-                snprintf(msg, sizeof msg, "%s", err->msg);
-                fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, msg);
-            }
+            if (!dst->mdb_rc && err)
+                fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, err->msg);
             break;
         }
         if (done)
@@ -1322,7 +1318,8 @@ static int store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, ui
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     *bytes = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
     /* The copy was written without a flush; and the backup needs the journal up to the same
-     * head (this thread commits nothing while it copies, so the journal's end is the head). */
+     * head (the store's lock keeps commits out while it copies, so the journal's end is the
+     * head). */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0)
         rc = errno ? errno : EIO;
