@@ -38,8 +38,8 @@ int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_eve
                      uint64_t seq, int64_t ts, struct fl_ack *dup, struct fl_error *err);
 
 /* Drop x's lookup cache (store_int.h) and its memory. Call it when x's transaction ends (commit
- * or abort), and whenever changes made through x may be undone: after aborting a nested
- * transaction, before redoing a group. A cache entry outliving the state it was read from would
+ * or abort), and whenever changes made through x may be undone: after a failed append,
+ * before redoing a group. A cache entry outliving the state it was read from would
  * give an event another event's numbers or version. */
 void fl_project_forget(struct fl_ptx *x);
 

@@ -13,7 +13,11 @@
  *  - an OS crash or power loss, which can leave the unflushed LMDB file damaged: DIR/running
  *    names the boot the store was opened in; found at open from another boot, the LMDB file is
  *    set aside (data.mdb.suspect) and everything is rebuilt from the journal.
- * A clean close flushes LMDB and removes DIR/running. */
+ * A clean close flushes LMDB and removes DIR/running.
+ * LMDB runs with MDB_WRITEMAP: its pages are written in place in a shared map of data.mdb, which
+ * survives a process crash like the page cache does. Two costs, both handled here: the map
+ * must have disk blocks behind it (back_file, grow_map), and there are no nested transactions
+ * (append_one: a batch that fails after writing makes its group be redone without it). */
 #include "store_int.h"
 
 #include <errno.h>
@@ -30,7 +34,9 @@
 #include "record.h"
 
 #define STORE_FORMAT "flowlog-store-3"
-#define DEFAULT_MAP (256ull << 20)
+#define DEFAULT_MAP (1ull << 20) /* backed by disk blocks (back_file): start small, grow */
+#define MAP_STEP_MAX (1ull << 30)
+#define MAP_STEP_MIN (64ull << 10)
 #define DEFAULT_MAX_MAP (1ull << 40)
 #define REBUILD_CHUNK 20000
 #define RUNNING_FILE "running"
@@ -589,6 +595,58 @@ static int rebuild_pending(struct fl_store *s, MDB_txn *txn)
     return mdb_get(txn, s->db.dbi[FL_DB_META], &k, &v) == 0;
 }
 
+/* Give data.mdb disk blocks for its first size bytes. Under MDB_WRITEMAP LMDB writes pages
+ * through a shared mapping of the file: on a full disk, the first touch of a page with no block
+ * behind it kills the process with SIGBUS. So the map is never larger than what posix_fallocate
+ * has backed, and a full disk shows as a failed growth of the map (an error message) instead.
+ * Returns 0 or an errno. */
+static int back_file(struct fl_store *s, size_t size)
+{
+    int fd, rc;
+
+    if (mdb_env_get_fd(s->env, &fd) != 0)
+        return EBADF;
+    rc = posix_fallocate(fd, 0, (off_t)size);
+    return rc == EOPNOTSUPP || rc == EINVAL ? 0 : rc; /* a file system without it: as before */
+}
+
+static int disk_full(const struct fl_store *s, int rc, const char *then, struct fl_error *err)
+{
+    return fl_error_set(err, FL_EUNAVAILABLE,
+                        "the disk holding data directory %s is full (%s); free space and %s",
+                        s->dir, strerror(rc), then);
+}
+
+/* Back the map LMDB opened with (at least the store's used pages). On a full disk an existing
+ * store keeps a map of its used pages only: reads work, and appends fail with unavailable
+ * until space is freed (each commit tries to grow the map again). */
+static int back_opened_map(struct fl_store *s, struct fl_error *err)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    int rc;
+
+    if ((rc = mdb_env_info(s->env, &info)) != 0 || (rc = mdb_env_stat(s->env, &st)) != 0)
+        return fl_store_mdb_error(rc, "read the LMDB environment's size", err);
+    s->map_size = info.me_mapsize;
+    rc = back_file(s, s->map_size);
+    if (rc == 0)
+        return 0;
+    if ((rc != ENOSPC && rc != EDQUOT) || info.me_last_pgno < 2)
+        return rc == ENOSPC || rc == EDQUOT ? disk_full(s, rc, "start again", err)
+                                            : fl_error_set(err, FL_EUNAVAILABLE,
+                                                           "cannot reserve %s/data.mdb: %s",
+                                                           s->dir, strerror(rc));
+    size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+    if ((rc = mdb_env_set_mapsize(s->env, used)) != 0)
+        return fl_store_mdb_error(rc, "shrink the LMDB map to its used pages", err);
+    s->map_size = used;
+    fl_warn("the disk holding data directory %s is full: appends will fail until space is "
+            "freed",
+            s->dir);
+    return 0;
+}
+
 /* Open the LMDB environment (never flushed until close: see "Durability" above). */
 static int open_env(struct fl_store *s, struct fl_error *err)
 {
@@ -597,8 +655,11 @@ static int open_env(struct fl_store *s, struct fl_error *err)
     if ((rc = mdb_env_create(&s->env)) != 0 || (rc = mdb_env_set_maxdbs(s->env, FL_DB_COUNT)) ||
         (rc = mdb_env_set_mapsize(s->env, s->map_size)) != 0)
         return fl_store_mdb_error(rc, "create LMDB environment", err);
-    /* MDB_NOTLS: the server's one thread keeps a reusable read handle beside the write txn. */
-    rc = mdb_env_open(s->env, s->dir, MDB_NOTLS | MDB_NOSYNC, 0600);
+    /* MDB_NOTLS: the server's one thread keeps a reusable read handle beside the write txn.
+     * MDB_WRITEMAP: pages are written in place in the map, not copied out with pwrite at each
+     * commit (that copy was ~14% of the server's CPU at 64 step writers; bench/RESULTS.md). It
+     * rules out nested transactions (see append_one) and needs a backed file (back_file). */
+    rc = mdb_env_open(s->env, s->dir, MDB_NOTLS | MDB_NOSYNC | MDB_WRITEMAP, 0600);
     if (rc != 0) {
         rc = fl_store_mdb_error(rc, "open LMDB environment", err);
         if (err)
@@ -607,7 +668,7 @@ static int open_env(struct fl_store *s, struct fl_error *err)
         return rc;
     }
     mdb_reader_check(s->env, &dead);
-    return 0;
+    return back_opened_map(s, err);
 }
 
 /* Check the directory, open the journal and decide whether the LMDB file can be trusted. */
@@ -819,18 +880,32 @@ int fl_store_get_record(MDB_txn *txn, const struct fl_dbs *db, uint64_t seq, MDB
 
 /* ---- group commit ---- */
 
-/* Grow the map for a retry: no transaction may be open in this process. */
+/* Grow the map for a retry: no transaction may be open in this process. The file gets its
+ * blocks first (back_file); growth doubles, by at most MAP_STEP_MAX at a time, so the blocks
+ * reserved ahead of use stay under both the used size and 1 GiB. Near a full disk it tries a
+ * step of a sixteenth before giving up. */
 static int grow_map(struct fl_store *s, struct fl_error *err)
 {
-    size_t next = s->map_size * 2;
+    size_t step = s->map_size < MAP_STEP_MAX ? s->map_size : MAP_STEP_MAX;
+    size_t next;
     int rc;
 
     if (s->map_size >= s->max_map_size)
         return fl_error_set(err, FL_EUNAVAILABLE,
                             "the store is full at its maximum size of %zu MiB",
                             s->max_map_size >> 20);
-    if (next > s->max_map_size)
-        next = s->max_map_size;
+    for (;;) {
+        next = s->map_size + step > s->max_map_size ? s->max_map_size : s->map_size + step;
+        rc = back_file(s, next);
+        if (rc == 0)
+            break;
+        if ((rc != ENOSPC && rc != EDQUOT) || step <= MAP_STEP_MIN)
+            return rc == ENOSPC || rc == EDQUOT
+                       ? disk_full(s, rc, "retry", err)
+                       : fl_error_set(err, FL_EUNAVAILABLE, "cannot grow %s/data.mdb: %s", s->dir,
+                                      strerror(rc));
+        step = step / 16 > MAP_STEP_MIN ? step / 16 : MAP_STEP_MIN;
+    }
     if (s->rtxn) { /* set_mapsize does not see open read handles: drop ours */
         mdb_txn_abort(s->rtxn);
         s->rtxn = NULL;
@@ -879,24 +954,28 @@ static int append_event(struct fl_store *s, struct fl_ptx *x, struct fl_append *
     return 0;
 }
 
-/* Run one append inside txn (in a nested txn when it has several events, so that a failing
- * event undoes the ones before it). Returns 0 unless the transaction broke (then x->mdb_rc). */
-static int append_one(struct fl_store *s, struct fl_ptx *x, MDB_txn *txn, struct fl_append *a,
+/* A refusal the contract names: made by an event's checks, before that event writes. */
+static int is_refusal(int code)
+{
+    return code == FL_EBAD_REQUEST || code == FL_ETOO_LARGE || code == FL_EIDEMPOTENCY_MISMATCH ||
+           code == FL_ECONFLICT || code == FL_ENOT_FOUND || code == FL_EALREADY_EXISTS ||
+           code == FL_EINVALID_TRANSITION;
+}
+
+/* Run one append inside txn. Returns 0 unless the transaction broke (then x->mdb_rc).
+ * LMDB has no nested transactions under MDB_WRITEMAP (store.c: "Durability"), so an append
+ * that fails after writing (a batch whose event k > 0 is refused, or an internal error after
+ * an event wrote) cannot be undone in place: it sets x->tainted and the caller redoes the
+ * group without it. A refusal of a batch's first event, or of a one-event append, wrote
+ * nothing and costs no redo. */
+static int append_one(struct fl_store *s, struct fl_ptx *x, struct fl_append *a,
                       struct group_state *g, struct fl_buf *rec)
 {
     struct group_state saved = *g;
     size_t staged = fl_journal_staged(s->journal);
-    MDB_txn *child = NULL;
     int rc = 0;
 
     fl_error_clear(&a->err);
-    if (a->n > 1) {
-        if ((rc = mdb_txn_begin(s->env, txn, 0, &child)) != 0) {
-            x->mdb_rc = rc;
-            return fl_store_mdb_error(rc, "begin nested transaction", &a->err);
-        }
-        x->txn = child;
-    }
     for (size_t i = 0; i < a->n; i++) {
         rc = append_event(s, x, a, i, g, rec);
         fl_arena_reset(x->arena);
@@ -905,30 +984,16 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, MDB_txn *txn, struct
             break;
         }
     }
-    x->txn = txn;
-    if (rc < 0) {
-        if (child)
-            mdb_txn_abort(child);
-        /* The cache may hold what the aborted child (or a half-written event) wrote. */
-        fl_project_forget(x);
-        fl_journal_unstage(s->journal, staged);
-        *g = saved;
-        if (x->mdb_rc)
-            return rc;
-        /* The contract's refusals happen before an event writes; an internal error (a damaged
-         * stored row, no memory) may come after, and only a nested transaction undoes that. */
-        if (!child && a->err.code == FL_EINTERNAL)
-            x->tainted = 1;
+    if (rc >= 0)
         return 0;
-    }
-    if (child && (rc = mdb_txn_commit(child)) != 0) {
-        x->mdb_rc = rc;
-        fl_project_forget(x);
-        fl_journal_unstage(s->journal, staged);
-        *g = saved;
-        return fl_store_mdb_error(rc, "commit nested transaction", &a->err);
-    }
-    return 0;
+    int wrote = g->seq != saved.seq || !is_refusal(a->err.code);
+    /* The cache may hold what the failed append wrote. */
+    fl_project_forget(x);
+    fl_journal_unstage(s->journal, staged);
+    *g = saved;
+    if (!x->mdb_rc && wrote)
+        x->tainted = 1;
+    return x->mdb_rc ? rc : 0;
 }
 
 /* Count the outcomes of a committed group (once, however often it was redone). */
@@ -1030,7 +1095,7 @@ static int store_commit(struct fl_store *s, struct fl_append **apps, size_t n, s
         size_t i;
         for (i = 0; i < n && !x.mdb_rc && !x.tainted; i++)
             if (!excluded || !excluded[i])
-                append_one(s, &x, txn, apps[i], &g, &rec);
+                append_one(s, &x, apps[i], &g, &rec);
         if (x.tainted && !x.mdb_rc) {
             mdb_txn_abort(txn);
             if (!excluded && !(excluded = calloc(n, 1))) {

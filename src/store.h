@@ -29,7 +29,7 @@ struct fl_store;
 struct fl_store_opts {
     const char *dir;             /* data directory; created if missing */
     int nosync;                  /* 1: no fsync (tests and benchmarks only) */
-    size_t map_size;             /* initial LMDB map size in bytes; 0: 256 MiB; grows on demand */
+    size_t map_size;             /* initial LMDB map size in bytes; 0: 1 MiB; grows on demand */
     size_t max_map_size;         /* growth stops here; 0: 1 TiB */
     struct fl_event_limits lim;  /* limits applied when replaying the log */
 };

@@ -106,15 +106,15 @@ struct fl_ptx {
     MDB_txn *txn;
     const struct fl_dbs *db;
     int mdb_rc;          /* first LMDB failure seen (the transaction is then unusable) */
-    int tainted;         /* an event without a nested transaction failed on an internal error,
-                            perhaps after writing: the group is redone without its append */
+    int tainted;         /* an append failed after it wrote (store.c append_one): the group
+                            is redone without it */
     struct fl_buf k, v;  /* scratch */
     struct fl_arena *arena;
     /* What the projection code looked up or wrote in txn (tenant, flow and run numbers by
      * name, a flow's version), so that the next event of a tenant, flow or run skips those
      * B-tree searches. True of txn's current state only: fl_project_forget must drop it
-     * whenever txn ends or any of its changes may be undone (an aborted nested transaction,
-     * a redo). NULL when empty. */
+     * whenever txn ends or any of its changes may be undone (a failed append, a redo).
+     * NULL when empty. */
     struct fl_pcache *cache;
     /* The store's committed names (struct fl_store.names), asked before LMDB; read only here.
      * NULL for none, and always for a scratch store (verify), whose names are not the live

@@ -401,7 +401,8 @@ static void test_group_outcomes(void **state)
 }
 
 /* The projection code caches names and versions for the length of a write transaction. An
- * append whose last event fails undoes its earlier events (a nested transaction): what they
+ * append whose last event fails undoes its earlier events (the group is redone without it:
+ * there are no nested transactions under MDB_WRITEMAP): what they
  * created (a tenant, a flow, runs, versions) must be forgotten too, or the appends after it in
  * the same group would see flows and runs that do not exist, numbers given out twice, or
  * versions that were never reached. */
@@ -468,7 +469,7 @@ static void test_group_after_failed_append(void **state)
 
 /* The store caches committed names (tenant, flow and run numbers) across commit groups. A name
  * created in a group only counts once the group has committed: one created by an append that
- * failed (its nested transaction aborted), or by a group that failed as a whole, must not be
+ * failed (the group redone without it), or by a group that failed as a whole, must not be
  * found by the groups after it; names reused group after group keep their numbers; a rebuild
  * starts over, and one that stops at a missing record knows no name past it. */
 static void test_names_across_groups(void **state)
@@ -842,6 +843,15 @@ static void test_map_growth(void **state)
     for (int i = 0; i < 300; i++)
         assert_int_equal(tu_appendf(s, T, &e, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"flow-%d\",\"flow_name\":\"%0400d\"}}", i, i), 0);
     assert_int_equal(fl_store_head(s), 300);
+    /* LMDB writes through a shared map of data.mdb (MDB_WRITEMAP): every byte of the map must
+     * have a disk block behind it, or a full disk would be SIGBUS instead of an error. The map
+     * grew (64 KiB cannot hold 300 rows of 400 bytes) and the file is the map, with no hole. */
+    char path[4200];
+    struct stat fst;
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    assert_int_equal(stat(path, &fst), 0);
+    assert_true(fst.st_size > 64 * 1024);
+    assert_true((long long)fst.st_blocks * 512 >= (long long)fst.st_size);
     json_t *st = tu_state(s, T, "flow-299", 0, &e);
     assert_non_null(st);
     json_decref(st);
