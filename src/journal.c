@@ -461,6 +461,15 @@ int fl_journal_undo(struct fl_journal *j, uint64_t to, struct fl_error *err)
     return 0;
 }
 
+int fl_journal_sync(struct fl_journal *j, struct fl_error *err)
+{
+    int rc = sync_fd(j);
+    if (rc != 0)
+        return io_error(j, rc, "cannot flush the journal", err);
+    j->flushes++;
+    return 0;
+}
+
 uint64_t fl_journal_end(const struct fl_journal *j)
 {
     return j->end;

@@ -75,6 +75,8 @@ void fl_journal_unstage(struct fl_journal *j, size_t mark);
  * (the next flush overwrites the same place) and the staged frames are dropped; the error
  * says whether the disk is full. */
 int fl_journal_flush(struct fl_journal *j, struct fl_error *err);
+/* Flush what the file holds (fdatasync, unless nosync); counted in fl_journal_flushes. */
+int fl_journal_sync(struct fl_journal *j, struct fl_error *err);
 /* Take back the last flush (its LMDB commit failed): zero [to, end), flush, end = to. */
 int fl_journal_undo(struct fl_journal *j, uint64_t to, struct fl_error *err);
 

@@ -774,6 +774,11 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
     }
     if ((rc = recover(s, jend, head_off, err)) != 0)
         goto fail;
+    /* A crash between a flush's write and its fdatasync leaves records that recovery has just
+     * applied but the disk may not hold: flush them before anything is served, or an OS crash
+     * later could take back events that readers had seen. */
+    if ((rc = fl_journal_sync(s->journal, err)) != 0)
+        goto fail;
     *out = s;
     return 0;
 fail:
