@@ -19,9 +19,19 @@
 #define MIN_CHUNK (64u << 10)
 #define MAX_CHUNK (8u << 20)
 #define ZERO_BLOCK (64u << 10)
+#define DIRECT_BLOCK 4096u /* O_DIRECT alignment: a multiple of any logical block size */
 
 struct fl_journal {
     int fd;
+    /* The frames are written through a second descriptor opened O_DIRECT | O_DSYNC: one write
+     * that is durable when it returns, in whole blocks, instead of a buffered write and an
+     * fdatasync (5-14% faster per flush here: bench/results/2026-12-03-fc024c9/experiments), and
+     * the journal stays out of the page cache. -1 where the file system refuses O_DIRECT, and
+     * with nosync: then fd writes and fdatasync flushes, as before. */
+    int dfd;
+    uint8_t *blk;   /* DIRECT_BLOCK-aligned buffer for dfd's writes */
+    size_t blk_cap;
+    uint8_t tail[DIRECT_BLOCK]; /* the file's bytes of the block holding end, up to end */
     int nosync;
     char *dir, *path;
     uint64_t end;   /* after the last flushed frame */
@@ -156,7 +166,7 @@ int fl_journal_open(struct fl_journal **out, const char *dir, int nosync, int *c
     *out = NULL;
     if (!j)
         return fl_error_set(err, FL_EINTERNAL, "out of memory");
-    j->fd = -1;
+    j->fd = j->dfd = -1;
     j->nosync = nosync;
     j->dir = strdup(dir);
     j->path = malloc(n);
@@ -180,8 +190,26 @@ int fl_journal_open(struct fl_journal **out, const char *dir, int nosync, int *c
         fl_journal_close(j);
         return rc;
     }
+    if (!nosync)
+        j->dfd = open(j->path, O_WRONLY | O_DIRECT | O_DSYNC | O_CLOEXEC); /* -1: buffered */
     *out = j;
     return 0;
+}
+
+/* Remember the bytes of the block that holds end (dfd rewrites that block whole, so its first
+ * part must be what the file has). */
+static int load_tail(struct fl_journal *j)
+{
+    uint64_t start = j->end & ~(uint64_t)(DIRECT_BLOCK - 1);
+    size_t got;
+    int rc;
+
+    memset(j->tail, 0, sizeof j->tail);
+    if (j->dfd < 0 || j->end == start)
+        return 0;
+    if ((rc = read_all(j->fd, j->tail, (size_t)(j->end - start), start, &got)) != 0)
+        return rc;
+    return got == j->end - start ? 0 : EIO;
 }
 
 void fl_journal_close(struct fl_journal *j)
@@ -190,6 +218,9 @@ void fl_journal_close(struct fl_journal *j)
         return;
     if (j->fd >= 0)
         close(j->fd);
+    if (j->dfd >= 0)
+        close(j->dfd);
+    free(j->blk);
     fl_buf_free(&j->stage);
     free(j->dir);
     free(j->path);
@@ -378,6 +409,8 @@ int fl_journal_cut(struct fl_journal *j, uint64_t off, uint64_t *saved, struct f
         *saved = last - off;
     }
     j->end = off;
+    if ((rc = load_tail(j)) != 0)
+        return io_error(j, rc, "cannot read the journal", err);
     return 0;
 }
 
@@ -414,6 +447,7 @@ static int extend(struct fl_journal *j, uint64_t need)
     if (need <= j->alloc)
         return 0;
     chunk = chunk < MIN_CHUNK ? MIN_CHUNK : chunk > MAX_CHUNK ? MAX_CHUNK : chunk;
+    chunk &= ~(uint64_t)(DIRECT_BLOCK - 1); /* whole blocks: direct writes never grow the file */
     uint64_t to = (need + chunk - 1) / chunk * chunk;
     if ((rc = zero_range(j->fd, j->alloc, to)) != 0) {
         /* Give back what was added, so a disk that filled up mid-way keeps its last blocks
@@ -426,20 +460,70 @@ static int extend(struct fl_journal *j, uint64_t need)
     return 0;
 }
 
+/* Write [end, end + n) of the staged frames through dfd: from the start of end's block, the
+ * tail bytes the file already has, the frames, zeros to the next block boundary (the file beyond
+ * the end is zeros anyway). A crash during the write can tear it only at sector boundaries; the
+ * sectors before end hold the same bytes either way. Returns 0 or an errno. */
+static int write_direct(struct fl_journal *j, const uint8_t *p, size_t n)
+{
+    uint64_t start = j->end & ~(uint64_t)(DIRECT_BLOCK - 1);
+    size_t head = (size_t)(j->end - start);
+    size_t len = (head + n + DIRECT_BLOCK - 1) & ~(size_t)(DIRECT_BLOCK - 1);
+
+    if (len > j->blk_cap) {
+        void *q = NULL;
+        size_t cap = j->blk_cap ? j->blk_cap : 64u << 10;
+        while (cap < len)
+            cap *= 2;
+        if (posix_memalign(&q, DIRECT_BLOCK, cap) != 0)
+            return ENOMEM;
+        free(j->blk);
+        j->blk = q;
+        j->blk_cap = cap;
+    }
+    memcpy(j->blk, j->tail, head);
+    memcpy(j->blk + head, p, n);
+    memset(j->blk + head + n, 0, len - head - n);
+    for (size_t done = 0; done < len;) {
+        ssize_t w = pwrite(j->dfd, j->blk + done, len - done, (off_t)(start + done));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return errno;
+        if (w == 0 || (size_t)w % DIRECT_BLOCK != 0)
+            return EIO; /* a direct write that stops mid-block: treat as failed */
+        done += (size_t)w;
+    }
+    size_t keep = (size_t)((j->end + n) & (DIRECT_BLOCK - 1));
+    memset(j->tail, 0, sizeof j->tail);
+    memcpy(j->tail, j->blk + (len - DIRECT_BLOCK), keep);
+    return 0;
+}
+
 int fl_journal_flush(struct fl_journal *j, struct fl_error *err)
 {
     size_t n = j->stage.len;
+    uint64_t need;
     int rc;
 
     if (n == 0)
         return 0;
     j->stage.len = 0;
-    if ((rc = extend(j, j->end + n)) != 0)
-        return io_error(j, rc, "cannot extend the journal", err);
-    if ((rc = write_all(j->fd, j->stage.p, n, j->end)) != 0 || (rc = sync_fd(j)) != 0) {
+    need = j->dfd >= 0 ? (j->end + n + DIRECT_BLOCK - 1) & ~(uint64_t)(DIRECT_BLOCK - 1)
+                       : j->end + n;
+    if (need > j->alloc) {
+        /* New zeros are flushed before a direct write lands on them: otherwise that write
+         * would also have to allocate their blocks and commit the file system's journal. */
+        if ((rc = extend(j, need)) != 0 || (j->dfd >= 0 && (rc = sync_fd(j)) != 0))
+            return io_error(j, rc, "cannot extend the journal", err);
+    }
+    rc = j->dfd >= 0 ? write_direct(j, j->stage.p, n)
+                     : (rc = write_all(j->fd, j->stage.p, n, j->end)) != 0 ? rc : sync_fd(j);
+    if (rc != 0) {
         /* Nothing of this flush counts: zero what may have reached the file, so that no
          * partial frame lingers past the end (best effort; a later scan cuts it otherwise). */
         (void)zero_range(j->fd, j->end, j->end + n);
+        (void)load_tail(j);
         return io_error(j, rc, "cannot write the journal", err);
     }
     j->end += n;
@@ -458,6 +542,8 @@ int fl_journal_undo(struct fl_journal *j, uint64_t to, struct fl_error *err)
     if ((rc = zero_range(j->fd, to, j->end)) != 0 || (rc = sync_fd(j)) != 0)
         return io_error(j, rc, "cannot take back a journal write", err);
     j->end = to;
+    if ((rc = load_tail(j)) != 0)
+        return io_error(j, rc, "cannot read the journal", err);
     return 0;
 }
 

@@ -4,7 +4,8 @@
  * Why it exists: a durable LMDB commit flushes every B-tree page it dirtied, and the projections
  * dirty 3-4 scattered pages per event (13 KB written per event at 64 events per commit; see
  * bench/RESULTS.md). The journal makes a commit durable with one sequential write of the
- * records themselves (~0.6 KB per event) and one fdatasync; the LMDB environment (log and
+ * records themselves (~0.6 KB per event, O_DIRECT | O_DSYNC: durable when it returns, or a
+ * write and an fdatasync where O_DIRECT is refused); the LMDB environment (log and
  * projections, still in one transaction) is then committed without a flush, and the store
  * recovers it from the journal after an unclean stop (store.c).
  *
@@ -70,7 +71,8 @@ int fl_journal_stage(struct fl_journal *j, const void *rec, size_t len, struct f
 size_t fl_journal_staged(const struct fl_journal *j);
 void fl_journal_unstage(struct fl_journal *j, size_t mark);
 
-/* Write the staged frames at the end and make them durable (fdatasync, unless nosync). On
+/* Write the staged frames at the end and make them durable (unless nosync): in whole blocks
+ * through O_DIRECT | O_DSYNC, or a write and an fdatasync where O_DIRECT is refused. On
  * success the end moves past them and nothing stays staged. On failure the end does not move
  * (the next flush overwrites the same place) and the staged frames are dropped; the error
  * says whether the disk is full. */

@@ -2,7 +2,7 @@
  * commit, recovery at open, map growth, rebuild.
  *
  * Durability. A commit is durable once its records are flushed in the journal (journal.h: one
- * sequential write and one fdatasync per commit). The LMDB environment, holding the log and the
+ * sequential write per commit, durable when it returns). The LMDB environment, holding the log and the
  * projections in one transaction as before, is opened with MDB_NOSYNC and flushed only at a
  * clean close: flushing its B-tree pages on every commit cost 13 KB written per event
  * (bench/RESULTS.md). Records go to the journal before the LMDB commit, so LMDB never holds a
