@@ -385,22 +385,18 @@ static int op_table(struct conn *c, struct conn_req *r, struct fl_error *err)
     return 0;
 }
 
-/* Store-wide check. It runs inline: every other client waits meanwhile, hence admin only. */
+/* Store-wide check, on the job thread (job.h) from a snapshot of its own: the server goes on
+ * serving and committing meanwhile; the answer comes when it is done (conn_verify_done). One
+ * at a time. Admin only: it reads every record. */
 static int op_verify(struct conn *c, struct conn_req *r, struct fl_error *err)
 {
-    int64_t t0 = fl_now_us();
-    size_t off = conn_reply_begin(c);
-    int rc;
+    int rc = job_verify(&c->srv->job, c, r->id, err);
 
-    fl_wire_pack_ok_head(&c->pk, r->id);
-    if ((rc = fl_store_verify(c->srv->store, &c->pk, err)) != 0) {
-        conn_reply_abort(c, off);
-        return rc;
+    if (rc == 0) {
+        c->verifying = 1;
+        fl_info("conn %llu: verify started", (unsigned long long)c->id);
     }
-    conn_reply_end(c, off, r->id);
-    fl_info("conn %llu: verify took %.3f s", (unsigned long long)c->id,
-            (double)(fl_now_us() - t0) / 1e6);
-    return 0;
+    return rc;
 }
 
 /* A backup name: [A-Za-z0-9._-], not starting with a dot (no paths, no hidden names). */

@@ -435,6 +435,11 @@ int server_start(struct server *srv, const struct config *cfg)
         return FL_EINTERNAL;
     }
     srv->commit_ready = 1;
+    if (job_init(&srv->job, srv->base, srv->store, conn_verify_done, srv) != 0) {
+        fl_errorf("cannot set up the verify thread");
+        return FL_EINTERNAL;
+    }
+    srv->job_ready = 1;
     if ((rc = server_events(srv)) != 0 || (cfg->listen && (rc = server_listen_tcp(srv)) != 0) ||
         (cfg->unix_path && (rc = server_listen_unix(srv)) != 0) ||
         (cfg->port_file && cfg->listen && (rc = server_write_port_file(srv)) != 0))
@@ -476,6 +481,8 @@ void server_free(struct server *srv)
         conn_free(c);
     if (srv->commit_ready)
         commit_free(&srv->commit);
+    if (srv->job_ready)
+        job_free(&srv->job);
     if (srv->tcp)
         evconnlistener_free(srv->tcp);
     if (srv->local)

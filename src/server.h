@@ -11,6 +11,7 @@
 
 #include "auth.h"
 #include "commit.h"
+#include "job.h"
 #include "config.h"
 #include "store.h"
 
@@ -24,6 +25,8 @@ struct server {
     struct auth auth;
     struct commit commit;
     int commit_ready; /* commit_init succeeded */
+    struct job job;   /* verify, on a thread of its own */
+    int job_ready;
     struct evconnlistener *tcp;
     struct evconnlistener *local; /* the Unix socket */
     int unix_bound;               /* we created cfg->unix_path: unlink it at exit */

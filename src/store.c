@@ -729,6 +729,14 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
         return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
     }
     pthread_mutexattr_destroy(&ma);
+    if (pthread_cond_init(&s->unpinned, NULL) != 0 ||
+        pthread_mutex_init(&s->verify_mu, NULL) != 0) {
+        pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->unpinned);
+    pthread_mutex_destroy(&s->verify_mu);
+        free(s);
+        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
+    }
     s->dir = strdup(o->dir);
     s->nosync = o->nosync;
     s->map_size = o->map_size ? o->map_size : DEFAULT_MAP;
@@ -911,6 +919,12 @@ static int grow_map(struct fl_store *s, struct fl_error *err)
                                       strerror(rc));
         step = step / 16 > MAP_STEP_MIN ? step / 16 : MAP_STEP_MIN;
     }
+    /* A verify's snapshot is open without the lock (verify.c): wait for it to end. The lock
+     * is held once here (by fl_store_commit or fl_store_rebuild), so the wait releases it. */
+    if (s->pins > 0)
+        fl_info("store map full during a verify: commits wait for the verify to end");
+    while (s->pins > 0)
+        pthread_cond_wait(&s->unpinned, &s->mu);
     if (s->rtxn) { /* set_mapsize does not see open read handles: drop ours */
         mdb_txn_abort(s->rtxn);
         s->rtxn = NULL;
@@ -1423,6 +1437,14 @@ int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64
 }
 
 /* ---- stats and test hooks ---- */
+
+void fl_store_debug_verify_hook(struct fl_store *s, void (*fn)(void *), void *arg)
+{
+    pthread_mutex_lock(&s->mu);
+    s->verify_hook = fn;
+    s->verify_hook_arg = arg;
+    pthread_mutex_unlock(&s->mu);
+}
 
 static int store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
 {

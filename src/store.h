@@ -74,7 +74,9 @@ const char *fl_store_dir(const struct fl_store *s);
 int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err);
 
 /* Check every record's checksum, the hash chain and seq/ts order, then rebuild the projections
- * in a scratch environment and compare them with the live ones. Packs a report map:
+ * in a scratch environment and compare them with the live ones, all of it on a snapshot taken
+ * at the start: commits go on meanwhile (a map growth waits for the verify to end), and the
+ * report is of the snapshot. One verify at a time (a second waits). Packs a report map:
  * {"ok": bool, "events": n, "head_seq": n, "head_hash": "hex", "problems": [str...]}.
  * Returns 0 if the check ran (whatever it found), or a negative fl_err if it could not run. */
 int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err);
@@ -92,6 +94,9 @@ int fl_store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
 /* ---- for tests only: tamper with the raw log to prove that verify notices ---- */
 /* Replace record seq's stored bytes with bytes[0..len); len 0 deletes the record. */
 int fl_store_debug_put_raw(struct fl_store *s, uint64_t seq, const void *bytes, size_t len);
+/* Call fn(arg) inside each verify once it holds its snapshot, without the store's lock (to test
+ * that commits go on meanwhile). NULL: none. */
+void fl_store_debug_verify_hook(struct fl_store *s, void (*fn)(void *), void *arg);
 /* Copy record seq's stored bytes into *out (caller frees). */
 int fl_store_debug_get_raw(struct fl_store *s, uint64_t seq, void **out, size_t *len);
 

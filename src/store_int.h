@@ -96,6 +96,15 @@ struct fl_store {
      * close. Used by the one thread that writes (the server's), so it needs no lock. NULL when
      * empty. */
     struct fl_pcache *names;
+    /* A verify reads a snapshot of its own without the lock, for as long as it takes, while
+     * commits go on. Its read handle pins the map: LMDB's map may not be resized while any
+     * transaction of the process is open, so grow_map waits for pins to fall to 0 (unpinned
+     * is signalled with mu). verify_mu keeps verifies one at a time (one scratch directory). */
+    int pins;
+    pthread_cond_t unpinned;
+    pthread_mutex_t verify_mu;
+    void (*verify_hook)(void *); /* tests only: called once a verify holds its snapshot */
+    void *verify_hook_arg;
     /* counters for stats */
     uint64_t commits, appends, events, duplicates, failed_appends, map_growths;
     uint64_t recovered; /* events applied from the journal at open */

@@ -25,6 +25,14 @@ struct report {
     uint8_t head_hash[FL_CHAIN_LEN];
 };
 
+/* What the store was when the verify's snapshot was taken (under the lock): the verify then
+ * runs without it while commits go on. */
+struct snap {
+    uint64_t head;     /* the log's head in the snapshot */
+    uint64_t jend;     /* the journal offset after the head's record */
+    size_t map_size;   /* for the scratch environment */
+};
+
 static void problem(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void problem(struct report *r, const char *fmt, ...)
@@ -53,7 +61,8 @@ static void hex(const uint8_t *p, size_t n, char *out, size_t cap)
 }
 
 /* Walk the log: seq continuity, checksums, the chain, ts order. */
-static int check_log(struct fl_store *s, MDB_txn *txn, struct report *r, struct fl_error *err)
+static int check_log(struct fl_store *s, MDB_txn *txn, const struct snap *sn, struct report *r,
+                     struct fl_error *err)
 {
     uint8_t prev[FL_CHAIN_LEN] = {0}, chain[FL_CHAIN_LEN];
     uint64_t expect = 1;
@@ -107,9 +116,9 @@ static int check_log(struct fl_store *s, MDB_txn *txn, struct report *r, struct 
     memcpy(r->head_hash, prev, FL_CHAIN_LEN);
     if (rc != MDB_NOTFOUND)
         return fl_store_mdb_error(rc, "verify", err);
-    if (r->head_seq != s->head)
+    if (r->head_seq != sn->head)
         problem(r, "the log ends at seq %llu but the store's head is %llu",
-                (unsigned long long)r->head_seq, (unsigned long long)s->head);
+                (unsigned long long)r->head_seq, (unsigned long long)sn->head);
     return 0;
 }
 
@@ -118,13 +127,18 @@ struct journal_check {
     struct fl_store *s;
     MDB_txn *txn;
     struct report *r;
-    uint64_t seq;
+    uint64_t seq, jend;
 };
+
+#define JOURNAL_SNAP_END 0x7fff /* journal_frame: the snapshot's end is reached */
 
 static int journal_frame(void *arg, uint64_t off, const uint8_t *rec, size_t len)
 {
     struct journal_check *jc = arg;
     MDB_val v;
+
+    if (off >= jc->jend)
+        return JOURNAL_SNAP_END; /* written after the snapshot */
     uint64_t seq = ++jc->seq;
     int rc = fl_store_get_record(jc->txn, &jc->s->db, seq, &v);
 
@@ -139,26 +153,31 @@ static int journal_frame(void *arg, uint64_t off, const uint8_t *rec, size_t len
     return 0;
 }
 
-static int check_journal(struct fl_store *s, MDB_txn *txn, struct report *r, struct fl_error *err)
+/* The journal up to the snapshot's end; what follows it is being written meanwhile (a frame
+ * there may be half written), so the scan stops there and looks no further. */
+static int check_journal(struct fl_store *s, MDB_txn *txn, const struct snap *sn,
+                         struct report *r, struct fl_error *err)
 {
-    struct journal_check jc = {s, txn, r, 0};
+    struct journal_check jc = {s, txn, r, 0, sn->jend};
     uint64_t end;
     int damaged, rc = fl_journal_scan(s->journal, 0, journal_frame, &jc, &end, &damaged, err);
 
+    if (rc == JOURNAL_SNAP_END)
+        rc = damaged = 0;
     if (rc > 0)
         return fl_store_mdb_error(rc, "verify", err);
     if (rc < 0)
         return rc;
-    if (damaged)
+    if (damaged && end < sn->jend)
         problem(r, "the journal is damaged at offset %llu, after seq %llu",
                 (unsigned long long)end, (unsigned long long)jc.seq);
-    if (end != fl_journal_end(s->journal))
+    else if (end != sn->jend)
         problem(r, "the journal's records end at offset %llu, not at %llu where the store wrote "
                 "its last one",
-                (unsigned long long)end, (unsigned long long)fl_journal_end(s->journal));
-    if (jc.seq < s->head)
+                (unsigned long long)end, (unsigned long long)sn->jend);
+    if (jc.seq < sn->head)
         problem(r, "the journal ends at seq %llu but the log at seq %llu",
-                (unsigned long long)jc.seq, (unsigned long long)s->head);
+                (unsigned long long)jc.seq, (unsigned long long)sn->head);
     return 0;
 }
 
@@ -217,8 +236,8 @@ out:
 }
 
 /* Rebuild the projections into a scratch environment and compare them with the live ones. */
-static int check_projections(struct fl_store *s, MDB_txn *live, struct report *r,
-                             struct fl_error *err)
+static int check_projections(struct fl_store *s, MDB_txn *live, const struct snap *sn,
+                             struct report *r, struct fl_error *err)
 {
     char dir[4200];
     MDB_env *env = NULL;
@@ -227,7 +246,7 @@ static int check_projections(struct fl_store *s, MDB_txn *live, struct report *r
                               the live store's cache is neither asked nor filled (no
                               fl_project_keep here) */
     MDB_txn *txn = NULL;
-    size_t map = s->map_size;
+    size_t map = sn->map_size;
     int rc;
 
     snprintf(dir, sizeof dir, "%s/verify.tmp", s->dir);
@@ -307,22 +326,18 @@ mdb:
     return fl_store_write_error(s, rc, "verify rebuild", err);
 }
 
-static int store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
+static int store_verify(struct fl_store *s, MDB_txn *txn, const struct snap *sn,
+                        msgpack_packer *pk, struct fl_error *err)
 {
     struct report r = {0};
     char hh[2 * FL_CHAIN_LEN + 1];
-    MDB_txn *txn;
     int rc;
 
-    /* A private snapshot (not the shared handle): the rebuild below reads through it. */
-    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)) != 0)
-        return fl_store_mdb_error(rc, "verify", err);
-    rc = check_log(s, txn, &r, err);
+    rc = check_log(s, txn, sn, &r, err);
     if (rc == 0)
-        rc = check_journal(s, txn, &r, err);
+        rc = check_journal(s, txn, sn, &r, err);
     if (rc == 0)
-        rc = check_projections(s, txn, &r, err);
-    mdb_txn_abort(txn);
+        rc = check_projections(s, txn, sn, &r, err);
     if (rc == 0) {
         hex(r.head_hash, FL_CHAIN_LEN, hh, sizeof hh);
         msgpack_pack_map(pk, 5);
@@ -352,10 +367,49 @@ static int store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error 
     return rc;
 }
 
+/* Take the snapshot under the lock: a private read handle (the rebuild below reads through
+ * it), the head, and the journal's end as that snapshot recorded it. */
+static int take_snapshot(struct fl_store *s, MDB_txn **txn, struct snap *sn, struct fl_error *err)
+{
+    MDB_val k = {7, "journal"}, v;
+    int rc;
+
+    pthread_mutex_lock(&s->mu);
+    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn)) != 0) {
+        pthread_mutex_unlock(&s->mu);
+        return fl_store_mdb_error(rc, "verify", err);
+    }
+    sn->head = s->head;
+    sn->map_size = s->map_size;
+    rc = mdb_get(*txn, s->db.dbi[FL_DB_META], &k, &v);
+    sn->jend = rc == 0 && v.mv_size == 16 ? fl_get_be64(v.mv_data) : FL_JOURNAL_HEADER;
+    s->pins++;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static void drop_snapshot(struct fl_store *s, MDB_txn *txn)
+{
+    mdb_txn_abort(txn);
+    pthread_mutex_lock(&s->mu);
+    if (--s->pins == 0)
+        pthread_cond_broadcast(&s->unpinned);
+    pthread_mutex_unlock(&s->mu);
+}
+
 int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
 {
-    pthread_mutex_lock(&s->mu);
-    int rc = store_verify(s, pk, err);
-    pthread_mutex_unlock(&s->mu);
+    struct snap sn;
+    MDB_txn *txn;
+    int rc;
+
+    pthread_mutex_lock(&s->verify_mu);
+    if ((rc = take_snapshot(s, &txn, &sn, err)) == 0) {
+        if (s->verify_hook)
+            s->verify_hook(s->verify_hook_arg);
+        rc = store_verify(s, txn, &sn, pk, err);
+        drop_snapshot(s, txn);
+    }
+    pthread_mutex_unlock(&s->verify_mu);
     return rc;
 }

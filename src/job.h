@@ -1,0 +1,54 @@
+/* job.h: admin work that takes long (verify: seconds per million events) on a thread of its own,
+ * so that the event loop keeps reading, committing and answering meanwhile. One job at a time;
+ * a second is refused while one runs. The module knows nothing about connections: a job carries
+ * an opaque owner, which the owner forgets (job_forget) if it goes away first; the result is
+ * then dropped. */
+#ifndef FL_JOB_H
+#define FL_JOB_H
+
+#include <event2/event.h>
+#include <msgpack.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "store.h"
+
+/* Called on the loop's thread when a job is done and its owner is still there: rc and err as
+ * fl_store_verify gave them; body/len the packed report (when rc == 0); us how long it took. */
+typedef void (*job_done_fn)(void *owner, uint64_t req_id, int rc, const struct fl_error *err,
+                            const char *body, size_t len, int64_t us, void *arg);
+
+struct job {
+    struct fl_store *store;
+    job_done_fn done;
+    void *arg;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu; /* guards queued, finished, stop */
+    pthread_cond_t cv;
+    int sync_ready;     /* mu and cv exist */
+    int efd;            /* the thread writes it when the job is done (eventfd) */
+    struct event *done_ev;
+    int busy;           /* loop side: a job is with the thread */
+    int queued, finished, stop;
+    /* the job: set by the loop before it is queued, read back after it finished */
+    void *owner;
+    uint64_t req_id;
+    int64_t t0, us;
+    msgpack_sbuffer out;
+    int rc;
+    struct fl_error err;
+};
+
+/* Prepare j on base. Returns 0 or FL_EINTERNAL. */
+int job_init(struct job *j, struct event_base *base, struct fl_store *store, job_done_fn done,
+             void *arg);
+/* Wait for a running job (its result is dropped), stop the thread, free everything. */
+void job_free(struct job *j);
+/* Start a verify for owner's request req_id. Returns 0, or FL_EUNAVAILABLE while one runs. */
+int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_error *err);
+/* owner goes away: its job, if any, finishes unanswered. */
+void job_forget(struct job *j, const void *owner);
+
+#endif

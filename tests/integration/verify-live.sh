@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# verify-live.sh: a verify runs beside the server's work, from a snapshot of its own. While the
+# verify of a 100,000-event store runs, a second verify is refused with unavailable, pings and
+# appends are answered before the verify is, and the report is of the store as the verify began.
+# Before, verify ran on the event loop and every client waited for it.
+. "$top_srcdir/tests/integration/lib.sh"
+
+plan 7
+start_server main || exit 1
+DATA=$WORK/main/data
+N=100
+
+# N batches of 1,000 flow registrations (each batch is one append of its own).
+python3 - "$WORK" "$N" <<'PY'
+import json, sys
+work, n = sys.argv[1], int(sys.argv[2])
+for b in range(n):
+    with open(f"{work}/batch-{b}.jsonl", "w") as f:
+        for i in range(1000):
+            k = b * 1000 + i
+            f.write(json.dumps({"type": "flow_registered",
+                                "data": {"flow_id": f"flow-{k}", "flow_name": f"flow-{k}.xml"}}) + "\n")
+PY
+loaded=0
+for b in $(seq 0 $((N - 1))); do
+    fl append --batch <"$WORK/batch-$b.jsonl" >/dev/null && loaded=$((loaded + 1000))
+done
+check "loaded $((N * 1000)) events" test "$loaded" -eq $((N * 1000))
+
+ms() { date +%s%3N; }
+( fl verify >"$WORK/verify.out"; echo $? >"$WORK/verify.rc"; ms >"$WORK/verify.done" ) &
+vpid=$!
+# the verify reaches the server and starts (it then runs for a good part of a second)
+wait_until 20 grep -q "verify started" "$WORK/main/server.log" || diag "no verify started in the log"
+
+out=$(fl verify); st=$?
+expect_error "a second verify while one runs: unavailable, answered at once" unavailable "$out" $st
+out=$(fl ping); st=$?
+check "ping answered while the verify runs" test $st -eq 0
+out=$(ev flow_registered '{"flow_id": "during", "flow_name": "during.xml"}' | fl append); st=$?
+appended=$(ms)
+expect_json "an append during the verify is acknowledged, after the verify's snapshot" "$out" \
+    "L[0]['seq'] == $((N * 1000 + 1)) and not L[0]['duplicate']"
+wait $vpid
+done_at=$(cat "$WORK/verify.done")
+check "the append was answered before the verify ($appended ms < $done_at ms)" \
+    test "$appended" -lt "$done_at"
+expect_json "the verify passed, reporting the store as it began (head $((N * 1000)))" \
+    "$(cat "$WORK/verify.out")" "d['ok'] is True and d['head_seq'] == $((N * 1000)) and d['problems'] == []"
+out=$(fl verify)
+expect_json "a verify afterwards sees the append" "$out" \
+    "d['ok'] is True and d['head_seq'] == $((N * 1000 + 1))"
