@@ -409,7 +409,7 @@ static void conn_linger(struct conn *c)
 /* Close c if it is closing and owes nothing more: no append waiting, nothing left to write. */
 static void conn_maybe_free(struct conn *c)
 {
-    if (c->state == CONN_CLOSING && !c->lingering && c->npending == 0 && !c->verifying &&
+    if (c->state == CONN_CLOSING && !c->lingering && c->npending == 0 && !c->in_job &&
         conn_out_len(c) == 0)
         conn_linger(c);
 }
@@ -536,7 +536,7 @@ static void conn_idle_check(struct conn *c)
     int after = c->unsent_ms >= c->active_ms; /* the previous look came after the activity */
     int64_t since = now - c->unsent_ms;       /* and was this long ago */
 
-    if (c->nsubs > 0 || c->npending > 0 || c->verifying || (after && unsent != c->unsent_seen))
+    if (c->nsubs > 0 || c->npending > 0 || c->in_job || (after && unsent != c->unsent_seen))
         c->active_ms = now;
     if (now - c->active_ms < idle_ms) {
         c->unsent_seen = unsent;
@@ -643,7 +643,7 @@ void conn_free(struct conn *c)
         it->conn = NULL;
     }
     c->npending = 0;
-    if (c->verifying)
+    if (c->in_job)
         job_forget(&srv->job, c);
     while ((s = TAILQ_FIRST(&c->subs)) != NULL)
         conn_sub_remove(c, s);
@@ -720,22 +720,23 @@ void conn_append_done(struct commit_item *it, void *arg)
     conn_maybe_free(c);
 }
 
-void conn_verify_done(void *owner, uint64_t req_id, int rc, const struct fl_error *err,
-                      const char *body, size_t len, int64_t us, void *arg)
+void conn_job_done(void *owner, uint64_t req_id, const char *what, int rc,
+                   const struct fl_error *err, const char *body, size_t len, int64_t us,
+                   void *arg)
 {
     struct conn *c = owner;
     size_t off;
 
     (void)arg;
-    c->verifying = 0;
+    c->in_job = 0;
     c->active_ms = conn_now_ms();
-    fl_info("conn %llu: verify took %.3f s", (unsigned long long)c->id, (double)us / 1e6);
+    fl_info("conn %llu: %s took %.3f s", (unsigned long long)c->id, what, (double)us / 1e6);
     if (rc != 0) {
         conn_reply_error(c, (int64_t)req_id, err);
     } else {
         off = conn_reply_begin(c);
         fl_wire_pack_ok_head(&c->pk, req_id);
-        msgpack_sbuffer_write(&c->sb, body, len); /* the report map, packed on the job thread */
+        msgpack_sbuffer_write(&c->sb, body, len); /* the answer's map, packed on the job thread */
         conn_reply_end(c, off, req_id);
     }
     conn_maybe_free(c);

@@ -65,7 +65,7 @@ struct conn {
     int eof;       /* the peer finished sending */
     int blocked;   /* a subscription stopped on a full output and waits for it to drain */
     int lingering; /* everything was written and FIN sent; discarding input until EOF */
-    int verifying; /* its verify runs on the job thread; it is answered before the close */
+    int in_job;    /* its verify or backup runs on the job thread; answered before the close */
 
     struct event *timer; /* the hello deadline, then the idle check */
     int64_t active_ms;   /* monotonic time of the last activity (see States above) */
@@ -104,9 +104,10 @@ void conn_shutdown(struct conn *c);
 /* Commit callbacks (commit.h): answer one append; continue every subscription. */
 void conn_append_done(struct commit_item *it, void *arg);
 void conn_after_commit(void *arg);
-/* job.h's done callback: answer the verify of owner (a conn). */
-void conn_verify_done(void *owner, uint64_t req_id, int rc, const struct fl_error *err,
-                      const char *body, size_t len, int64_t us, void *arg);
+/* job.h's done callback: answer the verify or backup of owner (a conn). */
+void conn_job_done(void *owner, uint64_t req_id, const char *what, int rc,
+                   const struct fl_error *err, const char *body, size_t len, int64_t us,
+                   void *arg);
 
 /* ---- conn.c: used by conn_op.c ---- */
 /* Start a reply frame in c->sb; returns the offset for conn_reply_end/abort. */

@@ -386,14 +386,14 @@ static int op_table(struct conn *c, struct conn_req *r, struct fl_error *err)
 }
 
 /* Store-wide check, on the job thread (job.h) from a snapshot of its own: the server goes on
- * serving and committing meanwhile; the answer comes when it is done (conn_verify_done). One
+ * serving and committing meanwhile; the answer comes when it is done (conn_job_done). One
  * at a time. Admin only: it reads every record. */
 static int op_verify(struct conn *c, struct conn_req *r, struct fl_error *err)
 {
     int rc = job_verify(&c->srv->job, c, r->id, err);
 
     if (rc == 0) {
-        c->verifying = 1;
+        c->in_job = 1;
         fl_info("conn %llu: verify started", (unsigned long long)c->id);
     }
     return rc;
@@ -412,13 +412,11 @@ static int backup_name_ok(struct fl_str n)
 
 /* A consistent copy of the whole store into DATA/backups/NAME on the server's host. The copy
  * never leaves the server, so a tenant's admin may ask for one without seeing other tenants'
- * data. It blocks the loop for as long as the copy takes (documented). */
+ * data. It runs on the job thread (job.h) and is answered when done. */
 static int op_backup(struct conn *c, struct conn_req *r, struct fl_error *err)
 {
     char dir[4096], name[80];
     struct fl_str n;
-    uint64_t bytes = 0, head = 0;
-    size_t off;
     int rc;
 
     if ((rc = arg_str(r, "name", 64, 0, &n, err)) != 0)
@@ -443,22 +441,10 @@ static int op_backup(struct conn *c, struct conn_req *r, struct fl_error *err)
     if ((size_t)snprintf(dir, sizeof dir, "%s/backups/%s", c->srv->cfg->data_dir, name) >=
         sizeof dir)
         return fl_error_set(err, FL_EBAD_REQUEST, "the backup path is too long");
-    if ((rc = fl_store_backup(c->srv->store, dir, &bytes, &head, err)) != 0)
+    if ((rc = job_backup(&c->srv->job, c, r->id, name, dir, err)) != 0)
         return rc;
-    fl_info("conn %llu: backup of seq 1..%llu written to %s (%llu bytes)",
-            (unsigned long long)c->id, (unsigned long long)head, dir, (unsigned long long)bytes);
-    off = conn_reply_begin(c);
-    fl_wire_pack_ok_head(&c->pk, r->id);
-    msgpack_pack_map(&c->pk, 4);
-    fl_wire_pack_cstr(&c->pk, "name");
-    fl_wire_pack_cstr(&c->pk, name);
-    fl_wire_pack_cstr(&c->pk, "path");
-    fl_wire_pack_cstr(&c->pk, dir);
-    fl_wire_pack_cstr(&c->pk, "bytes");
-    msgpack_pack_uint64(&c->pk, bytes);
-    fl_wire_pack_cstr(&c->pk, "head_seq");
-    msgpack_pack_uint64(&c->pk, head);
-    conn_reply_end(c, off, r->id);
+    c->in_job = 1;
+    fl_info("conn %llu: backup %s started", (unsigned long long)c->id, name);
     return 0;
 }
 

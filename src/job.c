@@ -9,6 +9,30 @@
 
 #include "diag.h"
 #include "util.h"
+#include "wire.h"
+
+static const char *const job_names[] = {"verify", "backup"};
+
+static int job_run_backup(struct job *j, msgpack_packer *pk)
+{
+    uint64_t bytes = 0, head = 0;
+    int rc = fl_store_backup(j->store, j->path, &bytes, &head, &j->err);
+
+    if (rc != 0)
+        return rc;
+    fl_info("backup of seq 1..%llu written to %s (%llu bytes)", (unsigned long long)head, j->path,
+            (unsigned long long)bytes);
+    msgpack_pack_map(pk, 4);
+    fl_wire_pack_cstr(pk, "name");
+    fl_wire_pack_cstr(pk, j->name);
+    fl_wire_pack_cstr(pk, "path");
+    fl_wire_pack_cstr(pk, j->path);
+    fl_wire_pack_cstr(pk, "bytes");
+    msgpack_pack_uint64(pk, bytes);
+    fl_wire_pack_cstr(pk, "head_seq");
+    msgpack_pack_uint64(pk, head);
+    return 0;
+}
 
 static void *job_thread(void *arg)
 {
@@ -28,7 +52,7 @@ static void *job_thread(void *arg)
         pthread_mutex_unlock(&j->mu);
         msgpack_packer_init(&pk, &j->out, msgpack_sbuffer_write);
         fl_error_clear(&j->err);
-        j->rc = fl_store_verify(j->store, &pk, &j->err);
+        j->rc = j->kind == JOB_BACKUP ? job_run_backup(j, &pk) : fl_store_verify(j->store, &pk, &j->err);
         j->us = fl_now_us() - j->t0;
         pthread_mutex_lock(&j->mu);
         j->queued = 0;
@@ -53,7 +77,8 @@ static void job_collect(struct job *j)
         return;
     j->busy = 0;
     if (j->owner && j->done)
-        j->done(j->owner, j->req_id, j->rc, &j->err, j->out.data, j->out.size, j->us, j->arg);
+        j->done(j->owner, j->req_id, job_names[j->kind], j->rc, &j->err, j->out.data,
+                j->out.size, j->us, j->arg);
     j->owner = NULL;
     msgpack_sbuffer_clear(&j->out);
 }
@@ -124,13 +149,14 @@ void job_free(struct job *j)
     msgpack_sbuffer_destroy(&j->out);
 }
 
-int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_error *err)
+static int job_start(struct job *j, enum job_kind kind, void *owner, uint64_t req_id,
+                     struct fl_error *err)
 {
     if (j->busy)
         return fl_error_set(err, FL_EUNAVAILABLE,
-                            "a verify is already running (for %.1f s); retry when it has "
-                            "answered",
-                            (double)(fl_now_us() - j->t0) / 1e6);
+                            "a %s is already running (for %.1f s); retry when it has answered",
+                            job_names[j->kind], (double)(fl_now_us() - j->t0) / 1e6);
+    j->kind = kind;
     j->busy = 1;
     j->owner = owner;
     j->req_id = req_id;
@@ -140,6 +166,22 @@ int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_error *err
     pthread_cond_signal(&j->cv);
     pthread_mutex_unlock(&j->mu);
     return 0;
+}
+
+int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_error *err)
+{
+    return job_start(j, JOB_VERIFY, owner, req_id, err);
+}
+
+int job_backup(struct job *j, void *owner, uint64_t req_id, const char *name, const char *path,
+               struct fl_error *err)
+{
+    if (j->busy)
+        return job_start(j, JOB_BACKUP, owner, req_id, err); /* refused: says what runs */
+    if ((size_t)snprintf(j->name, sizeof j->name, "%s", name) >= sizeof j->name ||
+        (size_t)snprintf(j->path, sizeof j->path, "%s", path) >= sizeof j->path)
+        return fl_error_set(err, FL_EBAD_REQUEST, "the backup path is too long");
+    return job_start(j, JOB_BACKUP, owner, req_id, err);
 }
 
 void job_forget(struct job *j, const void *owner)

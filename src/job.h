@@ -1,4 +1,5 @@
-/* job.h: admin work that takes long (verify: seconds per million events) on a thread of its own,
+/* job.h: admin work that takes long (verify: seconds per million events; backup: the copy of the
+ * whole store) on a thread of its own,
  * so that the event loop keeps reading, committing and answering meanwhile. One job at a time;
  * a second is refused while one runs. The module knows nothing about connections: a job carries
  * an opaque owner, which the owner forgets (job_forget) if it goes away first; the result is
@@ -14,10 +15,14 @@
 #include "err.h"
 #include "store.h"
 
+enum job_kind { JOB_VERIFY, JOB_BACKUP };
+
 /* Called on the loop's thread when a job is done and its owner is still there: rc and err as
- * fl_store_verify gave them; body/len the packed report (when rc == 0); us how long it took. */
-typedef void (*job_done_fn)(void *owner, uint64_t req_id, int rc, const struct fl_error *err,
-                            const char *body, size_t len, int64_t us, void *arg);
+ * the store gave them; body/len the packed answer (when rc == 0: verify's report, or backup's
+ * {"name", "path", "bytes", "head_seq"}); us how long it took. */
+typedef void (*job_done_fn)(void *owner, uint64_t req_id, const char *what, int rc,
+                            const struct fl_error *err, const char *body, size_t len, int64_t us,
+                            void *arg);
 
 struct job {
     struct fl_store *store;
@@ -33,6 +38,8 @@ struct job {
     int busy;           /* loop side: a job is with the thread */
     int queued, finished, stop;
     /* the job: set by the loop before it is queued, read back after it finished */
+    enum job_kind kind;
+    char name[80], path[4096]; /* a backup's */
     void *owner;
     uint64_t req_id;
     int64_t t0, us;
@@ -46,8 +53,11 @@ int job_init(struct job *j, struct event_base *base, struct fl_store *store, job
              void *arg);
 /* Wait for a running job (its result is dropped), stop the thread, free everything. */
 void job_free(struct job *j);
-/* Start a verify for owner's request req_id. Returns 0, or FL_EUNAVAILABLE while one runs. */
+/* Start a verify for owner's request req_id. Returns 0, or FL_EUNAVAILABLE while a job runs. */
 int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_error *err);
+/* Start a backup named name into the new directory path (fl_store_backup). As job_verify. */
+int job_backup(struct job *j, void *owner, uint64_t req_id, const char *name, const char *path,
+               struct fl_error *err);
 /* owner goes away: its job, if any, finishes unanswered. */
 void job_forget(struct job *j, const void *owner);
 

@@ -571,7 +571,7 @@ uint64_t fl_journal_bytes(const struct fl_journal *j)
     return j->bytes;
 }
 
-int fl_journal_copy(struct fl_journal *j, const char *path, struct fl_error *err)
+int fl_journal_copy(struct fl_journal *j, const char *path, uint64_t end, struct fl_error *err)
 {
     uint8_t *buf = malloc(READ_WINDOW);
     int fd, rc = 0;
@@ -583,8 +583,8 @@ int fl_journal_copy(struct fl_journal *j, const char *path, struct fl_error *err
         rc = errno;
         goto out;
     }
-    for (uint64_t off = 0; off < j->end;) {
-        size_t want = j->end - off < READ_WINDOW ? (size_t)(j->end - off) : READ_WINDOW, got;
+    for (uint64_t off = 0; off < end;) {
+        size_t want = end - off < READ_WINDOW ? (size_t)(end - off) : READ_WINDOW, got;
         if ((rc = read_all(j->fd, buf, want, off, &got)) != 0)
             goto out;
         if (got == 0) {

@@ -88,7 +88,8 @@ uint64_t fl_journal_end(const struct fl_journal *j);
 uint64_t fl_journal_flushes(const struct fl_journal *j);
 uint64_t fl_journal_bytes(const struct fl_journal *j);
 
-/* Copy the frames [0, end) to the new file path (flushed); for backups. */
-int fl_journal_copy(struct fl_journal *j, const char *path, struct fl_error *err);
+/* Copy the file's first end bytes (whole frames: an end recorded by a commit) to the new file
+ * path (flushed); for backups. Safe while frames are written beyond end. */
+int fl_journal_copy(struct fl_journal *j, const char *path, uint64_t end, struct fl_error *err);
 
 #endif

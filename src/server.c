@@ -435,7 +435,7 @@ int server_start(struct server *srv, const struct config *cfg)
         return FL_EINTERNAL;
     }
     srv->commit_ready = 1;
-    if (job_init(&srv->job, srv->base, srv->store, conn_verify_done, srv) != 0) {
+    if (job_init(&srv->job, srv->base, srv->store, conn_job_done, srv) != 0) {
         fl_errorf("cannot set up the verify thread");
         return FL_EINTERNAL;
     }

@@ -1379,32 +1379,74 @@ int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
 
 /* ---- backup ---- */
 
+/* The head and the journal position recorded in the LMDB copy just made: mdb_env_copy2 took
+ * its own snapshot, at some commit after the backup began, and the journal must be copied up
+ * to that very commit. */
+static int copy_position(const char *dir, uint64_t *head, uint64_t *jend)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    struct fl_dbs db;
+    MDB_val k = {7, "journal"}, v;
+    int rc;
+
+    *head = 0;
+    *jend = FL_JOURNAL_HEADER;
+    if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_maxdbs(env, FL_DB_COUNT)) ||
+        (rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0600)) ||
+        (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) ||
+        (rc = fl_store_open_dbs(txn, &db, 0)))
+        goto out;
+    rc = mdb_get(txn, db.dbi[FL_DB_META], &k, &v);
+    if (rc == 0 && v.mv_size == 16)
+        *jend = fl_get_be64(v.mv_data);
+    else if (rc != MDB_NOTFOUND)
+        rc = rc ? rc : MDB_CORRUPTED;
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        goto out;
+    if ((rc = mdb_cursor_open(txn, db.dbi[FL_DB_LOG], &c)) != 0)
+        goto out;
+    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    if (rc == 0 && k.mv_size == 8)
+        *head = fl_get_be64(k.mv_data);
+    rc = rc == MDB_NOTFOUND ? 0 : rc;
+out:
+    if (c)
+        mdb_cursor_close(c);
+    if (txn)
+        mdb_txn_abort(txn);
+    if (env)
+        mdb_env_close(env);
+    return rc;
+}
+
+/* Runs without the store's lock: the compacting copy reads a snapshot of its own (pinned like a
+ * verify's, so that the map is not resized under it), and the journal is read only up to what
+ * that snapshot recorded. Commits go on meanwhile. */
 static int store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64_t *head,
-                    struct fl_error *err)
+                        struct fl_error *err)
 {
     char path[4200];
     struct stat st;
+    uint64_t jend;
     int rc;
 
     if (mkdir(dir, 0700) != 0)
         return fl_error_set(err, errno == EEXIST ? FL_EALREADY_EXISTS : FL_EUNAVAILABLE,
                             "cannot create backup directory %s: %s", dir, strerror(errno));
-    *head = s->head;
-    /* The compacting copy runs in its own read snapshot and never takes the writer lock, so
-     * it cannot deadlock with this thread (which holds no write transaction between commits). */
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    /* The copy never takes LMDB's writer lock, so it cannot deadlock with a commit. */
     rc = mdb_env_copy2(s->env, dir, MDB_CP_COMPACT);
+    if (rc == 0)
+        rc = copy_position(dir, head, &jend);
     if (rc != 0) {
-        snprintf(path, sizeof path, "%s/data.mdb", dir);
         unlink(path);
         rmdir(dir);
         return fl_store_write_error(s, rc, "backup", err);
     }
-    snprintf(path, sizeof path, "%s/data.mdb", dir);
     *bytes = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-    /* The copy was written without a flush; and the backup needs the journal up to the same
-     * head (the store's lock keeps commits out while it copies, so the journal's end is the
-     * head). */
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* the copy was written without a flush */
     if (fd < 0 || fsync(fd) != 0)
         rc = errno ? errno : EIO;
     if (fd >= 0)
@@ -1415,7 +1457,7 @@ static int store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, ui
         return fl_store_write_error(s, rc, "backup", err);
     }
     snprintf(path, sizeof path, "%s/journal", dir);
-    if ((rc = fl_journal_copy(s->journal, path, err)) != 0) {
+    if ((rc = fl_journal_copy(s->journal, path, jend, err)) != 0) {
         unlink(path);
         snprintf(path, sizeof path, "%s/data.mdb", dir);
         unlink(path);
@@ -1430,8 +1472,15 @@ static int store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, ui
 int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64_t *head,
                     struct fl_error *err)
 {
+    int rc;
+
     pthread_mutex_lock(&s->mu);
-    int rc = store_backup(s, dir, bytes, head, err);
+    s->pins++;
+    pthread_mutex_unlock(&s->mu);
+    rc = store_backup(s, dir, bytes, head, err);
+    pthread_mutex_lock(&s->mu);
+    if (--s->pins == 0)
+        pthread_cond_broadcast(&s->unpinned);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

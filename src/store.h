@@ -81,10 +81,12 @@ int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
  * Returns 0 if the check ran (whatever it found), or a negative fl_err if it could not run. */
 int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err);
 
-/* Write a consistent, compacted copy of the whole store (log and projections, as of the last
- * commit) into the new directory dir, which must not exist yet; *bytes gets the copy's size.
- * The copy is an ordinary data directory: `flowlogd --data dir` serves it. Runs in the caller's
- * thread and takes as long as the copy (LMDB's mdb_env_copy2 with MDB_CP_COMPACT). */
+/* Write a consistent, compacted copy of the whole store (log and projections, as of one commit:
+ * *head gets its seq) into the new directory dir, which must not exist yet; *bytes gets the
+ * copy's size. The copy is an ordinary data directory: `flowlogd --data dir` serves it. Runs in
+ * the caller's thread for as long as the copy takes (LMDB's mdb_env_copy2 with MDB_CP_COMPACT),
+ * without the store's lock: commits go on (one that must grow the map waits), and the copy is
+ * of a commit made at or after the call began. */
 int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64_t *head,
                     struct fl_error *err);
 

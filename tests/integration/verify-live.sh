@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# verify-live.sh: a verify runs beside the server's work, from a snapshot of its own. While the
-# verify of a 100,000-event store runs, a second verify is refused with unavailable, pings and
-# appends are answered before the verify is, and the report is of the store as the verify began.
-# Before, verify ran on the event loop and every client waited for it.
+# verify-live.sh: verify and backup run beside the server's work, each from a snapshot of its
+# own. While the verify of a 100,000-event store runs, a second verify and a backup are refused
+# with unavailable, pings and appends are answered before the verify is, and the report is of
+# the store as the verify began. A backup taken while a writer appends is a store that verifies
+# and holds exactly the events up to the head it reports. Before, both ran on the event loop and
+# every client waited for them.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 7
+plan 12
 start_server main || exit 1
 DATA=$WORK/main/data
 N=100
@@ -35,6 +37,8 @@ wait_until 20 grep -q "verify started" "$WORK/main/server.log" || diag "no verif
 
 out=$(fl verify); st=$?
 expect_error "a second verify while one runs: unavailable, answered at once" unavailable "$out" $st
+out=$(fl backup during-verify); st=$?
+expect_error "a backup while the verify runs: unavailable" unavailable "$out" $st
 out=$(fl ping); st=$?
 check "ping answered while the verify runs" test $st -eq 0
 out=$(ev flow_registered '{"flow_id": "during", "flow_name": "during.xml"}' | fl append); st=$?
@@ -50,3 +54,32 @@ expect_json "the verify passed, reporting the store as it began (head $((N * 100
 out=$(fl verify)
 expect_json "a verify afterwards sees the append" "$out" \
     "d['ok'] is True and d['head_seq'] == $((N * 1000 + 1))"
+
+# ---- a backup while a writer appends ----
+L=20000
+python3 -c 'import json, sys
+for i in range(int(sys.argv[1])):
+    print(json.dumps({"type": "flow_registered", "data": {"flow_id": f"late-{i}", "flow_name": "late.xml"}}))' $L >"$WORK/late.jsonl"
+( fl append <"$WORK/late.jsonl" >"$WORK/late.out"; echo $? >"$WORK/late.rc" ) &
+wpid=$!
+wait_until 20 test -s "$WORK/late.out" || diag "the writer did not start"
+out=$(fl backup live); st=$?
+wait $wpid
+expect_json "a backup taken while a writer appends (its first acknowledgement came before)" "$out" \
+    "d['name'] == 'live' and d['head_seq'] > $((N * 1000 + 1))"
+bhead=$(printf '%s\n' "$out" | pyj "d['head_seq']")
+check "the writer's $L appends all acknowledged" test "$(cat "$WORK/late.rc")" -eq 0
+"$FLOWLOGD" --data "$DATA/backups/live" --listen 127.0.0.1:0 --port-file "$WORK/b.port" \
+    --sync none >"$WORK/b.log" 2>&1 &
+SRV_PIDS+=($!)
+if wait_until 30 test -s "$WORK/b.port"; then
+    out=$("$FLOWLOG" --server "127.0.0.1:$(cat "$WORK/b.port")" --data "$DATA/backups/live" --json verify)
+else
+    out='{}'
+    diag "flowlogd did not serve the backup: $(tail -n 5 "$WORK/b.log")"
+fi
+expect_json "the backup verifies and ends at the head it reported ($bhead)" "$out" \
+    "d['ok'] is True and d['head_seq'] == $bhead"
+out=$(fl verify)
+expect_json "the store itself: every event of the writer after the verify's" "$out" \
+    "d['ok'] is True and d['head_seq'] == $((N * 1000 + 1 + L))"
