@@ -138,7 +138,9 @@ static void commit_complete(struct commit *q, int rc, struct fl_error *err, int6
  * there is nothing to overlap it with. The store's lock makes either thread safe. */
 static int commit_inline(const struct commit *q, size_t n)
 {
-    return n == 1 && q->last_n <= 1;
+    /* Not while a verify or backup holds a snapshot: a commit that must grow the map waits for
+     * it to end, and on the loop's thread that wait would stop everything. */
+    return n == 1 && q->last_n <= 1 && !fl_store_pinned(q->store);
 }
 
 /* Hand the queue to the commit thread as one group (loop thread). Does nothing while a group

@@ -1487,6 +1487,14 @@ int fl_store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, uint64
 
 /* ---- stats and test hooks ---- */
 
+int fl_store_pinned(struct fl_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int pinned = s->pins > 0;
+    pthread_mutex_unlock(&s->mu);
+    return pinned;
+}
+
 void fl_store_debug_verify_hook(struct fl_store *s, void (*fn)(void *), void *arg)
 {
     pthread_mutex_lock(&s->mu);

@@ -64,6 +64,9 @@ struct fl_append {
  * A full LMDB map is grown and the whole group redone transparently. */
 int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err);
 
+/* 1 while a verify or backup holds a snapshot of its own (a commit that must grow the map then
+ * waits for it to end). */
+int fl_store_pinned(struct fl_store *s);
 /* The seq of the last committed event (0 for an empty log). */
 uint64_t fl_store_head(struct fl_store *s);
 /* The data directory's path (borrowed). */
