@@ -21,37 +21,13 @@
 
 #define T "acme:eng-2026"
 
-struct held {
-    struct fl_store *s;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int in_hook, release;
-    json_t *report;
+struct outcomes {
     int answered, failed;
 };
 
-static void hold_verify(void *arg)
-{
-    struct held *h = arg;
-
-    pthread_mutex_lock(&h->mu);
-    h->in_hook = 1;
-    pthread_cond_broadcast(&h->cv);
-    while (!h->release)
-        pthread_cond_wait(&h->cv, &h->mu);
-    pthread_mutex_unlock(&h->mu);
-}
-
-static void *verify_thread(void *arg)
-{
-    struct held *h = arg;
-    h->report = tu_verify(h->s);
-    return NULL;
-}
-
 static void answered(struct commit_item *it, void *arg)
 {
-    struct held *h = arg;
+    struct outcomes *h = arg;
     h->answered++;
     h->failed += it->app.err.code != 0;
 }
@@ -100,55 +76,45 @@ static void test_lone_append_during_verify(void **state)
 {
     char *dir = tu_tmpdir();
     struct fl_store_opts o = {.dir = dir, .nosync = 1, .map_size = 64 * 1024};
-    struct held h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct outcomes h = {0};
     struct event_base *base = event_base_new();
+    struct fl_store *s;
     struct commit q;
+    struct tu_held held;
     struct fl_error e;
-    pthread_t vt;
 
     (void)state;
     alarm(30);
     assert_non_null(base);
-    assert_int_equal(fl_store_open(&h.s, &o, &e), 0);
-    assert_int_equal(commit_init(&q, base, h.s, answered, NULL, &h), 0);
+    assert_int_equal(fl_store_open(&s, &o, &e), 0);
+    assert_int_equal(commit_init(&q, base, s, answered, NULL, &h), 0);
     commit_enqueue(&q, big_append(0, 10)); /* a lone writer before the verify: committed */
     while (h.answered < 1)
         event_base_loop(base, EVLOOP_ONCE);
     assert_int_equal(h.failed, 0);
-    uint64_t head0 = fl_store_head(h.s);
+    uint64_t head0 = fl_store_head(s);
 
-    fl_store_debug_verify_hook(h.s, hold_verify, &h);
-    assert_int_equal(pthread_create(&vt, NULL, verify_thread, &h), 0);
-    pthread_mutex_lock(&h.mu);
-    while (!h.in_hook)
-        pthread_cond_wait(&h.cv, &h.mu);
-    pthread_mutex_unlock(&h.mu);
-    assert_true(fl_store_pinned(h.s));
-
+    tu_held_start(&held, s);
+    assert_true(fl_store_pinned(s));
     /* 1,000 rows of 400-byte names outgrow the map: this commit waits for the verify. */
     commit_enqueue(&q, big_append(10, 1000));
     for (int i = 0; i < 5; i++)
         event_base_loop(base, EVLOOP_NONBLOCK); /* returns: the loop is not stopped */
     assert_int_equal(h.answered, 1);          /* still waiting for the map */
 
-    pthread_mutex_lock(&h.mu);
-    h.release = 1;
-    pthread_cond_broadcast(&h.cv);
-    pthread_mutex_unlock(&h.mu);
-    assert_int_equal(pthread_join(vt, NULL), 0);
+    json_t *report = tu_held_finish(&held);
     while (h.answered < 2)
         event_base_loop(base, EVLOOP_ONCE);
     assert_int_equal(h.failed, 0);
-    assert_int_equal(fl_store_head(h.s), head0 + 1000);
-    assert_true(json_is_true(json_object_get(h.report, "ok")));
-    assert_int_equal(tu_int(h.report, "head_seq"), head0);
-    json_decref(h.report);
-    fl_store_debug_verify_hook(h.s, NULL, NULL);
-    tu_verify_ok(h.s);
+    assert_int_equal(fl_store_head(s), head0 + 1000);
+    assert_true(json_is_true(json_object_get(report, "ok")));
+    assert_int_equal(tu_int(report, "head_seq"), head0);
+    json_decref(report);
+    tu_verify_ok(s);
     alarm(0);
     commit_free(&q);
     event_base_free(base);
-    fl_store_close(h.s);
+    fl_store_close(s);
     tu_rmdir(dir);
     free(dir);
 }

@@ -867,32 +867,12 @@ static void test_map_growth(void **state)
  * read handle), and the report is of the snapshot. The hook holds the verify right after it
  * took its snapshot; were the lock still held, the first append below would never return
  * (alarm turns that into a failure). */
-struct held_verify {
+/* Set by growing_appends once its appends all returned. */
+struct grower {
     struct fl_store *s;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int in_hook, release, grown;
-    json_t *report;
+    int grown;
 };
-
-static void hold_verify(void *arg)
-{
-    struct held_verify *h = arg;
-
-    pthread_mutex_lock(&h->mu);
-    h->in_hook = 1;
-    pthread_cond_broadcast(&h->cv);
-    while (!h->release)
-        pthread_cond_wait(&h->cv, &h->mu);
-    pthread_mutex_unlock(&h->mu);
-}
-
-static void *verify_thread(void *arg)
-{
-    struct held_verify *h = arg;
-    h->report = tu_verify(h->s);
-    return NULL;
-}
 
 /* Rows of 400-byte names, [from, to): enough of them outgrow any map they start in. */
 static const char *big_rows(struct fl_store *s, int from, int to)
@@ -907,7 +887,7 @@ static const char *big_rows(struct fl_store *s, int from, int to)
 
 static void *growing_appends(void *arg)
 {
-    struct held_verify *h = arg;
+    struct grower *h = arg;
     const char *bad = big_rows(h->s, 300, 1500);
 
     if (bad)
@@ -922,54 +902,49 @@ static void test_verify_beside_commits(void **state)
 {
     char *dir = tu_tmpdir();
     struct fl_store_opts o = {.dir = dir, .nosync = 1, .map_size = 64 * 1024};
-    struct held_verify h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    pthread_t vt, gt;
+    struct grower g = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct tu_held h;
+    struct fl_store *s;
+    pthread_t gt;
     struct fl_error e;
     void *gret;
 
     (void)state;
     alarm(60);
-    assert_int_equal(fl_store_open(&h.s, &o, &e), 0);
+    assert_int_equal(fl_store_open(&s, &o, &e), 0);
+    g.s = s;
     /* Grown once before the verify: the map has room for the two small appends below. */
-    assert_null(big_rows(h.s, 0, 300));
-    ok(h.s, REG("f1"));
-    ok(h.s, START("r1", "f1"));
-    uint64_t head0 = fl_store_head(h.s);
-    fl_store_debug_verify_hook(h.s, hold_verify, &h);
-    assert_int_equal(pthread_create(&vt, NULL, verify_thread, &h), 0);
-    pthread_mutex_lock(&h.mu);
-    while (!h.in_hook)
-        pthread_cond_wait(&h.cv, &h.mu);
-    pthread_mutex_unlock(&h.mu);
+    assert_null(big_rows(s, 0, 300));
+    ok(s, REG("f1"));
+    ok(s, START("r1", "f1"));
+    uint64_t head0 = fl_store_head(s);
+    tu_held_start(&h, s);
 
-    ok(h.s, REG("f2")); /* the verify holds its snapshot: commits go on */
-    ok(h.s, RSTATUS("r1", "RUNNING"));
-    assert_int_equal(fl_store_head(h.s), head0 + 2);
-    json_t *st = tu_state(h.s, T, "f2", 0, &e);
+    ok(s, REG("f2")); /* the verify holds its snapshot: commits go on */
+    ok(s, RSTATUS("r1", "RUNNING"));
+    assert_int_equal(fl_store_head(s), head0 + 2);
+    json_t *st = tu_state(s, T, "f2", 0, &e);
     assert_non_null(st);
     json_decref(st);
     /* These need a larger map: they wait for the verify to end. */
-    assert_int_equal(pthread_create(&gt, NULL, growing_appends, &h), 0);
+    assert_int_equal(pthread_create(&gt, NULL, growing_appends, &g), 0);
     usleep(200 * 1000);
-    pthread_mutex_lock(&h.mu);
-    assert_false(h.grown);
-    h.release = 1;
-    pthread_cond_broadcast(&h.cv);
-    pthread_mutex_unlock(&h.mu);
-    assert_int_equal(pthread_join(vt, NULL), 0);
+    pthread_mutex_lock(&g.mu);
+    assert_false(g.grown);
+    pthread_mutex_unlock(&g.mu);
+    json_t *report = tu_held_finish(&h);
     assert_int_equal(pthread_join(gt, &gret), 0);
     if (gret)
         fail_msg("%s", (const char *)gret);
-    fl_store_debug_verify_hook(h.s, NULL, NULL);
 
-    assert_non_null(h.report);
-    assert_true(json_is_true(json_object_get(h.report, "ok")));
-    assert_int_equal(tu_int(h.report, "head_seq"), head0); /* the snapshot's, not later */
-    json_decref(h.report);
-    assert_int_equal(fl_store_head(h.s), head0 + 2 + 1200);
-    tu_verify_ok(h.s);
+    assert_non_null(report);
+    assert_true(json_is_true(json_object_get(report, "ok")));
+    assert_int_equal(tu_int(report, "head_seq"), head0); /* the snapshot's, not later */
+    json_decref(report);
+    assert_int_equal(fl_store_head(s), head0 + 2 + 1200);
+    tu_verify_ok(s);
     alarm(0);
-    fl_store_close(h.s);
+    fl_store_close(s);
     tu_rmdir(dir);
     free(dir);
 }

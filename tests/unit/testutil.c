@@ -394,3 +394,51 @@ long long tu_int(json_t *j, const char *path)
     json_t *v = tu_get(j, path);
     return json_is_integer(v) ? (long long)json_integer_value(v) : -999999;
 }
+
+static void held_hook(void *arg)
+{
+    struct tu_held *h = arg;
+
+    pthread_mutex_lock(&h->mu);
+    h->in_hook = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->release)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *held_thread(void *arg)
+{
+    struct tu_held *h = arg;
+    h->report = tu_verify(h->s);
+    return NULL;
+}
+
+void tu_held_start(struct tu_held *h, struct fl_store *s)
+{
+    memset(h, 0, sizeof *h);
+    h->s = s;
+    if (pthread_mutex_init(&h->mu, NULL) != 0 || pthread_cond_init(&h->cv, NULL) != 0)
+        abort();
+    fl_store_debug_verify_hook(s, held_hook, h);
+    if (pthread_create(&h->thread, NULL, held_thread, h) != 0)
+        abort();
+    pthread_mutex_lock(&h->mu);
+    while (!h->in_hook)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+}
+
+json_t *tu_held_finish(struct tu_held *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->release = 1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    if (pthread_join(h->thread, NULL) != 0)
+        abort();
+    fl_store_debug_verify_hook(h->s, NULL, NULL);
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+    return h->report;
+}

@@ -4,6 +4,7 @@
 #define FL_TESTUTIL_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <msgpack.h>
 #include <stdint.h>
 
@@ -64,6 +65,20 @@ json_t *tu_table(struct fl_store *s, const char *tenant, const char *table, cons
 json_t *tu_verify(struct fl_store *s);
 /* Run verify and abort, printing its problems, unless it passes. */
 void tu_verify_ok(struct fl_store *s);
+
+/* A verify on a thread of its own, held right after it took its snapshot (through
+ * fl_store_debug_verify_hook): tu_held_start returns once it holds; tu_held_finish lets it go,
+ * joins it and returns its report (the caller json_decref's it). */
+struct tu_held {
+    struct fl_store *s;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int in_hook, release;
+    json_t *report;
+};
+void tu_held_start(struct tu_held *h, struct fl_store *s);
+json_t *tu_held_finish(struct tu_held *h);
 
 /* The string at a JSON path like "migration_flows/0/migration_status" (NULL if absent). */
 const char *tu_str(json_t *j, const char *path);
