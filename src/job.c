@@ -1,4 +1,4 @@
-/* job.c: long admin work (verify) on a thread beside the event loop (see job.h). */
+/* job.c: long admin work (verify, backup) on a thread beside the event loop (see job.h). */
 #include "job.h"
 
 #include <errno.h>
@@ -52,7 +52,10 @@ static void *job_thread(void *arg)
         pthread_mutex_unlock(&j->mu);
         msgpack_packer_init(&pk, &j->out, msgpack_sbuffer_write);
         fl_error_clear(&j->err);
-        j->rc = j->kind == JOB_BACKUP ? job_run_backup(j, &pk) : fl_store_verify(j->store, &pk, &j->err);
+        if (j->kind == JOB_BACKUP)
+            j->rc = job_run_backup(j, &pk);
+        else
+            j->rc = fl_store_verify(j->store, &pk, &j->err);
         j->us = fl_now_us() - j->t0;
         pthread_mutex_lock(&j->mu);
         j->queued = 0;
@@ -128,7 +131,7 @@ void job_free(struct job *j)
     if (j->started) {
         pthread_mutex_lock(&j->mu);
         if (j->queued)
-            fl_info("waiting for a running verify to finish before stopping");
+            fl_info("waiting for a running %s to finish before stopping", job_names[j->kind]);
         j->stop = 1;
         pthread_cond_broadcast(&j->cv);
         pthread_mutex_unlock(&j->mu);
@@ -176,10 +179,9 @@ int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_error *err
 int job_backup(struct job *j, void *owner, uint64_t req_id, const char *name, const char *path,
                struct fl_error *err)
 {
-    if (j->busy)
-        return job_start(j, JOB_BACKUP, owner, req_id, err); /* refused: says what runs */
-    if ((size_t)snprintf(j->name, sizeof j->name, "%s", name) >= sizeof j->name ||
-        (size_t)snprintf(j->path, sizeof j->path, "%s", path) >= sizeof j->path)
+    /* name and path belong to a running backup until it is done: set only when none runs */
+    if (!j->busy && ((size_t)snprintf(j->name, sizeof j->name, "%s", name) >= sizeof j->name ||
+                     (size_t)snprintf(j->path, sizeof j->path, "%s", path) >= sizeof j->path))
         return fl_error_set(err, FL_EBAD_REQUEST, "the backup path is too long");
     return job_start(j, JOB_BACKUP, owner, req_id, err);
 }

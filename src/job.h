@@ -1,6 +1,6 @@
 /* job.h: admin work that takes long (verify: seconds per million events; backup: the copy of the
- * whole store) on a thread of its own,
- * so that the event loop keeps reading, committing and answering meanwhile. One job at a time;
+ * whole store) on a thread of its own, so that the event loop keeps reading, committing and
+ * answering meanwhile. One job at a time;
  * a second is refused while one runs. The module knows nothing about connections: a job carries
  * an opaque owner, which the owner forgets (job_forget) if it goes away first; the result is
  * then dropped. */

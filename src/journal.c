@@ -517,8 +517,10 @@ int fl_journal_flush(struct fl_journal *j, struct fl_error *err)
         if ((rc = extend(j, need)) != 0 || (j->dfd >= 0 && (rc = sync_fd(j)) != 0))
             return io_error(j, rc, "cannot extend the journal", err);
     }
-    rc = j->dfd >= 0 ? write_direct(j, j->stage.p, n)
-                     : (rc = write_all(j->fd, j->stage.p, n, j->end)) != 0 ? rc : sync_fd(j);
+    if (j->dfd >= 0)
+        rc = write_direct(j, j->stage.p, n);
+    else if ((rc = write_all(j->fd, j->stage.p, n, j->end)) == 0)
+        rc = sync_fd(j);
     if (rc != 0) {
         /* Nothing of this flush counts: zero what may have reached the file, so that no
          * partial frame lingers past the end (best effort; a later scan cuts it otherwise). */

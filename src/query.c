@@ -19,21 +19,6 @@ static void pack_key(msgpack_packer *pk, const char *k)
     fl_wire_pack_cstr(pk, k);
 }
 
-/* The last committed seq in this snapshot. */
-static uint64_t snapshot_head(MDB_txn *txn, const struct fl_dbs *db)
-{
-    MDB_cursor *c;
-    MDB_val k, v;
-    uint64_t head = 0;
-
-    if (mdb_cursor_open(txn, db->dbi[FL_DB_LOG], &c) != 0)
-        return 0;
-    if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
-        head = fl_get_be64(k.mv_data);
-    mdb_cursor_close(c);
-    return head;
-}
-
 /* Pack one log record as {"seq", "ts", "type", "event_id", "data"}. */
 static void pack_event(msgpack_packer *pk, const struct fl_record *r)
 {
@@ -186,7 +171,7 @@ int fl_query_log(struct fl_store *s, struct fl_str tenant, const struct fl_log_f
         return rc;
     msgpack_sbuffer_init(&events);
     msgpack_packer_init(&epk, &events, msgpack_sbuffer_write);
-    head = snapshot_head(txn, &s->db);
+    head = fl_store_log_head(txn, &s->db);
     rc = fl_names_tenant(txn, &s->db, tenant, &tenant_no);
     if (rc == MDB_NOTFOUND) {
         next = UINT64_MAX;
@@ -319,7 +304,7 @@ static int load_state(struct fl_store *s, MDB_txn *txn, struct fl_str tenant, st
                       uint64_t as_of_seq, int has_time, int64_t as_of_time, struct state *st,
                       struct flow_point *fp, struct fl_error *err)
 {
-    uint64_t tenant_no, reg_seq, head = snapshot_head(txn, &s->db);
+    uint64_t tenant_no, reg_seq, head = fl_store_log_head(txn, &s->db);
     int rc;
 
     rc = fl_names_tenant(txn, &s->db, tenant, &tenant_no);

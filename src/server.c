@@ -436,7 +436,7 @@ int server_start(struct server *srv, const struct config *cfg)
     }
     srv->commit_ready = 1;
     if (job_init(&srv->job, srv->base, srv->store, conn_job_done, srv) != 0) {
-        fl_errorf("cannot set up the verify thread");
+        fl_errorf("cannot set up the verify and backup thread");
         return FL_EINTERNAL;
     }
     srv->job_ready = 1;

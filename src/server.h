@@ -25,7 +25,7 @@ struct server {
     struct auth auth;
     struct commit commit;
     int commit_ready; /* commit_init succeeded */
-    struct job job;   /* verify, on a thread of its own */
+    struct job job;   /* verify and backup, on a thread of their own */
     int job_ready;
     struct evconnlistener *tcp;
     struct evconnlistener *local; /* the Unix socket */

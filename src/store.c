@@ -2,9 +2,9 @@
  * commit, recovery at open, map growth, rebuild.
  *
  * Durability. A commit is durable once its records are flushed in the journal (journal.h: one
- * sequential write per commit, durable when it returns). The LMDB environment, holding the log and the
- * projections in one transaction as before, is opened with MDB_NOSYNC and flushed only at a
- * clean close: flushing its B-tree pages on every commit cost 13 KB written per event
+ * sequential write per commit, durable when it returns). The LMDB environment, holding the log
+ * and the projections in one transaction as before, is opened with MDB_NOSYNC and flushed only
+ * at a clean close: flushing its B-tree pages on every commit cost 13 KB written per event
  * (bench/RESULTS.md). Records go to the journal before the LMDB commit, so LMDB never holds a
  * record the journal lacks. Two kinds of stop are then safe:
  *  - a process crash (kill -9): the page cache keeps everything LMDB wrote, so the environment
@@ -285,10 +285,25 @@ static int put_journal_pos(struct fl_store *s, MDB_txn *txn, uint64_t end, uint6
     return mdb_put(txn, s->db.dbi[FL_DB_META], &k, &v, 0);
 }
 
-static int get_journal_pos(struct fl_store *s, MDB_txn *txn, uint64_t *end, uint64_t *head_off)
+uint64_t fl_store_log_head(MDB_txn *txn, const struct fl_dbs *db)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint64_t head = 0;
+
+    if (mdb_cursor_open(txn, db->dbi[FL_DB_LOG], &c) != 0)
+        return 0;
+    if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+        head = fl_get_be64(k.mv_data);
+    mdb_cursor_close(c);
+    return head;
+}
+
+int fl_store_journal_pos(MDB_txn *txn, const struct fl_dbs *db, uint64_t *end,
+                         uint64_t *head_off)
 {
     MDB_val k = {7, "journal"}, v;
-    int rc = mdb_get(txn, s->db.dbi[FL_DB_META], &k, &v);
+    int rc = mdb_get(txn, db->dbi[FL_DB_META], &k, &v);
 
     if (rc == 0 && v.mv_size == 16) {
         *end = fl_get_be64(v.mv_data);
@@ -729,11 +744,14 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
         return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
     }
     pthread_mutexattr_destroy(&ma);
-    if (pthread_cond_init(&s->unpinned, NULL) != 0 ||
-        pthread_mutex_init(&s->verify_mu, NULL) != 0) {
+    if (pthread_cond_init(&s->unpinned, NULL) != 0) {
         pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->unpinned);
-    pthread_mutex_destroy(&s->verify_mu);
+        free(s);
+        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
+    }
+    if (pthread_mutex_init(&s->verify_mu, NULL) != 0) {
+        pthread_cond_destroy(&s->unpinned);
+        pthread_mutex_destroy(&s->mu);
         free(s);
         return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
     }
@@ -755,7 +773,7 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
     }
     if ((rc = load_meta(s, txn, err)) != 0)
         goto fail;
-    rc = get_journal_pos(s, txn, &jend, &head_off);
+    rc = fl_store_journal_pos(txn, &s->db, &jend, &head_off);
     if (rc == MDB_NOTFOUND && s->head == 0) {
         rc = 0;
     } else if (rc != 0) {
@@ -811,6 +829,8 @@ void fl_store_close(struct fl_store *s)
     fl_journal_close(s->journal);
     fl_project_names_drop(&s->names);
     pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->unpinned);
+    pthread_mutex_destroy(&s->verify_mu);
     free(s->dir);
     free(s);
 }
@@ -919,10 +939,10 @@ static int grow_map(struct fl_store *s, struct fl_error *err)
                                       strerror(rc));
         step = step / 16 > MAP_STEP_MIN ? step / 16 : MAP_STEP_MIN;
     }
-    /* A verify's snapshot is open without the lock (verify.c): wait for it to end. The lock
+    /* A verify's or backup's snapshot is open without the lock: wait for it to end. The lock
      * is held once here (by fl_store_commit or fl_store_rebuild), so the wait releases it. */
     if (s->pins > 0)
-        fl_info("store map full during a verify: commits wait for the verify to end");
+        fl_info("store map full during a verify or backup: commits wait for it to end");
     while (s->pins > 0)
         pthread_cond_wait(&s->unpinned, &s->mu);
     if (s->rtxn) { /* set_mapsize does not see open read handles: drop ours */
@@ -1386,34 +1406,21 @@ static int copy_position(const char *dir, uint64_t *head, uint64_t *jend)
 {
     MDB_env *env = NULL;
     MDB_txn *txn = NULL;
-    MDB_cursor *c = NULL;
     struct fl_dbs db;
-    MDB_val k = {7, "journal"}, v;
+    uint64_t head_off;
     int rc;
 
-    *head = 0;
     *jend = FL_JOURNAL_HEADER;
     if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_maxdbs(env, FL_DB_COUNT)) ||
         (rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0600)) ||
         (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) ||
         (rc = fl_store_open_dbs(txn, &db, 0)))
         goto out;
-    rc = mdb_get(txn, db.dbi[FL_DB_META], &k, &v);
-    if (rc == 0 && v.mv_size == 16)
-        *jend = fl_get_be64(v.mv_data);
-    else if (rc != MDB_NOTFOUND)
-        rc = rc ? rc : MDB_CORRUPTED;
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        goto out;
-    if ((rc = mdb_cursor_open(txn, db.dbi[FL_DB_LOG], &c)) != 0)
-        goto out;
-    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
-    if (rc == 0 && k.mv_size == 8)
-        *head = fl_get_be64(k.mv_data);
-    rc = rc == MDB_NOTFOUND ? 0 : rc;
+    *head = fl_store_log_head(txn, &db);
+    rc = fl_store_journal_pos(txn, &db, jend, &head_off);
+    if (rc == MDB_NOTFOUND && *head == 0)
+        rc = 0; /* an empty store records no journal position */
 out:
-    if (c)
-        mdb_cursor_close(c);
     if (txn)
         mdb_txn_abort(txn);
     if (env)

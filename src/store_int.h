@@ -96,10 +96,11 @@ struct fl_store {
      * close. Used by the one thread that writes (the server's), so it needs no lock. NULL when
      * empty. */
     struct fl_pcache *names;
-    /* A verify reads a snapshot of its own without the lock, for as long as it takes, while
-     * commits go on. Its read handle pins the map: LMDB's map may not be resized while any
-     * transaction of the process is open, so grow_map waits for pins to fall to 0 (unpinned
-     * is signalled with mu). verify_mu keeps verifies one at a time (one scratch directory). */
+    /* A verify or backup reads a snapshot of its own without the lock, for as long as it
+     * takes, while commits go on. Its read handle pins the map: LMDB's map may not be resized
+     * while any transaction of the process is open, so grow_map waits for pins to fall to 0
+     * (unpinned is signalled with mu). verify_mu keeps verifies one at a time (one scratch
+     * directory). */
     int pins;
     pthread_cond_t unpinned;
     pthread_mutex_t verify_mu;
@@ -147,6 +148,12 @@ int fl_store_write_error(const struct fl_store *s, int rc, const char *what, str
 
 /* Open every database of dbs in txn (creating them if create). */
 int fl_store_open_dbs(MDB_txn *txn, struct fl_dbs *dbs, int create);
+/* The last seq in txn's log (0 for an empty one). */
+uint64_t fl_store_log_head(MDB_txn *txn, const struct fl_dbs *db);
+/* The journal offset after the last record and that record's frame offset, as txn recorded
+ * them. MDB_NOTFOUND in a store without events; MDB_CORRUPTED if malformed. */
+int fl_store_journal_pos(MDB_txn *txn, const struct fl_dbs *db, uint64_t *end,
+                         uint64_t *head_off);
 
 /* Begin and end a read snapshot on the store's reusable handle. */
 int fl_store_read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err);

@@ -371,7 +371,7 @@ static int store_verify(struct fl_store *s, MDB_txn *txn, const struct snap *sn,
  * it), the head, and the journal's end as that snapshot recorded it. */
 static int take_snapshot(struct fl_store *s, MDB_txn **txn, struct snap *sn, struct fl_error *err)
 {
-    MDB_val k = {7, "journal"}, v;
+    uint64_t head_off;
     int rc;
 
     pthread_mutex_lock(&s->mu);
@@ -381,8 +381,9 @@ static int take_snapshot(struct fl_store *s, MDB_txn **txn, struct snap *sn, str
     }
     sn->head = s->head;
     sn->map_size = s->map_size;
-    rc = mdb_get(*txn, s->db.dbi[FL_DB_META], &k, &v);
-    sn->jend = rc == 0 && v.mv_size == 16 ? fl_get_be64(v.mv_data) : FL_JOURNAL_HEADER;
+    /* None recorded (an empty store) or unreadable: the journal check then reports it. */
+    if (fl_store_journal_pos(*txn, &s->db, &sn->jend, &head_off) != 0)
+        sn->jend = FL_JOURNAL_HEADER;
     s->pins++;
     pthread_mutex_unlock(&s->mu);
     return 0;
