@@ -216,6 +216,84 @@ static void test_packers_match_msgpack_c(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* A scan_verdict whose findings_json is the n bytes at j. */
+static int parse_findings(const char *j, size_t n, struct fl_error *e)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct fl_event ev;
+    int rc;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    fl_wire_pack_cstr(&pk, "type");
+    fl_wire_pack_cstr(&pk, "scan_verdict");
+    fl_wire_pack_cstr(&pk, "data");
+    msgpack_pack_map(&pk, 5);
+    fl_wire_pack_cstr(&pk, "run_id");
+    fl_wire_pack_cstr(&pk, "r1");
+    fl_wire_pack_cstr(&pk, "iteration_num");
+    msgpack_pack_int(&pk, 1);
+    fl_wire_pack_cstr(&pk, "artifact_ref");
+    fl_wire_pack_cstr(&pk, "a.py");
+    fl_wire_pack_cstr(&pk, "scan_status");
+    fl_wire_pack_cstr(&pk, "PASSED");
+    fl_wire_pack_cstr(&pk, "findings_json");
+    msgpack_pack_str(&pk, n);
+    msgpack_pack_str_body(&pk, j, n);
+    fl_error_clear(e);
+    rc = parse(&sb, &ev, e);
+    if (rc == 0)
+        fl_event_free(&ev);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* findings_json must be one JSON value (RFC 8259, any value at the top) and nothing more. */
+static void test_findings_json(void **state)
+{
+    static const char *const good[] = {
+        "{}", "[]", "0", "-0.5e10", "\"s\"", "null", "true", "false",
+        " {\"a\": [1, 2.5, {\"b\": null}], \"c\": \"\\u00e9\\n\"}\n",
+        "123456789012345678901234567890", /* valid JSON, wider than any integer type */
+        "{\"a\":1,\"a\":2}",             /* duplicate keys: valid JSON */
+        "\"\\u0000\"",
+    };
+    static const char *const bad[] = {
+        "",       "   ",    "{",     "{bad",  "[1,]",        "{} {}",        "{} x",
+        "01",     "'a'",    "NaN",   "{\"a\":1,}", "\"open", "/* c */ {}", "[\"\x01\"]",
+        "{\"a\" 1}", "[1 2]", "tru", "\"\\x\"",
+    };
+    struct fl_error e;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        if (parse_findings(good[i], strlen(good[i]), &e) != 0)
+            fail_msg("refused valid JSON %s: %s", good[i], e.msg);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        if (parse_findings(bad[i], strlen(bad[i]), &e) != FL_EBAD_REQUEST)
+            fail_msg("accepted invalid JSON [%s]", bad[i]);
+        assert_non_null(strstr(e.msg, "data.findings_json: is not valid JSON"));
+        assert_non_null(strstr(e.msg, "(at byte "));
+    }
+    /* the byte named is where the parser stopped, right after the token it refused */
+    assert_int_equal(parse_findings("[1,]", 4, &e), FL_EBAD_REQUEST);
+    assert_non_null(strstr(e.msg, "(at byte 4)"));
+    assert_int_equal(parse_findings("{\"a\":1} x", 9, &e), FL_EBAD_REQUEST);
+    assert_non_null(strstr(e.msg, "trailing garbage (at byte 9)"));
+    /* deep nesting is no recursion: 100,000 levels parse, one short is refused */
+    size_t depth = 100000;
+    char *deep = malloc(2 * depth);
+    assert_non_null(deep);
+    memset(deep, '[', depth);
+    memset(deep + depth, ']', depth);
+    assert_int_equal(parse_findings(deep, 2 * depth, &e), 0);
+    assert_int_equal(parse_findings(deep, 2 * depth - 1, &e), FL_EBAD_REQUEST);
+    free(deep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -224,6 +302,7 @@ int main(void)
         cmocka_unit_test(test_wire_check_hostile),
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_packers_match_msgpack_c),
+        cmocka_unit_test(test_findings_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
