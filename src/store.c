@@ -1329,10 +1329,28 @@ out:
     return rc;
 }
 
+/* Drop every projection and set the rebuild's mark, in one commit. The commit writes the list
+ * of the pages it freed, which needs new pages of its own: in a map no larger than the data (a
+ * store just reopened) that is MDB_MAP_FULL, and the caller grows the map and comes back. */
+static int drop_projections(struct fl_store *s)
+{
+    MDB_txn *txn;
+    int rc;
+
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+        return rc;
+    for (int i = FL_DB_FIRST_PROJ; i < FL_DB_COUNT && rc == 0; i++)
+        rc = mdb_drop(txn, s->db.dbi[i], 0);
+    if (rc != 0 || (rc = set_pending(s, txn, 1)) != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return mdb_txn_commit(txn);
+}
+
 static int store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
 {
     struct fl_ptx x = {0};
-    MDB_txn *txn = NULL;
     uint64_t seq = 1, total = 0;
     int rc;
 
@@ -1345,15 +1363,10 @@ static int store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *
         return fl_error_set(err, FL_EINTERNAL, "out of memory");
     /* Drop every projection and mark the rebuild in one commit: a crash midway is then seen at
      * the next open, which starts the rebuild again. */
-    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
-        goto mdb_fail;
-    for (int i = FL_DB_FIRST_PROJ; i < FL_DB_COUNT && rc == 0; i++)
-        rc = mdb_drop(txn, s->db.dbi[i], 0);
-    if (rc != 0 || (rc = set_pending(s, txn, 1)) != 0) {
-        mdb_txn_abort(txn);
-        goto mdb_fail;
-    }
-    if ((rc = mdb_txn_commit(txn)) != 0)
+    while ((rc = drop_projections(s)) == MDB_MAP_FULL)
+        if ((rc = grow_map(s, err)) != 0)
+            goto out;
+    if (rc != 0)
         goto mdb_fail;
     do {
         uint64_t to = seq + REBUILD_CHUNK - 1 < s->head ? seq + REBUILD_CHUNK - 1 : s->head;
