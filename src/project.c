@@ -92,16 +92,8 @@ static int stream_point(MDB_cursor *c, uint64_t flow_no, uint64_t upto, uint64_t
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV)
                  : rc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST) : rc;
-    if (rc == 0 && k.mv_size > 17 && fl_get_be64(k.mv_data) == flow_no &&
-        ((const uint8_t *)k.mv_data)[8] == FL_KEY_STREAM) {
-        /* a row image of the last event <= upto: its event's entry is its seq's own key */
-        memcpy(kb, k.mv_data, 17);
-        k.mv_size = 17;
-        k.mv_data = kb;
-        rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
-    }
     if (rc == 0 && k.mv_size == 17 && fl_get_be64(k.mv_data) == flow_no &&
-        ((const uint8_t *)k.mv_data)[8] == FL_KEY_STREAM && v.mv_size == 24) {
+        ((const uint8_t *)k.mv_data)[8] == FL_KEY_STREAM && v.mv_size >= 24) {
         *version = fl_get_be64(v.mv_data);
         *ts = (int64_t)fl_get_be64((const uint8_t *)v.mv_data + 8);
     }
@@ -542,25 +534,27 @@ static int write_row(struct apply *a, int table, const struct pk *pk, const stru
                      const struct fl_row *neu, const MDB_val *val)
 {
     uint8_t kb[KEY_MAX];
-    MDB_val key = {cur_key(kb, a->flow_no, table, pk), kb}, empty = {0, ""};
+    MDB_val key = {cur_key(kb, a->flow_no, table, pk), kb};
     int rc;
 
-    if (!key.mv_size || pk->n > KEY_MAX - 18)
+    if (!key.mv_size)
         return mdb_fail(a, MDB_BAD_VALSIZE, "write row");
     /* Deletes come from rollbacks only, which run plain. */
     rc = val ? put_at(a, &a->rows, FL_DB_FLOWS, &key, (MDB_val *)val)
              : mdb_del(a->x->txn, a->x->db->dbi[FL_DB_FLOWS], &key, NULL);
     if (rc != 0 && rc != MDB_NOTFOUND)
         return mdb_fail(a, rc, "write row");
-    /* This version sits in the stream right after the event's entry: flow_no 'S' seq table
-     * pk. The event's writes to its flow then land on one page. */
-    kb[8] = FL_KEY_STREAM;
-    fl_put_be64(kb + 9, a->seq);
-    kb[17] = (uint8_t)table;
-    memcpy(kb + 18, pk->b, pk->n);
-    key.mv_size = 18 + pk->n;
-    if ((rc = put_at(a, &a->stream, FL_DB_FLOWS, &key, val ? (MDB_val *)val : &empty)) != 0)
-        return mdb_fail(a, rc, "write row");
+    /* This version goes into the event's stream entry (write_event puts it), as a row image
+     * (store_int.h): one put for the event's entry and all of its versions. */
+    struct fl_buf *e = &a->x->ent;
+    size_t vlen = val ? val->mv_size : 0;
+    uint8_t head[3] = {(uint8_t)(pk->n >> 8), (uint8_t)pk->n, (uint8_t)table};
+    if (vlen > UINT32_MAX)
+        return fl_error_set(a->err, FL_EINTERNAL, "a %s row is too large to keep",
+                            fl_table_defs[table].name);
+    if (fl_buf_add(e, head, 3) || fl_buf_add(e, pk->b, pk->n) ||
+        fl_buf_add_be32(e, (uint32_t)vlen) || (vlen && fl_buf_add(e, val->mv_data, vlen)))
+        return oom(a);
     return update_index(a, table, old, neu, pk);
 }
 
@@ -1194,6 +1188,8 @@ static int collect_changes(struct apply *a, uint64_t to_seq, struct ver_change *
     *out = cc.list;
     if (rc == -1)
         return oom(a);
+    if (rc == -2)
+        return fl_error_set(a->err, FL_EINTERNAL, "a stored row version is damaged; run verify");
     return rc ? mdb_fail(a, rc, "read versions") : 0;
 }
 
@@ -1236,8 +1232,15 @@ static int do_rollback(struct apply *a)
 static int write_event(struct apply *a)
 {
     const struct fl_event_def *d = &fl_event_defs[a->ev->type];
+    struct fl_buf *e = &a->x->ent;
+    uint8_t entry_head[24] = {0};
     int rc;
 
+    /* The stream entry: version, ts, run_no (filled in below), then the row images that
+     * write_row adds. */
+    e->len = 0;
+    if (fl_buf_add(e, entry_head, sizeof entry_head))
+        return oom(a);
     if ((rc = intern_tenant(a)) != 0)
         return rc;
     if (a->ev->type == FL_EV_FLOW_REGISTERED && (rc = new_flow(a)) != 0)
@@ -1256,16 +1259,17 @@ static int write_event(struct apply *a)
         return rc;
     if ((rc = put_row(a, a->flow_exists ? &a->flow_old : NULL, &a->flow_new)) != 0)
         return rc;
-    /* streams: the flow's (version and ts: its last_update_ts), the run's, the tenant's */
-    uint8_t key[17], val[24];
+    /* streams: the flow's (version and ts: its last_update_ts; the run; the rows written),
+     * the tenant's */
+    uint8_t key[17];
     a->version++;
     fl_put_be64(key, a->flow_no);
     key[8] = FL_KEY_STREAM;
     fl_put_be64(key + 9, a->seq);
-    fl_put_be64(val, a->version);
-    fl_put_be64(val + 8, (uint64_t)a->ts);
-    fl_put_be64(val + 16, d->run_level || a->ev->type == FL_EV_RUN_STARTED ? a->run_no : 0);
-    if ((rc = put_stream(a, &a->stream, FL_DB_FLOWS, key, 17, val, 24)) != 0)
+    fl_put_be64(e->p, a->version);
+    fl_put_be64(e->p + 8, (uint64_t)a->ts);
+    fl_put_be64(e->p + 16, d->run_level || a->ev->type == FL_EV_RUN_STARTED ? a->run_no : 0);
+    if ((rc = put_stream(a, &a->stream, FL_DB_FLOWS, key, 17, e->p, e->len)) != 0)
         return rc;
     tx_put(a->x, key, version_key(key, a->flow_no), a->version, 0);
     fl_put_be64(key, a->tenant_no);

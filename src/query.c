@@ -113,12 +113,10 @@ static int log_walk(struct fl_store *s, MDB_txn *txn, const struct log_scan *ls,
         return mdb_err(rc, err);
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < ls->plen + 8 || memcmp(k.mv_data, ls->prefix, ls->plen) != 0)
-            break;
-        if (k.mv_size != ls->plen + 8) /* a row image between stream entries */
-            continue;
+        if (k.mv_size != ls->plen + 8 || memcmp(k.mv_data, ls->prefix, ls->plen) != 0)
+            break; /* past the stream: each of its keys is prefix || seq */
         uint64_t seq = fl_get_be64((const uint8_t *)k.mv_data + ls->plen);
-        if (ls->run_no && (v.mv_size != 24 ||
+        if (ls->run_no && (v.mv_size < 24 ||
                            fl_get_be64((const uint8_t *)v.mv_data + 16) != ls->run_no)) {
             *next = seq + 1;
             if (++scanned >= LOG_MAX_SCAN) {

@@ -189,6 +189,7 @@ struct ver_item {
     const uint8_t *group; /* table(1) pk */
     size_t glen;
     uint64_t seq;
+    size_t ord; /* place in the stream: of two images of a row in one entry, the later wins */
     MDB_val val;
 };
 
@@ -202,7 +203,50 @@ static int ver_item_cmp(const void *pa, const void *pb)
         return c;
     if (a->glen != b->glen)
         return a->glen < b->glen ? -1 : 1;
-    return a->seq < b->seq ? -1 : a->seq > b->seq;
+    if (a->seq != b->seq)
+        return a->seq < b->seq ? -1 : 1;
+    return a->ord < b->ord ? -1 : a->ord > b->ord;
+}
+
+static int ver_push(struct ver_item **items, size_t *n, size_t *cap, const struct ver_item *it)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 256;
+        struct ver_item *p = realloc(*items, ncap * sizeof *p);
+        if (!p)
+            return -1;
+        *items = p;
+        *cap = ncap;
+    }
+    (*items)[(*n)++] = *it;
+    return 0;
+}
+
+/* Add the row images of one stream entry (store_int.h) to items: -2 if they are malformed. */
+static int ver_images(const MDB_val *v, uint64_t seq, struct ver_item **items, size_t *n,
+                      size_t *cap)
+{
+    const uint8_t *p = (const uint8_t *)v->mv_data + 24, *end = (const uint8_t *)v->mv_data +
+                                                                v->mv_size;
+
+    while (p < end) {
+        if (end - p < 3)
+            return -2;
+        size_t pklen = (size_t)p[0] << 8 | p[1];
+        if ((size_t)(end - p) < 3 + pklen + 4)
+            return -2;
+        struct ver_item it = {.group = p + 2, .glen = 1 + pklen, .seq = seq, .ord = *n};
+        p += 3 + pklen;
+        it.val.mv_size = fl_get_be32(p);
+        p += 4;
+        if ((size_t)(end - p) < it.val.mv_size)
+            return -2;
+        it.val.mv_data = (void *)p;
+        p += it.val.mv_size;
+        if (ver_push(items, n, cap, &it) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* Gather the flow's row images, sort them by row then seq, and hand each row to cb. */
@@ -216,8 +260,8 @@ int fl_ver_scan(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_
     uint8_t prefix[9];
     int rc;
 
-    /* Row images sit in the stream right after their event's entry (flow_no 'S' seq table
-     * pk), so that one event's writes share a page. Gather them, then group them by row. */
+    /* Row images ride in their event's stream entry (flow_no 'S' seq). Gather them, then group
+     * them by row. */
     fl_put_be64(prefix, flow_no);
     prefix[8] = FL_KEY_STREAM;
     if ((rc = mdb_cursor_open(txn, db->dbi[FL_DB_FLOWS], &c)) != 0)
@@ -226,25 +270,15 @@ int fl_ver_scan(MDB_txn *txn, const struct fl_dbs *db, uint64_t flow_no, uint64_
     k.mv_data = prefix;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 17 || memcmp(k.mv_data, prefix, 9) != 0)
+        if (k.mv_size != 17 || memcmp(k.mv_data, prefix, 9) != 0)
             break;
-        if (k.mv_size == 17)
-            continue; /* the event's stream entry itself */
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 256;
-            struct ver_item *p = realloc(items, ncap * sizeof *p);
-            if (!p) {
-                rc = -1;
-                break;
-            }
-            items = p;
-            cap = ncap;
+        if (v.mv_size < 24) {
+            rc = -2;
+            break;
         }
-        items[n].group = (const uint8_t *)k.mv_data + 17;
-        items[n].glen = k.mv_size - 17;
-        items[n].seq = fl_get_be64((const uint8_t *)k.mv_data + 9);
-        items[n].val = v;
-        n++;
+        if ((rc = ver_images(&v, fl_get_be64((const uint8_t *)k.mv_data + 9), &items, &n,
+                             &cap)) != 0)
+            break;
     }
     mdb_cursor_close(c);
     if (rc != 0 && rc != MDB_NOTFOUND) {

@@ -33,7 +33,8 @@
 #include "project.h"
 #include "record.h"
 
-#define STORE_FORMAT "flowlog-store-3"
+#define STORE_FORMAT "flowlog-store-4"
+#define OLD_FORMAT "flowlog-store-3" /* read, and upgraded at open (load_meta) */
 #define DEFAULT_MAP (1ull << 20) /* backed by disk blocks (back_file): start small, grow */
 #define MAP_STEP_MAX (1ull << 30)
 #define MAP_STEP_MIN (64ull << 10)
@@ -216,6 +217,19 @@ static int load_meta(struct fl_store *s, MDB_txn *txn, struct fl_error *err)
             return fl_store_mdb_error(rc, "write format stamp", err);
     } else if (rc != 0) {
         return fl_store_mdb_error(rc, "read format stamp", err);
+    } else if (v.mv_size == strlen(OLD_FORMAT) && memcmp(v.mv_data, OLD_FORMAT, v.mv_size) == 0) {
+        /* The log and the journal are the same in both formats; only the projections differ
+         * (row versions as keys of their own before): stamp the new format and have them
+         * rebuilt from the log (fl_store_open), as after a rebuild a crash interrupted. */
+        MDB_val pk = {15, "rebuild_pending"}, pv = {1, "1"};
+        v.mv_data = STORE_FORMAT;
+        v.mv_size = strlen(STORE_FORMAT);
+        if ((rc = mdb_put(txn, s->db.dbi[FL_DB_META], &k, &v, 0)) != 0 ||
+            (rc = mdb_put(txn, s->db.dbi[FL_DB_META], &pk, &pv, 0)) != 0)
+            return fl_store_mdb_error(rc, "upgrade the format stamp", err);
+        fl_warn("data directory %s holds store format \"%s\": its projections are rebuilt "
+                "from the log in format \"%s\"",
+                s->dir, OLD_FORMAT, STORE_FORMAT);
     } else if (v.mv_size != strlen(STORE_FORMAT) || memcmp(v.mv_data, STORE_FORMAT, v.mv_size)) {
         return fl_error_set(err, FL_EINTERNAL,
                             "data directory %s holds store format \"%.*s\"; this flowlog reads "
@@ -572,7 +586,7 @@ static int recover(struct fl_store *s, uint64_t from, uint64_t head_off, struct 
     rc = 0;
 out:
     fl_project_forget(&r.x);
-    fl_buf_free(&r.x.k);
+    fl_buf_free(&r.x.ent);
     fl_buf_free(&r.x.v);
     fl_arena_free(r.x.arena);
     return rc;
@@ -794,7 +808,8 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
     txn = NULL;
     /* Projections first, so that the journal's records beyond the head apply to whole ones. */
     if (pending) {
-        fl_warn("an interrupted rebuild of the projections was found; rebuilding again");
+        fl_warn("the projections are marked for a rebuild (one a crash interrupted, or an "
+                "upgraded format): rebuilding them from the log");
         if ((rc = fl_store_rebuild(s, NULL, err)) != 0)
             goto fail;
     }
@@ -1176,7 +1191,7 @@ static int store_commit(struct fl_store *s, struct fl_append **apps, size_t n, s
     free(excluded);
     fl_project_forget(&x);
     fl_buf_free(&rec);
-    fl_buf_free(&x.k);
+    fl_buf_free(&x.ent);
     fl_buf_free(&x.v);
     fl_arena_free(x.arena);
     return 0;
@@ -1189,7 +1204,7 @@ fail:
         *err = e;
     fl_project_forget(&x);
     fl_buf_free(&rec);
-    fl_buf_free(&x.k);
+    fl_buf_free(&x.ent);
     fl_buf_free(&x.v);
     fl_arena_free(x.arena);
     return e.code ? e.code : FL_EINTERNAL;
@@ -1396,7 +1411,7 @@ out_err:
     rc = err && err->code ? err->code : FL_EINTERNAL;
 out:
     fl_project_forget(&x);
-    fl_buf_free(&x.k);
+    fl_buf_free(&x.ent);
     fl_buf_free(&x.v);
     fl_arena_free(x.arena);
     return rc;

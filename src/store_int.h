@@ -10,9 +10,10 @@
  *          "\0next"                                -> the next number to give out(8)
  *   idem   tenant_no(8) event_id                   -> seq(8) ts(8) payload_hash(16)
  *   flows  flow_no(8) 'C' table(1) pk              -> row                current rows
- *          flow_no(8) 'S' seq(8)                   -> version(8) ts(8) run_no(8)   the stream
- *          flow_no(8) 'S' seq(8) table(1) pk       -> row written by that event, or "" once
- *                                                     deleted (the versions behind as-of)
+ *          flow_no(8) 'S' seq(8)                   -> version(8) ts(8) run_no(8) image*
+ *                                                     the stream: one entry per event
+ *     image: pklen(2) table(1) pk rowlen(4) row    a row the event wrote (rowlen 0: deleted),
+ *                                                     the versions behind as-of and rollback
  *   idx    tenant_no(8) table(1) col(1) xxh3(value)(8) flow_no(8) pk -> ""
  *   meta   "format"                                -> the store format stamp
  *          "journal"                               -> journal end(8) head frame offset(8)
@@ -22,9 +23,10 @@
  *   patches and scans run_no(8) iter(4) keystr(artifact_ref); exec run_no(8) iter(4) job_type(1).
  *
  * Everything a flow owns lives under its flow_no in one database, and an event's row versions
- * follow its stream entry, so that the writes of one event land on one or two B-tree pages: a
- * durable commit's cost is mostly the pages it dirties (measured: bench/RESULTS.md). A run's
- * events are the flow's stream entries that carry its run_no.
+ * ride in its stream entry, so that the writes of one event land on one or two B-tree pages in
+ * two or three puts: a durable commit's cost is mostly the pages it dirties and the B-tree
+ * operations (measured: bench/RESULTS.md). A run's events are the flow's stream entries that
+ * carry its run_no.
  * A flow row's last_update_ts and a flow's version are not stored in rows: they are the ts and
  * count of the flow's last stream entry at the point asked for, which is what the contract
  * defines them as. Indexes exist only where a column is not reachable through its flow
@@ -118,7 +120,8 @@ struct fl_ptx {
     int mdb_rc;          /* first LMDB failure seen (the transaction is then unusable) */
     int tainted;         /* an append failed after it wrote (store.c append_one): the group
                             is redone without it */
-    struct fl_buf k, v;  /* scratch */
+    struct fl_buf ent;   /* the stream entry of the event being applied, as it is built */
+    struct fl_buf v;     /* scratch: a row's encoding */
     struct fl_arena *arena;
     /* What the projection code looked up or wrote in txn (tenant, flow and run numbers by
      * name, a flow's version), so that the next event of a tenant, flow or run skips those

@@ -256,7 +256,7 @@ again:
     if (mkdir(dir, 0700) != 0) {
         rc = fl_error_set(err, FL_EUNAVAILABLE, "verify: cannot create %s: %s", dir,
                           strerror(errno));
-        fl_buf_free(&x.k);
+        fl_buf_free(&x.ent);
         fl_buf_free(&x.v);
         fl_arena_free(x.arena); /* a retry in a larger map may have made them */
         return rc;
@@ -303,7 +303,7 @@ done:
     fl_project_forget(&x);
     mdb_env_close(env);
     remove_scratch(dir);
-    fl_buf_free(&x.k);
+    fl_buf_free(&x.ent);
     fl_buf_free(&x.v);
     fl_arena_free(x.arena);
     return 0;
@@ -320,7 +320,7 @@ mdb:
         goto again;
     }
     remove_scratch(dir);
-    fl_buf_free(&x.k);
+    fl_buf_free(&x.ent);
     fl_buf_free(&x.v);
     fl_arena_free(x.arena);
     return fl_store_write_error(s, rc, "verify rebuild", err);

@@ -983,6 +983,67 @@ static void test_format_and_reopen(void **state)
     free(dir);
 }
 
+/* A store of the previous format (flowlog-store-3: row versions were keys of their own) has
+ * the same log and journal: opening it stamps the new format and rebuilds the projections from
+ * the log. Played here with a store of this format stamped 3 and given a stray old-style
+ * version key: were it not rebuilt, verify would find that key. */
+static void test_upgrade_format_3(void **state)
+{
+    char *dir = tu_tmpdir();
+    struct fl_store *s = tu_open(dir, 1);
+    size_t l1, l2;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, flows;
+    int rc;
+
+    (void)state;
+    ok(s, REG("f1"));
+    ok(s, START("r1", "f1"));
+    ok(s, PATCH("r1", 1, "a.py"));
+    char *before = tu_state_raw(s, T, "f1", 2, &l1, &rc);
+    assert_non_null(before);
+    fl_store_close(s);
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_dbi_open(txn, "flows", 0, &flows), 0);
+    MDB_val k = {6, "format"}, val = {15, "flowlog-store-3"};
+    assert_int_equal(mdb_put(txn, meta, &k, &val, 0), 0);
+    uint8_t old[18] = {0, 0, 0, 0, 0, 0, 0, 2, 'S', 0, 0, 0, 0, 0, 0, 0, 3, 0};
+    MDB_val ok_ = {sizeof old, old}, row = {3, "old"};
+    assert_int_equal(mdb_put(txn, flows, &ok_, &row, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    s = tu_open(dir, 1);
+    char *after = tu_state_raw(s, T, "f1", 2, &l2, &rc);
+    assert_non_null(after);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(before, after, l1);
+    tu_verify_ok(s);
+    ok(s, PATCH("r1", 1, "b.py"));
+    fl_store_close(s);
+    /* stamped with the new format: a second open does not rebuild (nor need to) */
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_get(txn, meta, &k, &val), 0);
+    assert_int_equal(val.mv_size, 15);
+    assert_memory_equal(val.mv_data, "flowlog-store-4", 15);
+    MDB_val pk = {15, "rebuild_pending"};
+    assert_int_equal(mdb_get(txn, meta, &pk, &val), MDB_NOTFOUND);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    free(before);
+    free(after);
+    tu_rmdir(dir);
+    free(dir);
+}
+
 static void test_rebuild(void **state)
 {
     struct tu_fx *f = *state;
@@ -1086,6 +1147,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_history_tables_log, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_as_of_time, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test(test_rebuild_after_reopen),
+        cmocka_unit_test(test_upgrade_format_3),
         cmocka_unit_test_setup_teardown(test_rebuild, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_backup, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test(test_map_growth),
