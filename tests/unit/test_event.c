@@ -81,6 +81,22 @@ static void test_bad_utf8(void **state)
     assert_false(fl_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
     assert_false(fl_utf8_valid("\xf4\x90\x80\x80", 4));  /* > U+10FFFF */
     assert_false(fl_utf8_valid("\xe2\x82", 2));          /* truncated */
+    /* ASCII goes eight bytes a step: a sequence, good or bad, at every offset and length */
+    for (size_t len = 1; len <= 40; len++) {
+        for (size_t at = 0; at < len; at++) {
+            char b[48];
+            memset(b, 'a', sizeof b);
+            b[at] = (char)0xC0; /* never valid */
+            assert_false(fl_utf8_valid(b, len));
+            if (at + 1 < len) {
+                b[at] = (char)0xC3, b[at + 1] = (char)0xA9; /* e-acute */
+                assert_true(fl_utf8_valid(b, len));
+            } else {
+                b[at] = (char)0xC3; /* cut short by the end */
+                assert_false(fl_utf8_valid(b, len));
+            }
+        }
+    }
 }
 
 static void test_wire_check_hostile(void **state)
