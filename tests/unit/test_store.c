@@ -949,6 +949,19 @@ static void test_verify_beside_commits(void **state)
     free(dir);
 }
 
+/* Open dir's LMDB environment behind the store's back (the store closed), and begin a
+ * transaction in it: for tests that stamp or plant what an older flowlog would have left. */
+static MDB_txn *raw_begin(const char *dir, unsigned flags, MDB_env **env)
+{
+    MDB_txn *txn;
+
+    assert_int_equal(mdb_env_create(env), 0);
+    mdb_env_set_maxdbs(*env, 16);
+    assert_int_equal(mdb_env_open(*env, dir, flags, 0600), 0);
+    assert_int_equal(mdb_txn_begin(*env, NULL, flags & MDB_RDONLY, &txn), 0);
+    return txn;
+}
+
 static void test_format_and_reopen(void **state)
 {
     char *dir = tu_tmpdir();
@@ -968,10 +981,7 @@ static void test_format_and_reopen(void **state)
     tu_verify_ok(s);
     fl_store_close(s);
     /* stamp an unknown format: opening must refuse with a clear message */
-    assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    txn = raw_begin(dir, 0, &env);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
     MDB_val k = {6, "format"}, val = {15, "flowlog-store-9"};
     assert_int_equal(mdb_put(txn, dbi, &k, &val, 0), 0);
@@ -1004,10 +1014,7 @@ static void test_upgrade_format_3(void **state)
     char *before = tu_state_raw(s, T, "f1", 2, &l1, &rc);
     assert_non_null(before);
     fl_store_close(s);
-    assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    txn = raw_begin(dir, 0, &env);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
     assert_int_equal(mdb_dbi_open(txn, "flows", 0, &flows), 0);
     MDB_val k = {6, "format"}, val = {15, "flowlog-store-3"};
@@ -1026,10 +1033,7 @@ static void test_upgrade_format_3(void **state)
     ok(s, PATCH("r1", 1, "b.py"));
     fl_store_close(s);
     /* stamped with the new format: a second open does not rebuild (nor need to) */
-    assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    txn = raw_begin(dir, MDB_RDONLY, &env);
     assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
     assert_int_equal(mdb_get(txn, meta, &k, &val), 0);
     assert_int_equal(val.mv_size, 15);
