@@ -1,13 +1,14 @@
-/* benchutil.c: clocks, percentiles and the threaded load harness (see benchutil.h). */
+/* benchutil.c: clocks, percentiles and the load harness, one event loop over every writer
+ * connection (see benchutil.h). */
 #include "benchutil.h"
 
+#include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -192,149 +193,215 @@ void bu_parse_args(struct bu_opts *o, int argc, char **argv, const char *usage,
 
 /* ---- the harness ---- */
 
-struct run_shared {
-    const struct bu_driver *d;
-    void *cfg;
-    const struct bu_opts *o;
-    int nconns;
-    enum bu_mode mode;
-    pthread_barrier_t ready;
-    atomic_uint_fast64_t budget; /* events reserved so far (for max_events) */
-    atomic_int stop;
-    uint64_t deadline_ns; /* set before the barrier releases */
-    atomic_uint_fast64_t start_ns;
-};
-
-struct run_thread {
-    struct run_shared *sh;
-    int w;
-    pthread_t tid;
+/* One writer connection: its cursor over the workload and the append it has in flight. */
+struct run_conn {
     void *conn;
-    struct bu_lat lat;
-    uint64_t events, appends, errors, end_ns;
-    int exhausted; /* the writer sent all its units */
-    char err[BU_ERR];
-    char first_error[BU_ERR];
+    struct wl_writer it;
+    struct wl_batch *b;
+    size_t i, to;    /* the slice of b in flight (or next to send): b->ev[i..to) */
+    int busy;        /* an append was sent and its acknowledgement has not been read */
+    int finished;    /* it sends nothing more */
+    int exhausted;   /* ... because it sent all its units */
+    int fd;          /* the descriptor registered with epoll, or -1 */
+    uint64_t t0, end_ns;
+    uint64_t events, appends, errors;
+    char err[BU_ERR], first_error[BU_ERR];
 };
 
-static void *run_thread_main(void *arg)
-{
-    struct run_thread *t = arg;
-    struct run_shared *sh = t->sh;
-    struct wl_writer it;
-    struct wl_batch *b = malloc(sizeof *b);
-    if (!b) {
-        fprintf(stderr, "bench: out of memory\n");
-        exit(2);
-    }
-    wl_batch_init(b);
-    wl_writer_init(&it, &sh->o->wl, sh->nconns, t->w);
-    pthread_barrier_wait(&sh->ready);
+struct run_loop {
+    const struct bu_driver *d;
+    const struct bu_opts *o;
+    enum bu_mode mode;
+    int ep;
+    uint64_t budget, deadline_ns;
+    int stop;
+    struct bu_lat lat;
+};
 
-    uint64_t max = sh->o->max_events;
-    while (!atomic_load(&sh->stop)) {
-        if (!wl_writer_next(&it, b)) {
-            t->exhausted = 1;
+static void conn_error(struct run_conn *c)
+{
+    if (!c->errors++)
+        snprintf(c->first_error, sizeof c->first_error, "%s", c->err);
+}
+
+/* Watch the descriptor that will carry the acknowledgement of the append just sent. MOD, or ADD
+ * when the descriptor is new to epoll: a driver that reconnected may have got its old number
+ * back, which closing took out of the epoll set. */
+static int conn_watch(struct run_loop *l, struct run_conn *c, int idx)
+{
+    int fd = l->d->fd(c->conn);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)idx};
+
+    if (fd < 0)
+        return -1;
+    if (c->fd >= 0 && c->fd != fd)
+        epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL); /* may be gone already: closed */
+    if (c->fd != fd || epoll_ctl(l->ep, EPOLL_CTL_MOD, fd, &ev) != 0) {
+        if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST)
+            return -1;
+    }
+    c->fd = fd;
+    return 0;
+}
+
+/* Send c's next append (the next slice of its unit, or the first of its next unit), or mark
+ * it finished. A send that fails counts as a failed append and the next one is tried, as a
+ * writer that gets an error goes on. */
+static void conn_next(struct run_loop *l, struct run_conn *c, int idx)
+{
+    while (!c->busy && !c->finished) {
+        if (l->stop || c->errors > 1000) {
+            if (c->errors > 1000)
+                l->stop = 1; /* something is badly wrong: do not spin */
+            c->finished = 1;
             break;
         }
-        if (max && atomic_fetch_add(&sh->budget, b->n) >= max)
-            break;
-        size_t step = sh->mode == BU_STEP ? 1 : b->n;
-        for (size_t i = 0; i < b->n; i += step) {
-            size_t to = i + step;
-            uint64_t t0 = bu_now_ns();
-            int rc = sh->d->append(t->conn, b, i, to, t->err);
-            uint64_t t1 = bu_now_ns();
-            t->appends++;
-            if (t1 > sh->deadline_ns)
-                atomic_store(&sh->stop, 1);
-            if (rc != 0) {
-                if (!t->errors++)
-                    snprintf(t->first_error, sizeof t->first_error, "%s", t->err);
-                continue;
+        if (c->i >= c->b->n) {
+            if (!wl_writer_next(&c->it, c->b)) {
+                c->exhausted = c->finished = 1;
+                break;
             }
-            t->events += to - i;
-            bu_lat_add(&t->lat, t1 - t0);
+            c->i = 0;
+            l->budget += c->b->n;
+            if (l->o->max_events && l->budget - c->b->n >= l->o->max_events) {
+                c->finished = 1;
+                break;
+            }
         }
-        if (t->errors > 1000) {
-            atomic_store(&sh->stop, 1); /* something is badly wrong: do not spin */
+        c->to = l->mode == BU_STEP ? c->i + 1 : c->b->n;
+        c->err[0] = '\0';
+        c->t0 = bu_now_ns();
+        if (l->d->send(c->conn, c->b, c->i, c->to, c->err) == 0 && conn_watch(l, c, idx) == 0) {
+            c->busy = 1;
             break;
+        }
+        if (!c->err[0])
+            snprintf(c->err, sizeof c->err, "cannot wait for the reply: %s", strerror(errno));
+        c->appends++;
+        conn_error(c);
+        c->i = c->to;
+    }
+    if (c->finished && !c->end_ns)
+        c->end_ns = bu_now_ns();
+}
+
+/* c's descriptor is readable: take its acknowledgement if it is whole, then send the next. */
+static void conn_readable(struct run_loop *l, struct run_conn *c, int idx)
+{
+    c->err[0] = '\0';
+    int rc = l->d->recv(c->conn, c->b, c->i, c->to, c->err);
+    if (rc == 0)
+        return;
+    uint64_t t1 = bu_now_ns();
+    c->busy = 0;
+    c->appends++;
+    if (t1 > l->deadline_ns)
+        l->stop = 1;
+    if (rc < 0) {
+        conn_error(c);
+    } else {
+        c->events += c->to - c->i;
+        bu_lat_add(&l->lat, t1 - c->t0);
+    }
+    c->i = c->to;
+    c->end_ns = t1;
+    conn_next(l, c, idx);
+}
+
+/* Open the connections; NULL with r->first_error set if one fails. */
+static struct run_conn *conns_open(const struct bu_driver *d, void *cfg, const struct bu_opts *o,
+                                   int nconns, struct bu_result *r)
+{
+    struct run_conn *cs = calloc((size_t)nconns, sizeof *cs);
+    if (!cs)
+        return NULL;
+    for (int w = 0; w < nconns; w++) {
+        struct run_conn *c = &cs[w];
+        c->fd = -1;
+        wl_writer_init(&c->it, &o->wl, nconns, w);
+        if ((c->b = malloc(sizeof *c->b)) != NULL)
+            wl_batch_init(c->b);
+        if (c->b)
+            c->conn = d->connect(cfg, w, nconns, c->err);
+        if (!c->b || !c->conn) {
+            snprintf(r->first_error, sizeof r->first_error, "connect %d: %.200s", w,
+                     c->b ? c->err : "out of memory");
+            for (int j = 0; j <= w; j++) {
+                if (cs[j].conn)
+                    d->close(cs[j].conn);
+                wl_batch_free(cs[j].b);
+                free(cs[j].b);
+            }
+            free(cs);
+            r->errors = 1;
+            return NULL;
         }
     }
-    t->end_ns = bu_now_ns();
-    wl_batch_free(b);
-    free(b);
-    return NULL;
+    return cs;
 }
 
 int bu_run(const struct bu_driver *d, void *cfg, const struct bu_opts *o, int nconns,
            enum bu_mode mode, struct bu_result *r)
 {
-    struct run_shared sh;
-    memset(&sh, 0, sizeof sh);
+    struct run_loop l = {.d = d, .o = o, .mode = mode};
+    struct run_conn *cs;
+
     memset(r, 0, sizeof *r);
-    sh.d = d;
-    sh.cfg = cfg;
-    sh.o = o;
-    sh.nconns = nconns;
-    sh.mode = mode;
-    atomic_init(&sh.budget, 0);
-    atomic_init(&sh.stop, 0);
-    struct run_thread *th = calloc((size_t)nconns, sizeof *th);
-    if (!th)
+    if (!(cs = conns_open(d, cfg, o, nconns, r)))
         return -1;
-    for (int w = 0; w < nconns; w++) {
-        th[w].sh = &sh;
-        th[w].w = w;
-        th[w].conn = d->connect(cfg, w, nconns, th[w].err);
-        if (!th[w].conn) {
-            snprintf(r->first_error, sizeof r->first_error, "connect %d: %s", w, th[w].err);
-            for (int j = 0; j < w; j++)
-                d->close(th[j].conn);
-            free(th);
-            r->errors = 1;
-            return -1;
-        }
+    if ((l.ep = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+        fprintf(stderr, "bench: epoll_create1: %s\n", strerror(errno));
+        exit(2);
     }
-    pthread_barrier_init(&sh.ready, NULL, (unsigned)nconns + 1);
+    double cpu0 = d->server_cpu ? d->server_cpu(cfg) : -1;
+    uint64_t start = bu_now_ns(), end = start;
+    l.deadline_ns = start + (uint64_t)(o->max_seconds * 1e9);
     for (int w = 0; w < nconns; w++)
-        if (pthread_create(&th[w].tid, NULL, run_thread_main, &th[w]) != 0) {
-            fprintf(stderr, "bench: pthread_create failed\n");
+        conn_next(&l, &cs[w], w);
+    for (;;) {
+        int busy = 0;
+        for (int w = 0; w < nconns && !busy; w++)
+            busy = cs[w].busy;
+        if (!busy)
+            break;
+        struct epoll_event evs[256];
+        int n = epoll_wait(l.ep, evs, 256, 1000);
+        if (n < 0 && errno != EINTR) {
+            fprintf(stderr, "bench: epoll_wait: %s\n", strerror(errno));
             exit(2);
         }
-    uint64_t start = bu_now_ns();
-    sh.deadline_ns = start + (uint64_t)(o->max_seconds * 1e9);
-    double cpu0 = d->server_cpu ? d->server_cpu(cfg) : -1;
-    pthread_barrier_wait(&sh.ready);
-    start = bu_now_ns();
-    struct bu_lat all = {0};
-    uint64_t end = start;
+        for (int k = 0; k < n; k++) {
+            int w = (int)evs[k].data.u32;
+            if (w >= 0 && w < nconns && cs[w].busy)
+                conn_readable(&l, &cs[w], w);
+        }
+    }
     int complete = 1;
     for (int w = 0; w < nconns; w++) {
-        pthread_join(th[w].tid, NULL);
-        r->events += th[w].events;
-        r->appends += th[w].appends;
-        r->errors += th[w].errors;
-        if (th[w].errors && !r->first_error[0])
-            snprintf(r->first_error, sizeof r->first_error, "%s", th[w].first_error);
-        if (th[w].end_ns > end)
-            end = th[w].end_ns;
-        complete &= th[w].exhausted;
-        bu_lat_merge(&all, &th[w].lat);
-        bu_lat_free(&th[w].lat);
-        d->close(th[w].conn);
+        struct run_conn *c = &cs[w];
+        r->events += c->events;
+        r->appends += c->appends;
+        r->errors += c->errors;
+        if (c->errors && !r->first_error[0])
+            snprintf(r->first_error, sizeof r->first_error, "%s", c->first_error);
+        if (c->end_ns > end)
+            end = c->end_ns;
+        complete &= c->exhausted;
+        d->close(c->conn);
+        wl_batch_free(c->b);
+        free(c->b);
     }
-    pthread_barrier_destroy(&sh.ready);
-    free(th);
+    close(l.ep);
+    free(cs);
     double cpu1 = d->server_cpu && cpu0 >= 0 ? d->server_cpu(cfg) : -1;
     r->cpu_us = cpu1 >= 0 && r->events ? (cpu1 - cpu0) * 1e6 / (double)r->events : -1;
     r->seconds = (double)(end - start) / 1e9;
     r->ev_per_s = r->seconds > 0 ? (double)r->events / r->seconds : 0;
-    r->p50 = bu_lat_pct_ms(&all, 50);
-    r->p99 = bu_lat_pct_ms(&all, 99);
-    r->p999 = bu_lat_pct_ms(&all, 99.9);
+    r->p50 = bu_lat_pct_ms(&l.lat, 50);
+    r->p99 = bu_lat_pct_ms(&l.lat, 99);
+    r->p999 = bu_lat_pct_ms(&l.lat, 99.9);
     r->complete = complete;
-    bu_lat_free(&all);
+    bu_lat_free(&l.lat);
     return 0;
 }
 

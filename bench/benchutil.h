@@ -1,11 +1,14 @@
 /* benchutil.h: what every load generator of bench/ shares: clocks, latency percentiles, and the
- * harness that drives C writer threads (one connection each) through the workload in step or
- * batch mode, bounded in events and time, then prints one table (or JSON lines).
+ * harness that drives the writer connections through the workload in step or batch mode,
+ * bounded in events and time, then prints one table (or JSON lines).
  *
- * A peer plugs in as a struct bu_driver: connect, append a slice of a unit atomically, close,
- * and reset (drop all state between runs so every run starts from an empty store). Threads with
- * blocking connections are used on purpose: with 64 connections on 2 cores the generator's own
- * cost is one syscall pair per append, well below any durable append. */
+ * The harness is one thread and one event loop (epoll) over every writer connection: each
+ * connection has one append in flight; when its acknowledgement has been read the next is sent.
+ * A thread per connection, as before, cost the load generator a thread wake-up and a context
+ * switch per append on the same two cores the servers run on (bench/RESULTS.md, set J).
+ * A peer plugs in as a struct bu_driver: connect, send an append, say which descriptor carries
+ * its reply and take that reply, close, and reset (drop all state between runs so every run
+ * starts from an empty store). */
 #ifndef FL_BENCH_UTIL_H
 #define FL_BENCH_UTIL_H
 
@@ -39,9 +42,16 @@ struct bu_driver {
     const char *name;
     /* Open writer w's connection (of nwriters). Returns a handle, or NULL with err set. */
     void *(*connect)(void *cfg, int w, int nwriters, char *err);
-    /* Append b->ev[from..to) as one atomic, durable append and wait for its acknowledgement.
-     * Returns 0, or -1 with err set (the harness counts it and carries on). */
-    int (*append)(void *conn, const struct wl_batch *b, size_t from, size_t to, char *err);
+    /* Send b->ev[from..to) as one atomic, durable append, without waiting for its
+     * acknowledgement (a blocking write is fine: a unit fits in the socket's buffer). Returns
+     * 0, or -1 with err set (the harness counts a failed append and carries on). */
+    int (*send)(void *conn, const struct wl_batch *b, size_t from, size_t to, char *err);
+    /* The descriptor on which the reply to the append just sent arrives (>= 0). */
+    int (*fd)(void *conn);
+    /* That descriptor is readable: read what has come without blocking. Returns 1 when the
+     * acknowledgement of b->ev[from..to) is complete and good, 0 when it is not complete yet,
+     * -1 with err set when the append failed (refused, or the connection broke). */
+    int (*recv)(void *conn, const struct wl_batch *b, size_t from, size_t to, char *err);
     void (*close)(void *conn);
     /* Drop all state so the next run starts empty (may be NULL). Returns 0 or -1 with err. */
     int (*reset)(void *cfg, const struct wl_params *p, char *err);
@@ -88,7 +98,7 @@ void bu_opts_default(struct bu_opts *o);
 void bu_parse_args(struct bu_opts *o, int argc, char **argv, const char *usage,
                    int (*extra)(const char *name, const char *val, void *ctx), void *ctx);
 
-/* One run: nconns threads, one mode. Returns 0 (errors are counted in r). */
+/* One run: nconns writer connections, one mode. Returns 0 (errors are counted in r). */
 int bu_run(const struct bu_driver *d, void *cfg, const struct bu_opts *o, int nconns,
            enum bu_mode mode, struct bu_result *r);
 

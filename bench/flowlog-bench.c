@@ -7,10 +7,11 @@
  *                     Redis's do (their tables/streams are emptied between runs);
  *   --server=HOST:PORT --token=TOKEN   an already running server and an operator token (tenant
  *                     "*"); every run then uses its own seed, so its flows are new.
- * One thread per writer; each writer opens one connection per tenant it writes for (with the
- * default 4 tenants and 16 or 64 writers, exactly one) and appends in step mode (one event, wait
- * for its acknowledgement) or batch mode (one unit as one atomic append). An acknowledgement
- * means durable under --sync full.
+ The writers are driven by one event loop (benchutil.h), each with one append in flight; each
+ * writer opens one connection per tenant it writes for (with the default 4 tenants and 16 or 64
+ * writers, exactly one) and appends in step mode (one event, wait for its acknowledgement) or
+ * batch mode (one unit as one atomic append), through libflowlog's pipelining calls
+ * (flc_append_send, flc_reply_next). An acknowledgement means durable under --sync full.
  *
  * --verify reads every flow's state afterwards (version, status, counters, row counts per table,
  * attempt history) and runs the server's verify (checksums, chain, projections = rebuild). */
@@ -67,6 +68,7 @@ struct fb_conn {
     struct fb_cfg *cfg;
     flc_client **c; /* per tenant, opened on first use */
     char tenant[40];
+    int inflight; /* the tenant whose handle has the append in flight */
 };
 
 /* ---- the spawned server ---- */
@@ -263,7 +265,18 @@ static void fb_close(void *vc)
 
 static int64_t obj_int(const msgpack_object *o);
 
-static int fb_append(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
+/* A handle that failed at the connection level is dead: drop it, so that the next append
+ * connects again. */
+static void fb_drop_dead(struct fb_conn *fc, int t)
+{
+    flc_client *c = fc->c[t];
+    if (c && (flc_errcode(c) == FLC_ECONNECTION || flc_errcode(c) == FLC_EPROTOCOL)) {
+        flc_free(c);
+        fc->c[t] = NULL;
+    }
+}
+
+static int fb_send(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
 {
     struct fb_conn *fc = vc;
     struct flc_event ev[WL_BATCH_MAX];
@@ -275,14 +288,37 @@ static int fb_append(void *vc, const struct wl_batch *b, size_t from, size_t to,
         ev[i - from].msgpack = b->sb.data + b->off[i];
         ev[i - from].len = b->len[i];
     }
-    const msgpack_object *res = flc_append(c, ev, to - from);
-    if (!res) {
+    fc->inflight = t;
+    if (flc_append_send(c, ev, to - from) == 0) {
+        snprintf(err, BU_ERR, "append %s: %s: %s", wl_type_name(b->ev[from].type),
+                 flc_errname(c), flc_errmsg(c));
+        fb_drop_dead(fc, t);
+        return -1;
+    }
+    return 0;
+}
+
+static int fb_fd(void *vc)
+{
+    struct fb_conn *fc = vc;
+    return fc->c[fc->inflight] ? flc_fd(fc->c[fc->inflight]) : -1;
+}
+
+static int fb_recv(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
+{
+    struct fb_conn *fc = vc;
+    int t = fc->inflight;
+    flc_client *c = fc->c[t];
+    const msgpack_object *res;
+    uint64_t id;
+    int rc = flc_reply_next(c, 0, &id, &res);
+
+    if (rc == 0)
+        return 0;
+    if (rc < 0 || !res) {
         snprintf(err, BU_ERR, "append %s (index %" PRId64 "): %s: %s",
                  wl_type_name(b->ev[from].type), flc_errindex(c), flc_errname(c), flc_errmsg(c));
-        if (flc_errcode(c) == FLC_ECONNECTION || flc_errcode(c) == FLC_EPROTOCOL) {
-            flc_free(c); /* a dead handle: reconnect on the next append */
-            fc->c[t] = NULL;
-        }
+        fb_drop_dead(fc, t);
         return -1;
     }
     const msgpack_object *rs = flc_get(res, "results");
@@ -299,7 +335,7 @@ static int fb_append(void *vc, const struct wl_batch *b, size_t from, size_t to,
                             b->ev[from + i].event_id),
                    -1;
     }
-    return 0;
+    return 1;
 }
 
 /* ---- verify ---- */
@@ -740,7 +776,9 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     struct bu_driver d = {strcmp(cfg.sync, "full") == 0 ? "flowlog" : "flowlog-nosync",
                           fb_connect,
-                          fb_append,
+                          fb_send,
+                          fb_fd,
+                          fb_recv,
                           fb_close,
                           fb_reset,
                           fb_verify,

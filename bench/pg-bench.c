@@ -185,6 +185,9 @@ struct pg_conn {
     PGconn *c;
     const struct wl_params *p;
     char tenants[1000][40];
+    int nq, ends; /* queries of the append in flight, and the ends of their results read */
+    int bad;      /* one of them failed (why says how) */
+    char why[BU_ERR];
 };
 
 static int exec_simple(PGconn *c, const char *sql, char *err)
@@ -392,47 +395,74 @@ static int send_event(struct pg_conn *pc, const struct wl_batch *b, size_t i, ch
     return send_stmt(pc->c, s, stmts[s].nparams, v, len, fmt, err);
 }
 
-/* Send BEGIN, the events' statements, COMMIT and a Sync; then read every result. */
-static int pg_append(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
+/* Send BEGIN, the events' statements, COMMIT and a Sync, and flush them; pg_recv reads the
+ * results. */
+static int pg_send(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
 {
     struct pg_conn *pc = vc;
     PGconn *c = pc->c;
-    int nq = 0, bad = 0;
-    err[0] = '\0';
+
+    pc->nq = 0;
+    pc->ends = 0;
+    pc->bad = 0;
+    pc->why[0] = '\0';
     if (send_stmt(c, S_BEGIN, 0, NULL, NULL, NULL, err) != 0)
         return -1;
-    nq++;
+    pc->nq++;
     for (size_t i = from; i < to; i++) {
         if (send_event(pc, b, i, err) != 0)
             return -1;
-        nq += 2;
+        pc->nq += 2;
     }
-    if (send_stmt(c, S_COMMIT, 0, NULL, NULL, NULL, err) != 0 || PQpipelineSync(c) != 1)
+    if (send_stmt(c, S_COMMIT, 0, NULL, NULL, NULL, err) != 0 || PQpipelineSync(c) != 1 ||
+        PQflush(c) != 0) /* a blocking connection: flushes all */
         return snprintf(err, BU_ERR, "send: %s", PQerrorMessage(c)), -1;
-    nq++;
-    /* each query: its result(s), then NULL; then the sync's PGRES_PIPELINE_SYNC */
-    for (int q = 0; q < nq; q++) {
-        PGresult *r;
-        while ((r = PQgetResult(c)) != NULL) {
-            ExecStatusType st = PQresultStatus(r);
-            if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-                if (!bad && st != PGRES_PIPELINE_ABORTED)
-                    snprintf(err, BU_ERR, "%s", PQresultErrorMessage(r));
-                bad = 1;
-            }
-            PQclear(r);
+    pc->nq++;
+    return 0;
+}
+
+static int pg_fd(void *vc)
+{
+    return PQsocket(((struct pg_conn *)vc)->c);
+}
+
+/* Each query gives its result(s), then NULL; the Sync then gives PGRES_PIPELINE_SYNC. */
+static int pg_recv(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
+{
+    struct pg_conn *pc = vc;
+    PGconn *c = pc->c;
+    (void)b, (void)from, (void)to;
+
+    if (PQconsumeInput(c) != 1)
+        return snprintf(err, BU_ERR, "connection: %s", PQerrorMessage(c)), -1;
+    while (!PQisBusy(c)) {
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            if (++pc->ends > pc->nq)
+                return snprintf(err, BU_ERR, "no pipeline sync: %s", PQerrorMessage(c)), -1;
+            continue;
         }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            if (pc->ends != pc->nq && !pc->bad) {
+                pc->bad = 1;
+                snprintf(pc->why, sizeof pc->why, "a sync after %d of %d queries", pc->ends,
+                         pc->nq);
+            }
+            if (pc->bad)
+                return snprintf(err, BU_ERR, "%s", pc->why[0] ? pc->why : "transaction aborted"),
+                       -1;
+            return 1;
+        }
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            if (!pc->bad && st != PGRES_PIPELINE_ABORTED)
+                snprintf(pc->why, sizeof pc->why, "%s", PQresultErrorMessage(r));
+            pc->bad = 1;
+        }
+        PQclear(r);
     }
-    PGresult *r = PQgetResult(c);
-    if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
-        if (!bad)
-            snprintf(err, BU_ERR, "no pipeline sync: %s", PQerrorMessage(c));
-        bad = 1;
-    }
-    PQclear(r);
-    if (bad && !err[0])
-        snprintf(err, BU_ERR, "transaction aborted");
-    return bad ? -1 : 0;
+    return 0;
 }
 
 static int pg_reset(void *vcfg, const struct wl_params *p, char *err)
@@ -554,6 +584,7 @@ int main(int argc, char **argv)
         return 1;
     }
     PQfinish(c);
-    struct bu_driver d = {"postgres", pg_connect, pg_append, pg_close, pg_reset, pg_verify};
+    struct bu_driver d = {"postgres", pg_connect, pg_send,  pg_fd,
+                          pg_recv,    pg_close,   pg_reset, pg_verify};
     return bu_matrix(&d, &cfg, &o);
 }

@@ -34,6 +34,9 @@ struct rd_conn {
     redisContext *c;
     const struct rd_cfg *cfg;
     char tenants[1000][40];
+    size_t want, got; /* replies the append in flight gets, and those read so far */
+    int bad;          /* one of them was not what it should be (why says which) */
+    char why[BU_ERR];
 };
 
 static redisContext *rd_open(const struct rd_cfg *cfg, char *err)
@@ -98,41 +101,72 @@ static int append_xadd(struct rd_conn *rc, const struct wl_batch *b, size_t i)
     return redisAppendCommandArgv(rc->c, n, argv, argl) == REDIS_OK ? 0 : -1;
 }
 
-static int get_reply(struct rd_conn *rc, int want_type, size_t want_elems, char *err)
+/* Is reply k (of want) of an append of n events what it should be? A lone XADD answers with
+ * the entry's id; MULTI with +OK, each queued XADD with +QUEUED, EXEC with the n ids. */
+static int reply_ok(const redisReply *r, size_t k, size_t want, size_t n)
 {
-    redisReply *r = NULL;
-    if (redisGetReply(rc->c, (void **)&r) != REDIS_OK || !r) {
-        snprintf(err, BU_ERR, "connection: %s", rc->c->errstr);
-        return -1;
-    }
-    int ok = r->type == want_type && (want_type != REDIS_REPLY_ARRAY || r->elements == want_elems);
-    if (!ok)
-        snprintf(err, BU_ERR, "unexpected reply (type %d): %s", r->type,
-                 r->type == REDIS_REPLY_ERROR ? r->str : "");
-    freeReplyObject(r);
-    return ok ? 0 : -1;
+    if (want == 1)
+        return r->type == REDIS_REPLY_STRING;
+    if (k + 1 < want)
+        return r->type == REDIS_REPLY_STATUS;
+    return r->type == REDIS_REPLY_ARRAY && r->elements == n;
 }
 
-static int rd_append(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
+static int rd_send(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
 {
     struct rd_conn *rc = vc;
+    int done = 0;
+
+    rc->got = 0;
+    rc->bad = 0;
+    rc->want = to - from == 1 ? 1 : to - from + 2;
     if (to - from == 1) {
         if (append_xadd(rc, b, from) != 0)
             return snprintf(err, BU_ERR, "append: %s", rc->c->errstr), -1;
-        return get_reply(rc, REDIS_REPLY_STRING, 0, err);
-    }
-    if (redisAppendCommand(rc->c, "MULTI") != REDIS_OK)
-        return snprintf(err, BU_ERR, "append: %s", rc->c->errstr), -1;
-    for (size_t i = from; i < to; i++)
-        if (append_xadd(rc, b, i) != 0)
+    } else {
+        if (redisAppendCommand(rc->c, "MULTI") != REDIS_OK)
             return snprintf(err, BU_ERR, "append: %s", rc->c->errstr), -1;
-    if (redisAppendCommand(rc->c, "EXEC") != REDIS_OK)
-        return snprintf(err, BU_ERR, "append: %s", rc->c->errstr), -1;
-    int bad = get_reply(rc, REDIS_REPLY_STATUS, 0, err); /* +OK */
-    for (size_t i = from; i < to; i++)
-        bad |= get_reply(rc, REDIS_REPLY_STATUS, 0, err); /* +QUEUED */
-    bad |= get_reply(rc, REDIS_REPLY_ARRAY, to - from, err);
-    return bad ? -1 : 0;
+        for (size_t i = from; i < to; i++)
+            if (append_xadd(rc, b, i) != 0)
+                return snprintf(err, BU_ERR, "append: %s", rc->c->errstr), -1;
+        if (redisAppendCommand(rc->c, "EXEC") != REDIS_OK)
+            return snprintf(err, BU_ERR, "append: %s", rc->c->errstr), -1;
+    }
+    while (!done) /* a blocking socket: each call writes what it can */
+        if (redisBufferWrite(rc->c, &done) != REDIS_OK)
+            return snprintf(err, BU_ERR, "send: %s", rc->c->errstr), -1;
+    return 0;
+}
+
+static int rd_fd(void *vc)
+{
+    return ((struct rd_conn *)vc)->c->fd;
+}
+
+static int rd_recv(void *vc, const struct wl_batch *b, size_t from, size_t to, char *err)
+{
+    struct rd_conn *rc = vc;
+    (void)b;
+
+    if (redisBufferRead(rc->c) != REDIS_OK)
+        return snprintf(err, BU_ERR, "connection: %s", rc->c->errstr), -1;
+    while (rc->got < rc->want) {
+        redisReply *r = NULL;
+        if (redisGetReplyFromReader(rc->c, (void **)&r) != REDIS_OK)
+            return snprintf(err, BU_ERR, "connection: %s", rc->c->errstr), -1;
+        if (!r)
+            return 0; /* the rest has not come yet */
+        if (!reply_ok(r, rc->got, rc->want, to - from) && !rc->bad) {
+            rc->bad = 1;
+            snprintf(rc->why, sizeof rc->why, "unexpected reply (type %d): %s", r->type,
+                     r->type == REDIS_REPLY_ERROR ? r->str : "");
+        }
+        rc->got++;
+        freeReplyObject(r);
+    }
+    if (rc->bad)
+        return snprintf(err, BU_ERR, "%s", rc->why), -1;
+    return 1;
 }
 
 /* One command's reply, or NULL with err. */
@@ -281,7 +315,7 @@ int main(int argc, char **argv)
                         "(needs appendonly yes, appendfsync always)\n");
         return 1;
     }
-    struct bu_driver d = {"redis",  rd_connect, rd_append, rd_close,
-                          rd_reset, rd_verify,  NULL,      rd_server_cpu};
+    struct bu_driver d = {"redis",  rd_connect, rd_send,  rd_fd,         rd_recv,
+                          rd_close, rd_reset,   rd_verify, NULL,          rd_server_cpu};
     return bu_matrix(&d, &cfg, &o);
 }
