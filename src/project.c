@@ -708,6 +708,14 @@ static size_t idem_key(uint8_t kb[KEY_MAX], const struct apply *a)
     return 8 + a->ev->event_id.len;
 }
 
+/* Whether an event of this type may change its flow's row. The events that write a row of a
+ * run's own (iteration steps, patches, scans, exec results, human requests and resolutions)
+ * never do: their flow row is neither loaded nor encoded again to find it unchanged. */
+static int writes_flow_row(enum fl_event_type t)
+{
+    return !fl_event_defs[t].run_level || t == FL_EV_RUN_STATUS;
+}
+
 /* Find the flow (and run) the event addresses, and the flow's version. */
 static int resolve(struct apply *a)
 {
@@ -750,7 +758,7 @@ static int resolve(struct apply *a)
                 return mdb_fail(a, rc, "read flow version");
             tx_put(a->x, kb, n, a->version, 0);
         }
-        if ((rc = load_flow(a)) != 0)
+        if (writes_flow_row(a->ev->type) && (rc = load_flow(a)) != 0)
             return rc;
     }
     if (a->have_run && (rc = load_run(a)) != 0)
@@ -1257,7 +1265,8 @@ static int write_event(struct apply *a)
     if (a->run_changed &&
         (rc = put_row(a, a->run_exists ? &a->run_old : NULL, &a->run_new)) != 0)
         return rc;
-    if ((rc = put_row(a, a->flow_exists ? &a->flow_old : NULL, &a->flow_new)) != 0)
+    if (writes_flow_row(a->ev->type) &&
+        (rc = put_row(a, a->flow_exists ? &a->flow_old : NULL, &a->flow_new)) != 0)
         return rc;
     /* streams: the flow's (version and ts: its last_update_ts; the run; the rows written),
      * the tenant's */
