@@ -149,7 +149,11 @@ int fl_store_mdb_error(int rc, const char *what, struct fl_error *err);
  * reported as a full disk (LMDB turns a short write into EIO). */
 int fl_store_write_error(const struct fl_store *s, int rc, const char *what, struct fl_error *err);
 
-/* Open every database of dbs in txn (creating them if create). */
+/* LMDB's own key order (bytewise, a shorter key first on a tie), compared faster: set on every
+ * database by fl_store_open_dbs. The order is exactly the default one, so LMDB's tools
+ * (mdb_stat, mdb_dump) and any reader without it see the same trees. */
+int fl_store_key_cmp(const MDB_val *a, const MDB_val *b);
+/* Open every database of dbs in txn (creating them if create), with fl_store_key_cmp. */
 int fl_store_open_dbs(MDB_txn *txn, struct fl_dbs *dbs, int create);
 /* The last seq in txn's log (0 for an empty one). */
 uint64_t fl_store_log_head(MDB_txn *txn, const struct fl_dbs *db);

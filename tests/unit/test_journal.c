@@ -407,8 +407,7 @@ static void test_frames_of_every_size(void **state)
     struct fl_journal *j;
     struct fl_error e;
     struct frames f = {0};
-    const char *env = getenv("FLOWLOG_SEED");
-    uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL), x, end, scanned, saved;
+    uint64_t seed = tu_seed(), x, end, scanned, saved;
     uint8_t *buf = malloc(9000);
     int created, damaged;
 

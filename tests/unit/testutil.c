@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -441,4 +442,10 @@ json_t *tu_held_finish(struct tu_held *h)
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     return h->report;
+}
+
+uint64_t tu_seed(void)
+{
+    const char *env = getenv("FLOWLOG_SEED");
+    return env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
 }

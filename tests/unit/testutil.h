@@ -93,4 +93,7 @@ static inline struct fl_str tu_s(const char *s)
     return r;
 }
 
+/* A seed for a randomized test: FLOWLOG_SEED when set (to replay a failure), else the clock. */
+uint64_t tu_seed(void);
+
 #endif
