@@ -218,15 +218,20 @@ struct run_loop {
     struct bu_lat lat;
 };
 
-static void conn_error(struct run_conn *c)
+/* A failed append: count it, and forget the descriptor, since a driver may reconnect after a
+ * failure and get the same descriptor number back, which closing took out of the epoll set. */
+static void conn_error(struct run_loop *l, struct run_conn *c)
 {
     if (!c->errors++)
         snprintf(c->first_error, sizeof c->first_error, "%s", c->err);
+    if (c->fd >= 0)
+        epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL); /* may be gone already: closed */
+    c->fd = -1;
 }
 
-/* Watch the descriptor that will carry the acknowledgement of the append just sent. MOD, or ADD
- * when the descriptor is new to epoll: a driver that reconnected may have got its old number
- * back, which closing took out of the epoll set. */
+/* Watch the descriptor that will carry the acknowledgement of the append just sent: the one
+ * watched already, unless the driver moved to another (a writer of several tenants) or
+ * reconnected after a failure (conn_error). */
 static int conn_watch(struct run_loop *l, struct run_conn *c, int idx)
 {
     int fd = l->d->fd(c->conn);
@@ -234,12 +239,12 @@ static int conn_watch(struct run_loop *l, struct run_conn *c, int idx)
 
     if (fd < 0)
         return -1;
-    if (c->fd >= 0 && c->fd != fd)
-        epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL); /* may be gone already: closed */
-    if (c->fd != fd || epoll_ctl(l->ep, EPOLL_CTL_MOD, fd, &ev) != 0) {
-        if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST)
-            return -1;
-    }
+    if (fd == c->fd)
+        return 0;
+    if (c->fd >= 0)
+        epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -1;
     c->fd = fd;
     return 0;
 }
@@ -262,23 +267,26 @@ static void conn_next(struct run_loop *l, struct run_conn *c, int idx)
                 break;
             }
             c->i = 0;
-            l->budget += c->b->n;
-            if (l->o->max_events && l->budget - c->b->n >= l->o->max_events) {
+            if (l->o->max_events && l->budget >= l->o->max_events) {
                 c->finished = 1;
                 break;
             }
+            l->budget += c->b->n;
         }
         c->to = l->mode == BU_STEP ? c->i + 1 : c->b->n;
         c->err[0] = '\0';
         c->t0 = bu_now_ns();
-        if (l->d->send(c->conn, c->b, c->i, c->to, c->err) == 0 && conn_watch(l, c, idx) == 0) {
+        if (l->d->send(c->conn, c->b, c->i, c->to, c->err) == 0) {
+            if (conn_watch(l, c, idx) != 0) {
+                /* the append is out and its reply would land on the next one: give up */
+                fprintf(stderr, "bench: cannot watch connection %d: %s\n", idx, strerror(errno));
+                exit(2);
+            }
             c->busy = 1;
             break;
         }
-        if (!c->err[0])
-            snprintf(c->err, sizeof c->err, "cannot wait for the reply: %s", strerror(errno));
         c->appends++;
-        conn_error(c);
+        conn_error(l, c);
         c->i = c->to;
     }
     if (c->finished && !c->end_ns)
@@ -298,7 +306,7 @@ static void conn_readable(struct run_loop *l, struct run_conn *c, int idx)
     if (t1 > l->deadline_ns)
         l->stop = 1;
     if (rc < 0) {
-        conn_error(c);
+        conn_error(l, c);
     } else {
         c->events += c->to - c->i;
         bu_lat_add(&l->lat, t1 - c->t0);

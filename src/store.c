@@ -213,6 +213,23 @@ static int make_dir(const char *dir, struct fl_error *err)
     return 0;
 }
 
+/* The rebuild mark (meta "rebuild_pending"): set in the commit that drops the projections or
+ * upgrades the format, cleared with the rebuild's last chunk; found at open, it restarts the
+ * rebuild. */
+static int set_pending(struct fl_store *s, MDB_txn *txn, int on)
+{
+    MDB_val k = {15, "rebuild_pending"}, v = {1, "1"};
+    int rc = on ? mdb_put(txn, s->db.dbi[FL_DB_META], &k, &v, 0)
+                : mdb_del(txn, s->db.dbi[FL_DB_META], &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int rebuild_pending(struct fl_store *s, MDB_txn *txn)
+{
+    MDB_val k = {15, "rebuild_pending"}, v;
+    return mdb_get(txn, s->db.dbi[FL_DB_META], &k, &v) == 0;
+}
+
 /* Check the format stamp (writing it into a new store); load the cached head. */
 static int load_meta(struct fl_store *s, MDB_txn *txn, struct fl_error *err)
 {
@@ -242,11 +259,10 @@ static int load_meta(struct fl_store *s, MDB_txn *txn, struct fl_error *err)
         /* The log and the journal are the same in both formats; only the projections differ
          * (row versions as keys of their own before): stamp the new format and have them
          * rebuilt from the log (fl_store_open), as after a rebuild a crash interrupted. */
-        MDB_val pk = {15, "rebuild_pending"}, pv = {1, "1"};
         v.mv_data = STORE_FORMAT;
         v.mv_size = strlen(STORE_FORMAT);
         if ((rc = mdb_put(txn, s->db.dbi[FL_DB_META], &k, &v, 0)) != 0 ||
-            (rc = mdb_put(txn, s->db.dbi[FL_DB_META], &pk, &pv, 0)) != 0)
+            (rc = set_pending(s, txn, 1)) != 0)
             return fl_store_mdb_error(rc, "upgrade the format stamp", err);
         fl_warn("data directory %s holds store format \"%s\": its projections are rebuilt "
                 "from the log in format \"%s\"",
@@ -637,12 +653,6 @@ static int check_journal_head(struct fl_store *s, MDB_txn *txn, uint64_t head_of
                             "restore the data directory from a backup",
                             s->dir, (unsigned long long)s->head, (unsigned long long)head_off);
     return 0;
-}
-
-static int rebuild_pending(struct fl_store *s, MDB_txn *txn)
-{
-    MDB_val k = {15, "rebuild_pending"}, v;
-    return mdb_get(txn, s->db.dbi[FL_DB_META], &k, &v) == 0;
 }
 
 /* Give data.mdb disk blocks for its first size bytes. Under MDB_WRITEMAP LMDB writes pages
@@ -1319,14 +1329,6 @@ int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64
     }
     mdb_cursor_close(c);
     return rc;
-}
-
-static int set_pending(struct fl_store *s, MDB_txn *txn, int on)
-{
-    MDB_val k = {15, "rebuild_pending"}, v = {1, "1"};
-    int rc = on ? mdb_put(txn, s->db.dbi[FL_DB_META], &k, &v, 0)
-                : mdb_del(txn, s->db.dbi[FL_DB_META], &k, NULL);
-    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* Replay [seq, to] into the live projections in one transaction, clearing the rebuild mark

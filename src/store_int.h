@@ -25,8 +25,8 @@
  * Everything a flow owns lives under its flow_no in one database, and an event's row versions
  * ride in its stream entry, so that the writes of one event to its flow land on one or two
  * B-tree pages, in one put per current row it changes and one for the entry: a durable commit's
- * cost is mostly the pages it dirties and the B-tree operations (measured: bench/RESULTS.md). A run's events are the flow's stream entries that
- * carry its run_no.
+ * cost is mostly the pages it dirties and the B-tree operations (measured: bench/RESULTS.md).
+ * A run's events are the flow's stream entries that carry its run_no.
  * A flow row's last_update_ts and a flow's version are not stored in rows: they are the ts and
  * count of the flow's last stream entry at the point asked for, which is what the contract
  * defines them as. Indexes exist only where a column is not reachable through its flow
