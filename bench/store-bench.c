@@ -10,8 +10,14 @@
  * 3. reads on one flow with about 1,000 events (R=10 runs of I=14 iterations, loaded after the
  *    main workload): state now, state as of a random seq of that flow, history, timeline of a
  *    run, p50/p99.
- * Every figure is the median over --reps runs (default 3). --json prints one JSON object. */
+ * Every figure is the median over --reps runs (default 3). --json prints one JSON object.
+ *
+ * --pipeline commits in the store's two steps instead (store.h: fl_store_apply, then
+ * fl_store_sync on a thread of its own), so that one group's flush overlaps the next group's
+ * transaction; a group's latency then runs from its apply to the flush that made it durable,
+ * and at most PIPE_DEPTH groups wait for a flush at once. */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +35,8 @@
 
 static const char usage[] =
     "usage: store-bench [--groups=1,16,64,256] [--reps=3] [--writers=256] [--max-events=N]\n"
-    "                   [--reads=2000] [--dir=PARENT] [--nosync] [--json] [workload options]\n"
+    "                   [--reads=2000] [--dir=PARENT] [--nosync] [--pipeline] [--json]\n"
+    "                   [workload options]\n"
     "  Appends into the store alone (fl_store_commit, durable by default), rebuild, and reads\n"
     "  of a flow with ~1,000 events. Medians of --reps runs.\n";
 
@@ -49,7 +56,7 @@ struct stream {
 struct opts {
     struct wl_params wl;
     int groups[8], ngroups;
-    int reps, writers, json, nosync, reads;
+    int reps, writers, json, nosync, reads, pipeline;
     uint64_t max_events;
     const char *dir;
 };
@@ -161,16 +168,68 @@ static void free_stream(struct stream *st)
     free(st->tenants);
 }
 
+/* The flush side of --pipeline: groups applied and waiting (need: the durable head each waits
+ * for; t0: when its apply began). */
+#define PIPE_DEPTH 4
+struct pipe {
+    struct fl_store *s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t need[PIPE_DEPTH], t0[PIPE_DEPTH];
+    size_t head, n;
+    int stop, failed;
+    struct bu_lat *lat;
+};
+
+static void *pipe_flusher(void *arg)
+{
+    struct pipe *p = arg;
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->n && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (!p->n)
+            break;
+        pthread_mutex_unlock(&p->mu);
+        struct fl_error err;
+        uint64_t durable = 0;
+        fl_error_clear(&err);
+        int rc = fl_store_sync(p->s, &durable, &err);
+        uint64_t now = bu_now_ns();
+        pthread_mutex_lock(&p->mu);
+        if (rc != 0) {
+            fprintf(stderr, "store-bench: flush failed: %s\n", err.msg);
+            p->failed = 1;
+            p->n = 0;
+        }
+        while (p->n && p->need[p->head] <= durable) {
+            if (p->lat)
+                bu_lat_add(p->lat, now - p->t0[p->head]);
+            p->head = (p->head + 1) % PIPE_DEPTH;
+            p->n--;
+        }
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
 /* Commit events [from, to) of st in groups of g one-event appends. Returns events committed;
  * counts rejected appends in *errors; commit latencies go to lat; first seq into *first_seq. */
 static uint64_t load(struct fl_store *s, struct stream *st, size_t from, size_t to, int g,
-                     struct bu_lat *lat, uint64_t *errors, uint64_t *first_seq)
+                     int pipelined, struct bu_lat *lat, uint64_t *errors, uint64_t *first_seq)
 {
     struct fl_append *apps = calloc((size_t)g, sizeof *apps);
     struct fl_append **ptrs = calloc((size_t)g, sizeof *ptrs);
     struct fl_ack *acks = calloc((size_t)g, sizeof *acks);
+    struct pipe p = {.s = s, .lat = lat};
+    pthread_t flusher;
     uint64_t ok = 0;
     if (!apps || !ptrs || !acks)
+        exit(2);
+    if (pipelined && (pthread_mutex_init(&p.mu, NULL) != 0 || pthread_cond_init(&p.cv, NULL) != 0 ||
+                      pthread_create(&flusher, NULL, pipe_flusher, &p) != 0))
         exit(2);
     for (size_t i = from; i < to;) {
         size_t n = 0;
@@ -187,10 +246,28 @@ static uint64_t load(struct fl_store *s, struct stream *st, size_t from, size_t 
         }
         struct fl_error err;
         fl_error_clear(&err);
-        uint64_t t0 = bu_now_ns();
-        int rc = fl_store_commit(s, ptrs, n, &err);
-        if (lat)
-            bu_lat_add(lat, bu_now_ns() - t0);
+        uint64_t t0 = bu_now_ns(), need = 0;
+        int rc;
+        if (pipelined) {
+            pthread_mutex_lock(&p.mu);
+            while (p.n == PIPE_DEPTH)
+                pthread_cond_wait(&p.cv, &p.mu);
+            pthread_mutex_unlock(&p.mu);
+            t0 = bu_now_ns();
+            if ((rc = fl_store_apply(s, ptrs, n, &need, &err)) == 0) {
+                pthread_mutex_lock(&p.mu);
+                size_t at = (p.head + p.n) % PIPE_DEPTH;
+                p.need[at] = need;
+                p.t0[at] = t0;
+                p.n++;
+                pthread_cond_signal(&p.cv);
+                pthread_mutex_unlock(&p.mu);
+            }
+        } else {
+            rc = fl_store_commit(s, ptrs, n, &err);
+            if (lat)
+                bu_lat_add(lat, bu_now_ns() - t0);
+        }
         if (rc != 0) {
             fprintf(stderr, "store-bench: commit failed: %s\n", err.msg);
             *errors += n;
@@ -208,6 +285,17 @@ static uint64_t load(struct fl_store *s, struct stream *st, size_t from, size_t 
                     *first_seq = acks[k].seq;
             }
         }
+    }
+    if (pipelined) { /* every group durable before the clock stops */
+        pthread_mutex_lock(&p.mu);
+        p.stop = 1;
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.mu);
+        pthread_join(flusher, NULL);
+        pthread_cond_destroy(&p.cv);
+        pthread_mutex_destroy(&p.mu);
+        if (p.failed)
+            *errors += 1;
     }
     free(apps);
     free(ptrs);
@@ -262,7 +350,7 @@ static int bench_reads(struct fl_store *s, const struct opts *o, struct reads *o
     if (build_stream(&st, &bp, 1, 0) != 0 || parse_stream(&st) < 0)
         return -1;
     uint64_t errors = 0, first = 0;
-    uint64_t n = load(s, &st, 0, st.n, 64, NULL, &errors, &first);
+    uint64_t n = load(s, &st, 0, st.n, 64, 0, NULL, &errors, &first);
     uint64_t last = fl_store_head(s);
     out->flow_events = n;
     char flow_id[40], run_id[96];
@@ -382,6 +470,8 @@ static int extra_opt(const char *name, const char *val, void *ctx)
         return (o->dir = val)[0] ? 1 : -1;
     if (strcmp(name, "nosync") == 0)
         return o->nosync = 1;
+    if (strcmp(name, "pipeline") == 0)
+        return o->pipeline = 1;
     return 0;
 }
 
@@ -454,7 +544,7 @@ int main(int argc, char **argv)
             struct bu_lat lat = {0};
             uint64_t errors = 0;
             uint64_t w0 = io_wchar(), t0 = bu_now_ns();
-            uint64_t n = load(s, &st, 0, st.n, o.groups[gi], &lat, &errors, NULL);
+            uint64_t n = load(s, &st, 0, st.n, o.groups[gi], o.pipeline, &lat, &errors, NULL);
             double secs = (double)(bu_now_ns() - t0) / 1e9;
             wpe[gi][rep] = n ? (double)(io_wchar() - w0) / (double)n : 0;
             rate[gi][rep] = (double)n / secs;
@@ -528,8 +618,8 @@ int main(int argc, char **argv)
     double rec = bu_median(recovery, (size_t)reps);
     if (o.json) {
         printf("{\"system\":\"flowlog-store\",\"workload\":\"%s\",\"events\":%zu,\"reps\":%d,"
-               "\"sync\":\"%s\",\"appends\":[",
-               desc, st.n, reps, o.nosync ? "none" : "full");
+               "\"sync\":\"%s\",\"pipeline\":%s,\"appends\":[",
+               desc, st.n, reps, o.nosync ? "none" : "full", o.pipeline ? "true" : "false");
         for (int gi = 0; gi < ng; gi++)
             printf("%s{\"group\":%d,\"events_per_s\":%.1f,\"commit_p50_ms\":%.4f,"
                    "\"commit_p99_ms\":%.4f,\"data_mib\":%.1f,\"written_bytes_per_event\":%.0f}",
@@ -541,8 +631,9 @@ int main(int argc, char **argv)
             printf(",\"%s\":%.4f", names[k], med[k]);
         printf(",\"parse_events_per_s\":%.1f}\n", (double)st.n / parse_s);
     } else {
-        printf("flowlog store alone: %s, %zu events, sync %s, medians of %d runs\n", desc, st.n,
-               o.nosync ? "NONE (not durable)" : "full", reps);
+        printf("flowlog store alone: %s, %zu events, sync %s%s, medians of %d runs\n", desc, st.n,
+               o.nosync ? "NONE (not durable)" : "full",
+               o.pipeline ? ", pipelined (fl_store_apply + fl_store_sync)" : "", reps);
         printf("%-14s %12s %14s %14s %10s %14s\n", "group commit", "events/s", "commit p50 ms",
                "commit p99 ms", "data MiB", "written B/ev");
         for (int gi = 0; gi < ng; gi++)

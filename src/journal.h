@@ -77,7 +77,13 @@ void fl_journal_unstage(struct fl_journal *j, size_t mark);
  * (the next flush overwrites the same place) and the staged frames are dropped; the error
  * says whether the disk is full. */
 int fl_journal_flush(struct fl_journal *j, struct fl_error *err);
-/* Flush what the file holds (fdatasync, unless nosync); counted in fl_journal_flushes. */
+/* Write the staged frames at the end through the page cache, not yet durable: a process crash
+ * keeps them, an OS crash may not, until fl_journal_sync. On success the end moves past them;
+ * on failure as fl_journal_flush. For a pipelined commit (store.h), whose flush runs on another
+ * thread while the next group is applied. */
+int fl_journal_write(struct fl_journal *j, struct fl_error *err);
+/* Flush what the file holds (fdatasync, unless nosync); counted in fl_journal_flushes. Safe on
+ * one thread while another stages and writes (the descriptor is shared, nothing else). */
 int fl_journal_sync(struct fl_journal *j, struct fl_error *err);
 /* Take back the last flush (its LMDB commit failed): zero [to, end), flush, end = to. */
 int fl_journal_undo(struct fl_journal *j, uint64_t to, struct fl_error *err);

@@ -557,6 +557,8 @@ static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t le
 }
 
 static int grow_map(struct fl_store *s, struct fl_error *err);
+static int store_sync(struct fl_store *s, uint64_t *durable, struct fl_error *err);
+static void view_drop(struct fl_view *v);
 
 /* Apply the journal's records beyond the LMDB head, then cut whatever follows them (a flush
  * that a crash cut short: never acknowledged). */
@@ -800,6 +802,21 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
         free(s);
         return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
     }
+    if (pthread_mutex_init(&s->vmu, NULL) != 0) {
+        pthread_mutex_destroy(&s->verify_mu);
+        pthread_cond_destroy(&s->unpinned);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
+    }
+    if (pthread_cond_init(&s->vcv, NULL) != 0) {
+        pthread_mutex_destroy(&s->vmu);
+        pthread_mutex_destroy(&s->verify_mu);
+        pthread_cond_destroy(&s->unpinned);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
+    }
     s->dir = strdup(o->dir);
     s->nosync = o->nosync;
     s->map_size = o->map_size ? o->map_size : DEFAULT_MAP;
@@ -851,6 +868,7 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
      * later could take back events that readers had seen. */
     if ((rc = fl_journal_sync(s->journal, err)) != 0)
         goto fail;
+    s->durable = s->head;
     *out = s;
     return 0;
 fail:
@@ -864,8 +882,19 @@ void fl_store_close(struct fl_store *s)
 {
     if (!s)
         return;
-    if (s->rtxn)
-        mdb_txn_abort(s->rtxn);
+    if (s->env && s->journal)
+        (void)store_sync(s, NULL, NULL); /* whatever fl_store_apply left in flight */
+    view_drop(s->view);
+    while (s->pending) {
+        struct fl_view *p = s->pending;
+        s->pending = p->next;
+        view_drop(p);
+    }
+    while (s->retired) {
+        struct fl_view *p = s->retired;
+        s->retired = p->next;
+        view_drop(p);
+    }
     if (s->env) {
         /* Only a flushed LMDB file may be trusted without the journal after an OS crash. */
         if (!s->nosync && !s->broken[0] && mdb_env_sync(s->env, 1) == 0 && s->journal)
@@ -877,15 +906,17 @@ void fl_store_close(struct fl_store *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->unpinned);
     pthread_mutex_destroy(&s->verify_mu);
+    pthread_mutex_destroy(&s->vmu);
+    pthread_cond_destroy(&s->vcv);
     free(s->dir);
     free(s);
 }
 
 uint64_t fl_store_head(struct fl_store *s)
 {
-    pthread_mutex_lock(&s->mu);
-    uint64_t head = s->head;
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->vmu);
+    uint64_t head = s->durable;
+    pthread_mutex_unlock(&s->vmu);
     return head;
 }
 
@@ -894,58 +925,225 @@ const char *fl_store_dir(const struct fl_store *s)
     return s->dir;
 }
 
-static int read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err);
+/* ---- views ----
+ *
+ * A commit is applied (its LMDB transaction committed, its records written to the journal)
+ * before it is durable (the journal flushed), and with pipelined commits the next group is
+ * applied while this one flushes. Readers must never see what is not durable, and must see all
+ * that is (an acknowledged event is readable at once). So right after each LMDB commit the
+ * committing thread opens a read snapshot of it (pending), and a flush that makes it durable
+ * publishes it as the view: every read until the next publish uses that snapshot. Reads take
+ * vmu only for a moment, never mu: a read waits for neither a transaction nor a flush.
+ *
+ * A view's transaction is used by one reading thread at a time (flowlogd reads on its loop;
+ * verify and backup take snapshots of their own). LMDB's map can be resized only with no
+ * transaction open in the process, and a rebuild must not be seen halfway, so both hold the
+ * readers (view_hold) while they work. */
+
+static void view_drop(struct fl_view *v)
+{
+    if (v && v->txn)
+        mdb_txn_abort(v->txn);
+    free(v);
+}
+
+/* Make v the view (vmu held). The old one goes now, or when its last read ends. A v without a
+ * snapshot leaves the old view in place, stale, until a flush finds nothing pending. */
+static void view_set(struct fl_store *s, struct fl_view *v)
+{
+    if (!v->txn && s->view) {
+        free(v);
+        s->view_stale = 1;
+        return;
+    }
+    if (s->view && s->view->refs > 0) {
+        s->view->next = s->retired;
+        s->retired = s->view;
+    } else {
+        view_drop(s->view);
+    }
+    s->view = v->txn ? v : NULL;
+    if (!v->txn)
+        free(v);
+    s->view_stale = 0;
+}
+
+/* Publish the pending snapshots up to seq head, now durable (vmu held). */
+static void view_publish(struct fl_store *s, uint64_t head)
+{
+    struct fl_view *last = NULL;
+
+    while (s->pending && s->pending->head <= head) {
+        struct fl_view *p = s->pending;
+        s->pending = p->next;
+        p->next = NULL;
+        view_drop(last);
+        last = p;
+    }
+    if (last)
+        view_set(s, last);
+    if (head > s->durable)
+        s->durable = head;
+    pthread_cond_broadcast(&s->vcv);
+}
+
+/* Right after the LMDB commit of a group ending at seq head (mu and vmu held, so that no read
+ * can open a snapshot between the two): v, allocated before the commit, takes a snapshot of
+ * it and joins the pending ones. A snapshot that cannot be made leaves v without one
+ * (view_set then keeps the previous view, stale). */
+static void view_add_pending(struct fl_store *s, struct fl_view *v, uint64_t head)
+{
+    struct fl_view **tail;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &v->txn);
+
+    if (rc != 0) {
+        fl_warn("store: no read snapshot of the commit at seq %llu (%s): reads stay on the "
+                "previous one until the commits catch up",
+                (unsigned long long)head, mdb_strerror(rc));
+        v->txn = NULL;
+    }
+    v->head = head;
+    v->refs = 0;
+    v->next = NULL;
+    for (tail = &s->pending; *tail; tail = &(*tail)->next)
+        ;
+    *tail = v;
+}
+
+/* Make every applied group durable and visible: flush the journal as far as it is written,
+ * then publish the newest pending snapshot. *durable gets the durable head. Safe on a thread
+ * of its own while another applies (it takes vmu, never mu, except to refuse commits after a
+ * failed flush). */
+static int store_sync(struct fl_store *s, uint64_t *durable, struct fl_error *err)
+{
+    uint64_t target;
+    int rc;
+
+    pthread_mutex_lock(&s->vmu);
+    target = s->durable;
+    for (const struct fl_view *p = s->pending; p; p = p->next)
+        target = p->head;
+    int need = target > s->durable || s->pending;
+    pthread_mutex_unlock(&s->vmu);
+    if (need && (rc = fl_journal_sync(s->journal, err)) != 0) {
+        /* Whether the flushed pages reached the disk is unknown (and cannot be learnt by
+         * retrying: a failed fdatasync may drop them). LMDB holds the groups already. */
+        pthread_mutex_lock(&s->mu);
+        snprintf(s->broken, sizeof s->broken,
+                 "the journal could not be flushed (%.120s); restart flowlogd", err ? err->msg : "");
+        pthread_mutex_unlock(&s->mu);
+        fl_warn("%s", s->broken);
+        if (err)
+            fl_error_set(err, FL_EUNAVAILABLE,
+                         "the journal could not be flushed, so this append may or may not have "
+                         "been stored; after flowlogd restarts, retry it with the same event_id");
+        return FL_EUNAVAILABLE;
+    }
+    pthread_mutex_lock(&s->vmu);
+    view_publish(s, target);
+    if (durable)
+        *durable = s->durable;
+    pthread_mutex_unlock(&s->vmu);
+    return 0;
+}
+
+/* Stop the readers and drop every snapshot the store holds (mu held, nothing pending: the
+ * caller has synced). Returns with vmu released and s->hold raised; view_release lowers it. */
+static void view_hold(struct fl_store *s)
+{
+    pthread_mutex_lock(&s->vmu);
+    s->hold++;
+    while ((s->view && s->view->refs > 0) || s->retired)
+        pthread_cond_wait(&s->vcv, &s->vmu);
+    view_drop(s->view);
+    s->view = NULL;
+    while (s->pending) { /* none after a sync; kept safe */
+        struct fl_view *p = s->pending;
+        s->pending = p->next;
+        view_drop(p);
+    }
+    pthread_mutex_unlock(&s->vmu);
+}
+
+static void view_release(struct fl_store *s)
+{
+    pthread_mutex_lock(&s->vmu);
+    s->hold--;
+    pthread_cond_broadcast(&s->vcv);
+    pthread_mutex_unlock(&s->vmu);
+}
+
+/* A fresh snapshot as the view (vmu held, nothing pending: what LMDB holds is durable). */
+static int view_fresh(struct fl_store *s, struct fl_error *err)
+{
+    struct fl_view *v = calloc(1, sizeof *v);
+    int rc;
+
+    if (!v)
+        return fl_error_set(err, FL_EINTERNAL, "out of memory");
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &v->txn);
+    if (rc == MDB_MAP_RESIZED) {
+        mdb_env_set_mapsize(s->env, 0);
+        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &v->txn);
+    }
+    if (rc != 0) {
+        free(v);
+        return fl_store_mdb_error(rc, "begin read", err);
+    }
+    v->head = s->durable;
+    view_set(s, v);
+    return 0;
+}
 
 int fl_store_read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err)
 {
-    int rc;
+    int rc = 0;
 
-    pthread_mutex_lock(&s->mu);
-    rc = read_begin(s, txn, err);
-    if (rc != 0)
-        pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-static int read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err)
-{
-    int rc;
-
-    if (s->rtxn && !s->rtxn_busy) {
-        rc = mdb_txn_renew(s->rtxn);
-        if (rc == 0) {
-            s->rtxn_busy = 1;
-            *txn = s->rtxn;
-            return 0;
+    pthread_mutex_lock(&s->vmu);
+    for (;;) {
+        while (s->hold > 0)
+            pthread_cond_wait(&s->vcv, &s->vmu);
+        if (s->view && !(s->view_stale && !s->pending))
+            break;
+        if (!s->pending) { /* nothing in flight: LMDB's latest commit is durable */
+            if ((rc = view_fresh(s, err)) != 0)
+                break;
+            continue;
         }
-        mdb_txn_abort(s->rtxn);
-        s->rtxn = NULL;
+        if (s->view)
+            break; /* stale while commits are in flight, but durable and whole */
+        /* Every commit so far is in flight and none could leave a snapshot: wait for one to
+         * become durable (a flush: at most a few milliseconds). */
+        pthread_cond_wait(&s->vcv, &s->vmu);
     }
-    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
-    if (rc == MDB_MAP_RESIZED) {
-        mdb_env_set_mapsize(s->env, 0);
-        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    if (rc == 0) {
+        s->view->refs++;
+        *txn = s->view->txn;
     }
-    if (rc != 0)
-        return fl_store_mdb_error(rc, "begin read", err);
-    if (!s->rtxn) {
-        s->rtxn = *txn;
-        s->rtxn_busy = 1;
-    }
-    return 0;
+    pthread_mutex_unlock(&s->vmu);
+    return rc;
 }
 
 void fl_store_read_end(struct fl_store *s, MDB_txn *txn)
 {
+    struct fl_view **p;
+
     if (!txn)
         return;
-    if (txn == s->rtxn) {
-        mdb_txn_reset(txn);
-        s->rtxn_busy = 0;
+    pthread_mutex_lock(&s->vmu);
+    if (s->view && s->view->txn == txn) {
+        s->view->refs--;
     } else {
-        mdb_txn_abort(txn);
+        for (p = &s->retired; *p && (*p)->txn != txn; p = &(*p)->next)
+            ;
+        if (*p && --(*p)->refs == 0) {
+            struct fl_view *v = *p;
+            *p = v->next;
+            view_drop(v);
+        }
     }
-    pthread_mutex_unlock(&s->mu);
+    pthread_cond_broadcast(&s->vcv);
+    pthread_mutex_unlock(&s->vmu);
 }
 
 int fl_store_get_record(MDB_txn *txn, const struct fl_dbs *db, uint64_t seq, MDB_val *out)
@@ -991,12 +1189,14 @@ static int grow_map(struct fl_store *s, struct fl_error *err)
         fl_info("store map full during a verify or backup: commits wait for it to end");
     while (s->pins > 0)
         pthread_cond_wait(&s->unpinned, &s->mu);
-    if (s->rtxn) { /* set_mapsize does not see open read handles: drop ours */
-        mdb_txn_abort(s->rtxn);
-        s->rtxn = NULL;
-        s->rtxn_busy = 0;
-    }
-    if ((rc = mdb_env_set_mapsize(s->env, next)) != 0)
+    /* set_mapsize does not see open read handles: make what is in flight durable, so that
+     * no snapshot of it is needed, and drop every view (readers wait meanwhile). */
+    if ((rc = store_sync(s, NULL, err)) != 0)
+        return rc;
+    view_hold(s);
+    rc = mdb_env_set_mapsize(s->env, next);
+    view_release(s);
+    if (rc != 0)
         fl_fatal("cannot grow the LMDB map to %zu MiB: %s", next >> 20, mdb_strerror(rc));
     fl_info("store map grown from %zu to %zu KiB", s->map_size >> 10, next >> 10);
     s->map_size = next;
@@ -1103,30 +1303,49 @@ static void fail_all(struct fl_append **apps, size_t n, const struct fl_error *e
     }
 }
 
-/* Make the group durable and visible: its records to the journal (flushed), then the LMDB
- * transaction (not flushed). Returns 0 or an MDB/errno code; on failure nothing of the group
- * counts (a journal write whose LMDB commit failed is taken back). */
+/* Commit the group's LMDB transaction with its records in the journal first: written through
+ * the page cache (flush 0, pipelined: store_sync makes them durable later) or flushed (flush 1,
+ * when nothing is in flight: one direct write, durable when it returns). Either way the journal
+ * holds every record LMDB holds, should the process die. v (allocated by the caller) gets the
+ * snapshot of the commit. Returns 0 or an MDB/errno code, or -1 with e set; on failure
+ * nothing of the group counts (a journal write whose LMDB commit failed is taken back). */
 static int commit_group(struct fl_store *s, MDB_txn *txn, const struct group_state *g,
-                        struct fl_error *e)
+                        struct fl_view *v, int flush, struct fl_error *e)
 {
     uint64_t before = fl_journal_end(s->journal);
     int rc;
 
-    if (fl_journal_staged(s->journal) == 0)
-        return mdb_txn_commit(txn); /* nothing appended (all duplicates or refused) */
+    if (fl_journal_staged(s->journal) == 0) {
+        /* Nothing appended (all duplicates or refused): nothing changed, nothing to show. */
+        free(v);
+        return mdb_txn_commit(txn);
+    }
     rc = put_journal_pos(s, txn, before + fl_journal_staged(s->journal), g->head_off);
     if (rc != 0) {
         mdb_txn_abort(txn);
         fl_journal_unstage(s->journal, 0);
+        free(v);
         return rc;
     }
-    if ((rc = fl_journal_flush(s->journal, e)) != 0) {
+    pthread_mutex_lock(&s->vmu);
+    int direct = flush && !s->pending;
+    pthread_mutex_unlock(&s->vmu);
+    rc = direct ? fl_journal_flush(s->journal, e) : fl_journal_write(s->journal, e);
+    if (rc != 0) {
         mdb_txn_abort(txn);
+        free(v);
         return -1; /* e says why */
     }
-    /* Durable from here: acknowledged once this returns. */
-    if ((rc = mdb_txn_commit(txn)) != 0) {
+    pthread_mutex_lock(&s->vmu);
+    if ((rc = mdb_txn_commit(txn)) == 0) {
+        view_add_pending(s, v, g->seq);
+        if (direct) /* durable already, and so is everything before it (nothing was pending) */
+            view_publish(s, g->seq);
+    }
+    pthread_mutex_unlock(&s->vmu);
+    if (rc != 0) {
         struct fl_error ue;
+        free(v);
         if (fl_journal_undo(s->journal, before, &ue) != 0) {
             /* The journal keeps records LMDB refused: the next open applies them. Until then
              * the two disagree, so nothing more may be committed. */
@@ -1140,7 +1359,8 @@ static int commit_group(struct fl_store *s, MDB_txn *txn, const struct group_sta
     return rc;
 }
 
-static int store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err)
+static int store_commit(struct fl_store *s, struct fl_append **apps, size_t n, int flush,
+                        struct fl_error *err)
 {
     struct fl_buf rec = {0};
     struct fl_ptx x = {0};
@@ -1190,11 +1410,16 @@ static int store_commit(struct fl_store *s, struct fl_append **apps, size_t n, s
             excluded[i - 1] = 1;
             continue; /* redo the group without the append that may have half-written */
         }
+        struct fl_view *v = NULL;
         if (x.mdb_rc) {
             mdb_txn_abort(txn);
             rc = x.mdb_rc;
+        } else if (!(v = calloc(1, sizeof *v))) {
+            mdb_txn_abort(txn);
+            fl_error_set(&e, FL_EINTERNAL, "out of memory");
+            goto fail;
         } else {
-            rc = commit_group(s, txn, &g, &e);
+            rc = commit_group(s, txn, &g, v, flush, &e);
             if (rc == -1)
                 goto fail;
         }
@@ -1244,9 +1469,33 @@ fail:
 int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err)
 {
     pthread_mutex_lock(&s->mu);
-    int rc = store_commit(s, apps, n, err);
+    int rc = store_commit(s, apps, n, 1, err);
+    pthread_mutex_unlock(&s->mu);
+    /* Flushed already unless groups applied by fl_store_apply were in flight: then one flush
+     * makes them and this group durable. */
+    struct fl_error se;
+    fl_error_clear(&se);
+    if (rc == 0 && (rc = store_sync(s, NULL, &se)) != 0) {
+        fail_all(apps, n, &se);
+        if (err)
+            *err = se;
+    }
+    return rc;
+}
+
+int fl_store_apply(struct fl_store *s, struct fl_append **apps, size_t n, uint64_t *need,
+                   struct fl_error *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = store_commit(s, apps, n, 0, err);
+    *need = s->head;
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+int fl_store_sync(struct fl_store *s, uint64_t *durable, struct fl_error *err)
+{
+    return store_sync(s, durable, err);
 }
 
 /* ---- replay and rebuild ---- */
@@ -1443,7 +1692,13 @@ out:
 int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
 {
     pthread_mutex_lock(&s->mu);
-    int rc = store_rebuild(s, events, err);
+    /* Readers must not see the projections halfway: they wait for the rebuild. */
+    int rc = store_sync(s, NULL, err);
+    if (rc == 0) {
+        view_hold(s);
+        rc = store_rebuild(s, events, err);
+        view_release(s);
+    }
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -1502,6 +1757,13 @@ static int store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, ui
         unlink(path);
         rmdir(dir);
         return fl_store_write_error(s, rc, "backup", err);
+    }
+    /* The copy's snapshot may hold a commit still in flight (applied, its flush to come): make
+     * it durable here too, or an OS crash could take back from the store what the backup keeps. */
+    if ((rc = store_sync(s, NULL, err)) != 0) {
+        unlink(path);
+        rmdir(dir);
+        return rc;
     }
     *bytes = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC); /* the copy was written without a flush */

@@ -12,8 +12,12 @@
  * the LMDB transaction is committed right after, unflushed, and recovered from the journal
  * after an unclean stop (store.c, "Durability").
  *
- * Every entry point takes the store's (recursive) lock, a read from fl_store_read_begin to
- * fl_store_read_end: flowlogd commits on one thread while another serves reads. */
+ * A commit can also be made in two steps, so that one group's flush overlaps the next group's
+ * transaction: fl_store_apply, then fl_store_sync (see there). Reads see only durable commits.
+ *
+ * Every writing entry point takes the store's (recursive) lock; reads take none for longer than
+ * a moment (they read a snapshot of the last durable commit): flowlogd commits on one thread,
+ * flushes on another and serves reads on a third. */
 #ifndef FL_STORE_H
 #define FL_STORE_H
 
@@ -64,10 +68,25 @@ struct fl_append {
  * A full LMDB map is grown and the whole group redone transparently. */
 int fl_store_commit(struct fl_store *s, struct fl_append **apps, size_t n, struct fl_error *err);
 
+/* The first step of a pipelined commit: fl_store_commit without the flush. The group's
+ * transaction is committed and its records written to the journal through the page cache (so
+ * a crash of the process loses nothing; an OS crash may take them back). Each append's outcome
+ * is set as by fl_store_commit, but nothing of the group may be acknowledged, and reads do not
+ * see it, until fl_store_sync has returned a durable head >= *need (the group's last seq, or
+ * the head before it: a group of duplicates waits for its originals). Call from one thread at
+ * a time (as fl_store_commit); fl_store_sync may run meanwhile on another. */
+int fl_store_apply(struct fl_store *s, struct fl_append **apps, size_t n, uint64_t *need,
+                   struct fl_error *err);
+/* The second step: flush the journal as far as groups were applied, then make them visible to
+ * reads; *durable (may be NULL) gets the durable head. Returns 0, or FL_EUNAVAILABLE when the
+ * flush failed: the store then refuses further commits until restarted (whether the pending
+ * groups reached the disk is unknown; their appends must be answered with that error). */
+int fl_store_sync(struct fl_store *s, uint64_t *durable, struct fl_error *err);
+
 /* 1 while a verify or backup holds a snapshot of its own (a commit that must grow the map then
  * waits for it to end). */
 int fl_store_pinned(struct fl_store *s);
-/* The seq of the last committed event (0 for an empty log). */
+/* The seq of the last durable event, the head that reads see (0 for an empty log). */
 uint64_t fl_store_head(struct fl_store *s);
 /* The data directory's path (borrowed). */
 const char *fl_store_dir(const struct fl_store *s);

@@ -71,6 +71,14 @@ struct fl_dbs {
 
 struct fl_pcache; /* project.c */
 
+/* A read snapshot of the store right after one commit (store.c, "Views"). */
+struct fl_view {
+    MDB_txn *txn;   /* NULL: none could be made */
+    uint64_t head;  /* the seq of its last event */
+    int refs;       /* reads in progress on it */
+    struct fl_view *next;
+};
+
 struct fl_store {
     /* Held by every public entry point (a read from fl_store_read_begin to fl_store_read_end):
      * flowlogd commits on a thread of its own (commit.c) while its loop serves reads. Recursive,
@@ -85,9 +93,18 @@ struct fl_store {
     char broken[256]; /* set when the journal and LMDB may disagree: commits refused */
     size_t map_size, max_map_size;
     struct fl_event_limits lim;
-    MDB_txn *rtxn; /* one reusable read handle: renewed per read, reset after (never held) */
-    int rtxn_busy;
-    /* The committed head, cached: only this process writes. */
+    /* What readers see (store.c, "Views"): the snapshot of the last durable commit, the
+     * snapshots of commits applied but not yet durable (oldest first), and replaced views that
+     * a read still holds. All guarded by vmu, never by mu, so that a read never waits for a
+     * commit; vcv is signalled when a view is published or released, and when holds end. */
+    pthread_mutex_t vmu;
+    pthread_cond_t vcv;
+    struct fl_view *view, *pending, *retired;
+    uint64_t durable;   /* the seq of the last durable event: what readers see */
+    int view_stale;     /* the view is older than the durable head (no snapshot could be made) */
+    int hold;           /* > 0: readers wait (a map growth or a rebuild is replacing the views) */
+    /* The committed head, cached: only this process writes. Applied, not necessarily durable
+     * (durable is what readers see). */
     uint64_t head;
     int64_t last_ts;
     uint8_t head_chain[FL_CHAIN_LEN];
