@@ -3,7 +3,9 @@
  * seq is present with the content that was reported, the log has no gap, and verify passes.
  * Every other round plays an OS crash on top: the store's running mark is made another boot's
  * and the LMDB file is overwritten with junk (what unflushed pages can come to after a power
- * loss), so the reopen must rebuild everything from the journal. */
+ * loss), so the reopen must rebuild everything from the journal. The second test does the same
+ * with pipelined commits: the child applies groups (fl_store_apply) on one thread while another
+ * flushes them (fl_store_sync), and reports an event only once a flush covered it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -60,6 +63,86 @@ static void child(const char *dir, int round, int fd)
     }
 }
 
+/* The pipelined child's applied events waiting for a flush, reported by its flush thread. */
+#define PIPE_MAX 4096
+struct pipe_child {
+    struct fl_store *s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct report pend[PIPE_MAX];
+    size_t n;
+    int fd;
+};
+
+static void *pipe_flusher(void *arg)
+{
+    struct pipe_child *p = arg;
+
+    for (;;) {
+        struct fl_error e;
+        uint64_t durable = 0;
+        pthread_mutex_lock(&p->mu);
+        while (p->n == 0)
+            pthread_cond_wait(&p->cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+        if (fl_store_sync(p->s, &durable, &e) != 0)
+            _exit(5);
+        pthread_mutex_lock(&p->mu);
+        size_t k = 0;
+        while (k < p->n && p->pend[k].seq <= durable) {
+            if (write(p->fd, &p->pend[k], sizeof p->pend[k]) != sizeof p->pend[k])
+                _exit(4);
+            k++;
+        }
+        memmove(p->pend, p->pend + k, (p->n - k) * sizeof *p->pend);
+        p->n -= k;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    return NULL;
+}
+
+/* The pipelined child: apply forever, one to three events per group; the flush thread
+ * acknowledges. */
+static void child_pipelined(const char *dir, int round, int fd)
+{
+    static struct pipe_child p;
+    struct fl_error e;
+    struct fl_ack acks[3];
+    char text[1024];
+    pthread_t th;
+    uint64_t need;
+
+    p.s = tu_open(dir, 1);
+    p.fd = fd;
+    if (pthread_mutex_init(&p.mu, NULL) != 0 || pthread_cond_init(&p.cv, NULL) != 0 ||
+        pthread_create(&th, NULL, pipe_flusher, &p) != 0)
+        _exit(2);
+    snprintf(text, sizeof text,
+             "{\"type\":\"flow_registered\",\"event_id\":\"reg-%d\",\"data\":{\"flow_id\":\"f%d\",\"flow_name\":\"n\"}}",
+             round, round);
+    if (tu_append(p.s, "t", text, acks, 1, &e) != 0)
+        _exit(2);
+    for (int i = 0;; i += 3) {
+        int n = 1 + i % 3;
+        size_t off = (size_t)snprintf(text, sizeof text, "[");
+        for (int k = 0; k < n; k++)
+            off += (size_t)snprintf(text + off, sizeof text - off,
+                                    "%s{\"type\":\"flow_updated\",\"event_id\":\"r%d-%d\",\"data\":{\"flow_id\":\"f%d\",\"owner\":\"o%d\"}}",
+                                    k ? "," : "", round, i + k, round, i + k);
+        snprintf(text + off, sizeof text - off, "]");
+        if (tu_apply(p.s, "t", text, acks, 3, &need, &e) != 0)
+            _exit(3);
+        pthread_mutex_lock(&p.mu);
+        while (p.n + 3 > PIPE_MAX)
+            pthread_cond_wait(&p.cv, &p.mu);
+        for (int k = 0; k < n; k++)
+            p.pend[p.n++] = (struct report){acks[k].seq, round, i + k};
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.mu);
+    }
+}
+
 /* What an OS crash can leave: LMDB's unflushed writes lost or torn, the machine rebooted. */
 static void play_os_crash(const char *dir)
 {
@@ -79,14 +162,13 @@ static void play_os_crash(const char *dir)
     close(fd);
 }
 
-static void test_kill_during_appends(void **state)
+static void kill_rounds(void (*child_fn)(const char *, int, int))
 {
     char *dir = tu_tmpdir();
     struct report *got = NULL;
     size_t ngot = 0, cap = 0;
     unsigned seed = (unsigned)time(NULL);
 
-    (void)state;
     printf("# crash test seed %u\n", seed);
     srand(seed);
     for (int round = 0; round < ROUNDS; round++) {
@@ -97,7 +179,7 @@ static void test_kill_during_appends(void **state)
         assert_true(pid >= 0);
         if (pid == 0) {
             close(p[0]);
-            child(dir, round, p[1]);
+            child_fn(dir, round, p[1]);
         }
         close(p[1]);
         usleep(20000 + (useconds_t)(rand() % 80000));
@@ -154,8 +236,21 @@ static void test_kill_during_appends(void **state)
     free(dir);
 }
 
+static void test_kill_during_appends(void **state)
+{
+    (void)state;
+    kill_rounds(child);
+}
+
+static void test_kill_during_pipelined_appends(void **state)
+{
+    (void)state;
+    kill_rounds(child_pipelined);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_kill_during_appends)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_kill_during_appends),
+                                       cmocka_unit_test(test_kill_during_pipelined_appends)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

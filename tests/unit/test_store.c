@@ -1137,6 +1137,111 @@ static void test_rebuild_after_reopen(void **state)
     free(dir);
 }
 
+/* A pipelined commit (fl_store_apply) is invisible to reads until fl_store_sync makes it
+ * durable; a group of duplicates waits for its originals; fl_store_commit and a close flush
+ * whatever is in flight. */
+static void test_views_durable_only(void **state)
+{
+    char *dir = tu_tmpdir();
+    struct fl_store *s = tu_open(dir, 1);
+    struct fl_error e;
+    struct fl_ack ack;
+    uint64_t need = 0, durable = 0;
+    json_t *st;
+
+    (void)state;
+    assert_int_equal(tu_append(s, "t", REG("f1"), NULL, 0, &e), 0);
+    assert_int_equal(fl_store_head(s), 1);
+    const char *upd = "{\"type\":\"flow_updated\",\"event_id\":\"u1\",\"data\":{\"flow_id\":\"f1\","
+                      "\"owner\":\"o2\"}}";
+    assert_int_equal(tu_apply(s, "t", upd, &ack, 1, &need, &e), 0);
+    assert_int_equal(ack.seq, 2);
+    assert_int_equal(need, 2);
+    /* applied, not durable: reads still see seq 1 */
+    assert_int_equal(fl_store_head(s), 1);
+    st = tu_state(s, "t", "f1", 0, &e);
+    assert_non_null(st);
+    assert_string_equal(tu_str(st, "migration_flows/0/owner"), "pod-a");
+    json_decref(st);
+    assert_int_equal(fl_store_sync(s, &durable, &e), 0);
+    assert_int_equal(durable, 2);
+    assert_int_equal(fl_store_head(s), 2);
+    st = tu_state(s, "t", "f1", 0, &e);
+    assert_string_equal(tu_str(st, "migration_flows/0/owner"), "o2");
+    json_decref(st);
+    /* the same event again: a duplicate, answered once its original is durable (it is) */
+    assert_int_equal(tu_apply(s, "t", upd, &ack, 1, &need, &e), 0);
+    assert_true(ack.duplicate);
+    assert_int_equal(ack.seq, 2);
+    assert_int_equal(need, 2);
+    /* in flight, then a synchronous commit: one flush makes both durable */
+    assert_int_equal(tu_apply(s, "t", "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"f1\","
+                                      "\"owner\":\"o3\"}}",
+                              NULL, 0, &need, &e),
+                     0);
+    assert_int_equal(need, 3);
+    assert_int_equal(fl_store_head(s), 2);
+    assert_int_equal(tu_append(s, "t", "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"f1\","
+                                       "\"owner\":\"o4\"}}",
+                               NULL, 0, &e),
+                     0);
+    assert_int_equal(fl_store_head(s), 4);
+    /* in flight at close: the close flushes it, the reopened store has it */
+    assert_int_equal(tu_apply(s, "t", "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"f1\","
+                                      "\"owner\":\"o5\"}}",
+                              NULL, 0, &need, &e),
+                     0);
+    fl_store_close(s);
+    s = tu_open(dir, 1);
+    assert_int_equal(fl_store_head(s), 5);
+    st = tu_state(s, "t", "f1", 0, &e);
+    assert_string_equal(tu_str(st, "migration_flows/0/owner"), "o5");
+    json_decref(st);
+    tu_verify_ok(s);
+    fl_store_close(s);
+    tu_rmdir(dir);
+    free(dir);
+}
+
+/* Pipelined commits that fill the map: the growth flushes what is in flight itself (no
+ * snapshot may stay open across it) and nothing is lost or shown early. */
+static void test_views_across_map_growth(void **state)
+{
+    char *dir = tu_tmpdir();
+    struct fl_store_opts o = {.dir = dir};
+    struct fl_store *s;
+    struct fl_error e;
+    uint64_t need = 0, durable = 0, shown = 0;
+    char text[2048], name[1201];
+
+    (void)state;
+    o.lim.max_event = FL_DEFAULT_MAX_EVENT;
+    assert_int_equal(fl_store_open(&s, &o, &e), 0);
+    memset(name, 'x', 1200);
+    name[1200] = '\0';
+    for (int i = 0; i < 3000; i++) {
+        snprintf(text, sizeof text,
+                 "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"g%d\",\"flow_name\":\"%s\"}}",
+                 i, name);
+        if (tu_apply(s, "t", text, NULL, 0, &need, &e) != 0)
+            fail_msg("apply %d: %s", i, e.msg);
+        assert_int_equal(need, (uint64_t)i + 1);
+        uint64_t h = fl_store_head(s);
+        assert_true(h >= shown && h <= need); /* never ahead of what was applied, never back */
+        shown = h;
+        if (i % 7 == 6) {
+            assert_int_equal(fl_store_sync(s, &durable, &e), 0);
+            assert_int_equal(durable, need);
+        }
+    }
+    assert_int_equal(fl_store_sync(s, &durable, &e), 0);
+    assert_int_equal(durable, 3000);
+    tu_verify_ok(s);
+    fl_store_close(s);
+    tu_rmdir(dir);
+    free(dir);
+}
+
 static void test_backup(void **state)
 {
     struct tu_fx *f = *state;
@@ -1194,6 +1299,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rebuild, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_backup, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test(test_map_growth),
+        cmocka_unit_test(test_views_durable_only),
+        cmocka_unit_test(test_views_across_map_growth),
         cmocka_unit_test(test_verify_beside_commits),
         cmocka_unit_test(test_format_and_reopen),
     };

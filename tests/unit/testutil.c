@@ -210,8 +210,23 @@ int tu_commit_group(struct fl_store *s, size_t n, const char *const tenants[],
     return rc;
 }
 
+static int append(struct fl_store *s, const char *tenant, const char *json, struct fl_ack *acks,
+                  size_t max, uint64_t *need, struct fl_error *err);
+
 int tu_append(struct fl_store *s, const char *tenant, const char *json, struct fl_ack *acks,
               size_t max, struct fl_error *err)
+{
+    return append(s, tenant, json, acks, max, NULL, err);
+}
+
+int tu_apply(struct fl_store *s, const char *tenant, const char *json, struct fl_ack *acks,
+             size_t max, uint64_t *need, struct fl_error *err)
+{
+    return append(s, tenant, json, acks, max, need, err);
+}
+
+static int append(struct fl_store *s, const char *tenant, const char *json, struct fl_ack *acks,
+                  size_t max, uint64_t *need, struct fl_error *err)
 {
     json_error_t je;
     json_t *j = json_loads(json, JSON_ALLOW_NUL, &je), *arr;
@@ -253,7 +268,7 @@ int tu_append(struct fl_store *s, const char *tenant, const char *json, struct f
         app.events = evs;
         app.n = n;
         app.acks = a;
-        rc = fl_store_commit(s, apps, 1, &e);
+        rc = need ? fl_store_apply(s, apps, 1, need, &e) : fl_store_commit(s, apps, 1, &e);
         if (rc == 0) {
             rc = app.err.code;
             e = app.err;

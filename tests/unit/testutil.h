@@ -38,6 +38,10 @@ json_t *tu_to_json(const msgpack_object *o);
  * err (may be NULL) the error. */
 int tu_append(struct fl_store *s, const char *tenant, const char *json, struct fl_ack *acks,
               size_t max, struct fl_error *err);
+/* As tu_append, with fl_store_apply instead of fl_store_commit: applied, not yet durable;
+ * *need gets the durable head it waits for (fl_store_sync). */
+int tu_apply(struct fl_store *s, const char *tenant, const char *json, struct fl_ack *acks,
+             size_t max, uint64_t *need, struct fl_error *err);
 /* As tu_append, for a printf format. */
 int tu_appendf(struct fl_store *s, const char *tenant, struct fl_error *err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
