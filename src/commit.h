@@ -65,6 +65,8 @@ struct commit {
     size_t writers;          /* distinct connections that appended in the last two commits */
     const void **seen;       /* the last commit's connections (compared, never dereferenced) */
     size_t seen_last, seen_cap;
+    const void **set;        /* scratch for counting them */
+    size_t set_cap;
     int64_t last_us;         /* how long the last commit took */
     struct fl_append **apps; /* reused array handed to fl_store_commit */
     size_t apps_cap;
