@@ -133,8 +133,7 @@ int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, stru
  * (struct fl_ptx.names, kept by the store across transactions) ---- */
 
 /* Key -> up to two numbers. Keys are names keys as stored (kind [no] id: a tenant's, flow's or
- * run's numbers) and, in a per-transaction cache only, 'V' flow_no (a flow's version, which
- * names keys never start with). Entries are kept in the order added, their keys' bytes in one
+ * run's numbers) and 'V' flow_no (a flow's version, which names keys never start with). Entries are kept in the order added, their keys' bytes in one
  * buffer; an open-addressing table of entry numbers finds them. Only the table is zeroed, so a
  * transaction that caches little costs little. */
 struct pc_entry {
@@ -291,6 +290,8 @@ static void tx_put(struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v0, ui
     pc_put(&x->cache, PC_MAX_KEYS, k, n, v0, v1);
 }
 
+/* The transaction committed: what it learnt holds from now on, a flow's version included (only
+ * this store's commits change it, and each one that does passes through here). */
 void fl_project_keep(struct fl_ptx *x, struct fl_pcache **names)
 {
     const struct fl_pcache *c = x->cache;
@@ -299,8 +300,6 @@ void fl_project_keep(struct fl_ptx *x, struct fl_pcache **names)
         const struct pc_entry *e = &c->ent[i];
         const uint8_t *k = c->keys.p + e->off;
 
-        if (k[0] == PC_VERSION) /* a version changes with every event of its flow */
-            continue;
         if (*names && ((*names)->n >= NC_MAX_KEYS || (*names)->keys.len + e->len > NC_MAX_BYTES))
             pc_free(names); /* full: start again with a new seed */
         pc_put(names, NC_MAX_KEYS, k, e->len, e->v[0], e->v[1]);
@@ -747,7 +746,9 @@ static int resolve(struct apply *a)
     if (a->have_flow) {
         int64_t last_ts;
         size_t n = version_key(kb, a->flow_no);
-        if (pc_get(a->x->cache, kb, n, v)) {
+        /* This transaction's own first (it may have moved the version on), then the last
+         * commit's. */
+        if (pc_get(a->x->cache, kb, n, v) || pc_get(a->x->names, kb, n, v)) {
             a->version = v[0];
         } else {
             /* This leaves the stream cursor at the end of the flow, where the event's entry

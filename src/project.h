@@ -43,8 +43,8 @@ int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_eve
  * give an event another event's numbers or version. */
 void fl_project_forget(struct fl_ptx *x);
 
-/* x's outermost transaction has just committed: add the names it looked up or created (not its
- * flows' versions) to the committed names' cache *names (made on first use, cleared when full),
+/* x's outermost transaction has just committed: add the names it looked up or created, and its
+ * flows' versions, to the committed names' cache *names (made on first use, cleared when full),
  * then forget x's cache. Call it only after a successful mdb_txn_commit of the transaction that
  * x's cache describes, on the store that *names belongs to. */
 void fl_project_keep(struct fl_ptx *x, struct fl_pcache **names);

@@ -14,6 +14,10 @@
  *    names the boot the store was opened in; found at open from another boot, the LMDB file is
  *    set aside (data.mdb.suspect) and everything is rebuilt from the journal.
  * A clean close flushes LMDB and removes DIR/running.
+ * A pipelined commit (fl_store_apply, then fl_store_sync) writes the journal through the page
+ * cache before the LMDB commit and flushes it later: a process crash keeps both (the page cache
+ * again), an OS crash is the case above, and until the flush nothing of the group is read or
+ * acknowledged ("Views" below).
  * LMDB runs with MDB_WRITEMAP: its pages are written in place in a shared map of data.mdb, which
  * survives a process crash like the page cache does. Two costs, both handled here: the map
  * must have disk blocks behind it (back_file, grow_map), and there are no nested transactions

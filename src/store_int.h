@@ -108,9 +108,10 @@ struct fl_store {
     uint64_t head;
     int64_t last_ts;
     uint8_t head_chain[FL_CHAIN_LEN];
-    /* The committed names (tenant numbers, flow_no by flow_id, run_no and flow_no by run_id),
-     * cached across transactions: once committed a name keeps its numbers and is never deleted,
-     * as only this process writes the store. Filled only from transactions that committed
+    /* The committed names (tenant numbers, flow_no by flow_id, run_no and flow_no by run_id)
+     * and flow versions, cached across transactions: once committed a name keeps its numbers
+     * and is never deleted, and a version changes only by a commit of this process, which
+     * updates it here. Filled only from transactions that committed
      * (fl_project_keep), dropped when names may change meaning (rebuild, recovery) and at
      * close. Used by the one thread that writes (the server's), so it needs no lock. NULL when
      * empty. */
