@@ -25,6 +25,7 @@
 #include "store_int.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1505,35 +1506,78 @@ int fl_store_sync(struct fl_store *s, uint64_t *durable, struct fl_error *err)
 /* ---- replay and rebuild ---- */
 
 /* Apply a decoded record (the log checked it when it was appended) to the projections. */
-static int replay_decoded(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
-                          const struct fl_record *r, struct fl_error *err)
+/* Parse a decoded record's event (trusted: it passed every check when it was appended). */
+static int replay_parse(struct fl_store *s, const struct fl_record *r, struct fl_event *ev,
+                        struct fl_error *err)
 {
     struct fl_event_limits lim = s->lim;
-    struct fl_event ev;
-    struct fl_ack dup;
-    int rc;
 
     lim.trusted = 1;
-    if ((rc = fl_event_parse_parts(r->type.p, r->type.len, r->event_id.p, r->event_id.len,
-                                   r->data, &lim, &ev, err)) != 0)
+    if (fl_event_parse_parts(r->type.p, r->type.len, r->event_id.p, r->event_id.len, r->data,
+                             &lim, ev, err) != 0)
         return fl_error_set(err, FL_EINTERNAL, "a record does not decode: %s",
                             err ? err->msg : "undecodable record");
-    rc = fl_project_apply(dst, r->tenant, &ev, seq, r->ts, &dup, err);
-    fl_event_free(&ev);
+    return 0;
+}
+
+static int replay_apply(struct fl_ptx *dst, uint64_t seq, const struct fl_record *r,
+                        const struct fl_event *ev, struct fl_error *err)
+{
+    struct fl_ack dup;
+    int rc = fl_project_apply(dst, r->tenant, ev, seq, r->ts, &dup, err);
+
     if (rc != 0 && !dst->mdb_rc)
         return fl_error_set(err, FL_EINTERNAL, "a record does not replay: %s",
                             err ? err->msg : "");
     return rc;
 }
 
-static int replay_record(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
-                         const void *bytes, size_t len, struct fl_error *err)
+static int replay_decoded(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
+                          const struct fl_record *r, struct fl_error *err)
+{
+    struct fl_event ev;
+    int rc;
+
+    if ((rc = replay_parse(s, r, &ev, err)) != 0)
+        return rc;
+    rc = replay_apply(dst, seq, r, &ev, err);
+    fl_event_free(&ev);
+    return rc;
+}
+
+/* The log's record seq through cursor c, which walks the log (MDB_NEXT stays on the leaf page);
+ * a key other than the next seq is looked up by itself, so a gap is reported as before. */
+static int replay_fetch(struct fl_store *s, MDB_cursor *c, uint64_t seq, int first, MDB_val *v,
+                        struct fl_error *err)
+{
+    MDB_val k;
+    uint8_t kb[8];
+    int rc = first ? MDB_NOTFOUND : mdb_cursor_get(c, &k, v, MDB_NEXT);
+
+    (void)s;
+    if (rc != 0 || k.mv_size != 8 || fl_get_be64(k.mv_data) != seq) {
+        fl_put_be64(kb, seq);
+        k.mv_size = 8;
+        k.mv_data = kb;
+        rc = mdb_cursor_get(c, &k, v, MDB_SET_KEY);
+    }
+    if (rc != 0)
+        return fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
+                            (unsigned long long)seq, mdb_strerror(rc));
+    return 0;
+}
+
+static int replay_one(struct fl_store *s, MDB_cursor *c, struct fl_ptx *dst, uint64_t seq,
+                      int first, struct fl_error *err)
 {
     struct fl_record r;
     msgpack_unpacked up;
+    MDB_val v;
     int rc;
 
-    if ((rc = fl_record_decode(bytes, len, &r, &up, err)) != 0)
+    if ((rc = replay_fetch(s, c, seq, first, &v, err)) != 0)
+        return rc;
+    if ((rc = fl_record_decode(v.mv_data, v.mv_size, &r, &up, err)) != 0)
         rc = fl_error_set(err, FL_EINTERNAL, "a record does not decode: %s",
                           err ? err->msg : "undecodable record");
     else
@@ -1542,38 +1586,200 @@ static int replay_record(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
     return rc;
 }
 
-int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
-                    uint64_t to, uint64_t *done, struct fl_error *err)
+/* ---- replay on two threads (rebuild) ----
+ * Decoding and parsing a record is about a quarter of replaying it (callgrind: 8.3k of 31.5k
+ * instructions per event); a second thread does it for the records ahead while the caller's
+ * applies them in order, through a ring of RP_SLOTS. The records' bytes stay in the source
+ * snapshot, which the producer alone reads; each slot's parse results are freed by the producer
+ * when it reuses the slot, or at the end. */
+#define RP_SLOTS 256
+
+struct rp_slot {
+    int rc;                 /* 0, or the failure the producer met at this seq (err) */
+    struct fl_error err;
+    struct fl_record r;
+    msgpack_unpacked up;
+    struct fl_event ev;
+    int have_up, have_ev;
+};
+
+struct rp {
+    struct fl_store *s;
+    MDB_txn *src;
+    uint64_t from, to;
+    struct rp_slot *slot;
+    /* The counts (from from) are read without the lock, so that a record costs no lock when
+     * neither side sleeps; mu and cv only put a side to sleep and wake it (seq_cst, so that a
+     * side about to sleep and the other's update cannot miss each other). */
+    _Atomic uint64_t produced, consumed;
+    _Atomic int stop, producer_waits, consumer_waits;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+static void rp_clear(struct rp_slot *sl)
+{
+    if (sl->have_ev)
+        fl_event_free(&sl->ev);
+    if (sl->have_up)
+        msgpack_unpacked_destroy(&sl->up);
+    sl->have_ev = sl->have_up = 0;
+}
+
+static void rp_prepare(struct rp *p, MDB_cursor *c, uint64_t seq, struct rp_slot *sl)
+{
+    MDB_val v;
+
+    fl_error_clear(&sl->err);
+    sl->rc = replay_fetch(p->s, c, seq, seq == p->from, &v, &sl->err);
+    if (sl->rc != 0)
+        return;
+    sl->have_up = 1;
+    if ((sl->rc = fl_record_decode(v.mv_data, v.mv_size, &sl->r, &sl->up, &sl->err)) != 0) {
+        sl->rc = fl_error_set(&sl->err, FL_EINTERNAL, "a record does not decode: %s",
+                              sl->err.msg);
+        return;
+    }
+    if ((sl->rc = replay_parse(p->s, &sl->r, &sl->ev, &sl->err)) == 0)
+        sl->have_ev = 1;
+}
+
+static void rp_wake(struct rp *p, _Atomic int *waits)
+{
+    if (atomic_load(waits)) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static void *rp_producer(void *arg)
+{
+    struct rp *p = arg;
+    MDB_cursor *c = NULL;
+    int rc = mdb_cursor_open(p->src, p->s->db.dbi[FL_DB_LOG], &c);
+    uint64_t n = 0;
+
+    for (uint64_t seq = p->from; seq <= p->to && !atomic_load(&p->stop); seq++, n++) {
+        /* Full: sleep until half the ring is free, so that a wake-up is worth RP_SLOTS / 2
+         * records, not one. */
+        if (n - atomic_load(&p->consumed) == RP_SLOTS) {
+            pthread_mutex_lock(&p->mu);
+            atomic_store(&p->producer_waits, 1);
+            while (!atomic_load(&p->stop) && n - atomic_load(&p->consumed) > RP_SLOTS / 2)
+                pthread_cond_wait(&p->cv, &p->mu);
+            atomic_store(&p->producer_waits, 0);
+            pthread_mutex_unlock(&p->mu);
+            if (atomic_load(&p->stop))
+                break;
+        }
+        struct rp_slot *sl = &p->slot[n % RP_SLOTS];
+        rp_clear(sl);
+        if (rc != 0) {
+            fl_error_clear(&sl->err);
+            sl->rc = fl_error_set(&sl->err, FL_EINTERNAL, "seq %llu: record missing (%s)",
+                                  (unsigned long long)seq, mdb_strerror(rc));
+        } else {
+            rp_prepare(p, c, seq, sl);
+        }
+        atomic_store(&p->produced, n + 1);
+        if (sl->rc != 0 || seq == p->to || n + 1 - atomic_load(&p->consumed) >= RP_SLOTS / 2)
+            rp_wake(p, &p->consumer_waits);
+        if (sl->rc != 0)
+            break; /* the consumer reports it when it gets there */
+    }
+    if (c)
+        mdb_cursor_close(c);
+    return NULL;
+}
+
+/* Replay with a producer thread; 1 if the thread could not be started (replay alone then). */
+static int replay_threaded(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
+                           uint64_t to, uint64_t *done, struct fl_error *err, int *rcp)
+{
+    struct rp p = {.s = s, .src = src, .from = from, .to = to};
+    pthread_t th;
+    uint64_t n = 0;
+    int rc = 0;
+
+    atomic_init(&p.produced, 0);
+    atomic_init(&p.consumed, 0);
+    atomic_init(&p.stop, 0);
+    atomic_init(&p.producer_waits, 0);
+    atomic_init(&p.consumer_waits, 0);
+    if (!(p.slot = calloc(RP_SLOTS, sizeof *p.slot)))
+        return 1;
+    if (pthread_mutex_init(&p.mu, NULL) != 0) {
+        free(p.slot);
+        return 1;
+    }
+    if (pthread_cond_init(&p.cv, NULL) != 0 || pthread_create(&th, NULL, rp_producer, &p) != 0) {
+        pthread_cond_destroy(&p.cv);
+        pthread_mutex_destroy(&p.mu);
+        free(p.slot);
+        return 1;
+    }
+    for (uint64_t seq = from; seq <= to; seq++, n++) {
+        if (atomic_load(&p.produced) == n) {
+            pthread_mutex_lock(&p.mu);
+            atomic_store(&p.consumer_waits, 1);
+            while (atomic_load(&p.produced) == n)
+                pthread_cond_wait(&p.cv, &p.mu);
+            atomic_store(&p.consumer_waits, 0);
+            pthread_mutex_unlock(&p.mu);
+        }
+        struct rp_slot *sl = &p.slot[n % RP_SLOTS];
+        if (sl->rc != 0) {
+            rc = sl->rc;
+            if (err)
+                *err = sl->err;
+        } else {
+            rc = replay_apply(dst, seq, &sl->r, &sl->ev, err);
+        }
+        fl_arena_reset(dst->arena);
+        if (rc != 0) {
+            if (!dst->mdb_rc && err && strncmp(err->msg, "seq ", 4) != 0)
+                fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, err->msg);
+            break;
+        }
+        if (done)
+            (*done)++;
+        atomic_store(&p.consumed, n + 1);
+        if (atomic_load(&p.produced) - (n + 1) <= RP_SLOTS / 2)
+            rp_wake(&p, &p.producer_waits);
+    }
+    atomic_store(&p.stop, 1);
+    rp_wake(&p, &p.producer_waits);
+    pthread_join(th, NULL);
+    for (size_t i = 0; i < RP_SLOTS; i++)
+        rp_clear(&p.slot[i]);
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.mu);
+    free(p.slot);
+    *rcp = rc;
+    return 0;
+}
+
+/* Replay records [from, to] of src into dst on this thread alone (verify: it shares the
+ * machine with the server's work) or, with threads, with a second one decoding ahead. */
+static int replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
+                  uint64_t to, uint64_t *done, int threads, struct fl_error *err)
 {
     MDB_cursor *c = NULL;
-    MDB_val k, v;
-    uint8_t kb[8];
     int rc = 0;
 
     if (from > to)
         return 0;
-    /* One cursor walks the log (MDB_NEXT stays on the leaf page); a key other than the next
-     * seq is looked up by itself, so a gap is reported as before. */
+    if (threads && to - from >= RP_SLOTS && replay_threaded(s, src, dst, from, to, done, err, &rc) == 0)
+        return rc;
     if ((rc = mdb_cursor_open(src, s->db.dbi[FL_DB_LOG], &c)) != 0)
         return fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
                             (unsigned long long)from, mdb_strerror(rc));
     for (uint64_t seq = from; seq <= to; seq++) {
-        rc = seq == from ? MDB_NOTFOUND : mdb_cursor_get(c, &k, &v, MDB_NEXT);
-        if (rc != 0 || k.mv_size != 8 || fl_get_be64(k.mv_data) != seq) {
-            fl_put_be64(kb, seq);
-            k.mv_size = 8;
-            k.mv_data = kb;
-            rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
-        }
-        if (rc != 0) {
-            rc = fl_error_set(err, FL_EINTERNAL, "seq %llu: record missing (%s)",
-                              (unsigned long long)seq, mdb_strerror(rc));
-            break;
-        }
-        rc = replay_record(s, dst, seq, v.mv_data, v.mv_size, err);
+        rc = replay_one(s, c, dst, seq, seq == from, err);
         fl_arena_reset(dst->arena);
         if (rc != 0) {
-            if (!dst->mdb_rc && err)
+            if (!dst->mdb_rc && err && strncmp(err->msg, "seq ", 4) != 0)
                 fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, err->msg);
             break;
         }
@@ -1582,6 +1788,12 @@ int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64
     }
     mdb_cursor_close(c);
     return rc;
+}
+
+int fl_store_replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t from,
+                    uint64_t to, uint64_t *done, struct fl_error *err)
+{
+    return replay(s, src, dst, from, to, done, 0, err);
 }
 
 /* Replay [seq, to] into the live projections in one transaction, clearing the rebuild mark
@@ -1599,7 +1811,7 @@ static int rebuild_chunk(struct fl_store *s, struct fl_ptx *x, uint64_t seq, uin
     x->txn = txn;
     x->mdb_rc = 0;
     x->names = s->names;
-    if (seq <= to && fl_store_replay(s, rtxn, x, seq, to, done, err) != 0) {
+    if (seq <= to && replay(s, rtxn, x, seq, to, done, 1, err) != 0) {
         rc = x->mdb_rc ? x->mdb_rc : -1;
         goto out;
     }

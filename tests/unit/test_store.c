@@ -1242,6 +1242,38 @@ static void test_views_across_map_growth(void **state)
     free(dir);
 }
 
+/* A rebuild replays on two threads (one decodes ahead); a record it cannot replay still stops
+ * it at that very seq, with that seq in the message, and nothing after it is applied. */
+static void test_rebuild_stops_at_bad_record(void **state)
+{
+    char *dir = tu_tmpdir();
+    struct fl_store_opts o = {.dir = dir, .nosync = 1};
+    struct fl_store *s;
+    struct fl_error e;
+    uint64_t n = 0;
+    const uint8_t junk[] = {0x93, 0x01, 0x02, 0x03};
+
+    (void)state;
+    assert_int_equal(fl_store_open(&s, &o, &e), 0);
+    assert_null(big_rows(s, 0, 2000));
+    /* a record that decodes as msgpack but is no record */
+    assert_int_equal(fl_store_debug_put_raw(s, 1234, junk, sizeof junk), 0);
+    fl_error_clear(&e);
+    assert_int_not_equal(fl_store_rebuild(s, &n, &e), 0);
+    if (!strstr(e.msg, "seq 1234:"))
+        fail_msg("rebuild error does not name seq 1234: %s", e.msg);
+    assert_true(n < 1234);
+    /* a missing record */
+    assert_int_equal(fl_store_debug_put_raw(s, 1234, NULL, 0), 0);
+    fl_error_clear(&e);
+    assert_int_not_equal(fl_store_rebuild(s, &n, &e), 0);
+    if (!strstr(e.msg, "seq 1234: record missing"))
+        fail_msg("rebuild error does not name the missing seq 1234: %s", e.msg);
+    fl_store_close(s);
+    tu_rmdir(dir);
+    free(dir);
+}
+
 static void test_backup(void **state)
 {
     struct tu_fx *f = *state;
@@ -1300,6 +1332,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backup, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test(test_map_growth),
         cmocka_unit_test(test_views_durable_only),
+        cmocka_unit_test(test_rebuild_stops_at_bad_record),
         cmocka_unit_test(test_views_across_map_growth),
         cmocka_unit_test(test_verify_beside_commits),
         cmocka_unit_test(test_format_and_reopen),
