@@ -773,7 +773,7 @@ static int check_idempotency(struct apply *a, struct fl_ack *dup)
     MDB_val k, v;
     int rc;
 
-    if (!a->ev->event_id.p || !a->have_tenant)
+    if (!a->ev->event_id.p || !a->have_tenant || a->x->replay)
         return 0;
     k.mv_size = idem_key(kb, a);
     k.mv_data = kb;

@@ -529,6 +529,7 @@ static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t le
         r->x.txn = r->txn;
         r->x.mdb_rc = 0;
         r->x.names = r->s->names;
+        r->x.replay = 1;
     }
     if (fl_record_decode(rec, len, &d, &up, NULL) != 0) {
         snprintf(r->why, sizeof r->why, "fails its checksum");
@@ -1811,6 +1812,7 @@ static int rebuild_chunk(struct fl_store *s, struct fl_ptx *x, uint64_t seq, uin
     x->txn = txn;
     x->mdb_rc = 0;
     x->names = s->names;
+    x->replay = 1;
     if (seq <= to && replay(s, rtxn, x, seq, to, done, 1, err) != 0) {
         rc = x->mdb_rc ? x->mdb_rc : -1;
         goto out;
