@@ -136,10 +136,10 @@ struct fl_ptx {
     MDB_txn *txn;
     const struct fl_dbs *db;
     int mdb_rc;          /* first LMDB failure seen (the transaction is then unusable) */
-    int replay;          /* the events come from the log or the journal (rebuild, verify,
+    int replay;          /* the events come from the log or the journal (rebuild and
                             recovery; not verify, which replays by the append rules): each
-                            passed every check when it was appended, so its
-                            event_id is known to be new and is not looked up */
+                            passed every check when it was appended, so its event_id is
+                            known to be new and is not looked up */
     int tainted;         /* an append failed after it wrote (store.c append_one): the group
                             is redone without it */
     struct fl_buf ent;   /* the stream entry of the event being applied, as it is built */
