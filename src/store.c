@@ -890,6 +890,8 @@ void fl_store_close(struct fl_store *s)
         return;
     if (s->env && s->journal)
         (void)store_sync(s, NULL, NULL); /* whatever fl_store_apply left in flight */
+    if (s->rtxn)
+        mdb_txn_abort(s->rtxn);
     view_drop(s->view);
     while (s->pending) {
         struct fl_view *p = s->pending;
@@ -954,12 +956,12 @@ static void view_drop(struct fl_view *v)
 }
 
 /* Make v the view (vmu held). The old one goes now, or when its last read ends. A v without a
- * snapshot leaves the old view in place, stale, until a flush finds nothing pending. */
+ * snapshot leaves the old view in place: older than the durable head, but durable and whole,
+ * until nothing is in flight and reads take fresh snapshots again. */
 static void view_set(struct fl_store *s, struct fl_view *v)
 {
     if (!v->txn && s->view) {
         free(v);
-        s->view_stale = 1;
         return;
     }
     if (s->view && s->view->refs > 0) {
@@ -971,7 +973,6 @@ static void view_set(struct fl_store *s, struct fl_view *v)
     s->view = v->txn ? v : NULL;
     if (!v->txn)
         free(v);
-    s->view_stale = 0;
 }
 
 /* Publish the pending snapshots up to seq head, now durable (vmu held). */
@@ -1014,6 +1015,40 @@ static void view_add_pending(struct fl_store *s, struct fl_view *v, uint64_t hea
     for (tail = &s->pending; *tail; tail = &(*tail)->next)
         ;
     *tail = v;
+}
+
+/* Before the first group goes in flight (mu and vmu held, nothing in flight, so LMDB's latest
+ * commit is durable): a snapshot of it becomes the view. Without one (no memory, no reader
+ * slot), reads wait for the group's flush. */
+static void view_of_durable(struct fl_store *s)
+{
+    struct fl_view *v = calloc(1, sizeof *v);
+
+    if (v && mdb_txn_begin(s->env, NULL, MDB_RDONLY, &v->txn) != 0) {
+        free(v);
+        v = NULL;
+    }
+    if (!v) {
+        fl_warn("store: no read snapshot before a pipelined commit: reads wait for its flush");
+        return;
+    }
+    v->head = s->durable;
+    s->view = v;
+}
+
+/* The view is older than the latest commit, which is durable (vmu held): it goes now, or when
+ * its last read ends; reads take fresh snapshots. */
+static void view_retire(struct fl_store *s)
+{
+    if (!s->view)
+        return;
+    if (s->view->refs > 0) {
+        s->view->next = s->retired;
+        s->retired = s->view;
+    } else {
+        view_drop(s->view);
+    }
+    s->view = NULL;
 }
 
 /* Make every applied group durable and visible: flush the journal as far as it is written,
@@ -1059,10 +1094,13 @@ static void view_hold(struct fl_store *s)
 {
     pthread_mutex_lock(&s->vmu);
     s->hold++;
-    while ((s->view && s->view->refs > 0) || s->retired)
+    while ((s->view && s->view->refs > 0) || s->retired || s->rtxn_busy || s->loose > 0)
         pthread_cond_wait(&s->vcv, &s->vmu);
     view_drop(s->view);
     s->view = NULL;
+    if (s->rtxn)
+        mdb_txn_abort(s->rtxn);
+    s->rtxn = NULL;
     while (s->pending) { /* none after a sync; kept safe */
         struct fl_view *p = s->pending;
         s->pending = p->next;
@@ -1079,25 +1117,34 @@ static void view_release(struct fl_store *s)
     pthread_mutex_unlock(&s->vmu);
 }
 
-/* A fresh snapshot as the view (vmu held, nothing pending: what LMDB holds is durable). */
-static int view_fresh(struct fl_store *s, struct fl_error *err)
+/* A fresh snapshot of LMDB's latest commit (vmu held, nothing in flight, so it is durable):
+ * the reusable handle renewed, or a handle of its own for a read inside a read. */
+static int fresh_txn(struct fl_store *s, MDB_txn **txn, struct fl_error *err)
 {
-    struct fl_view *v = calloc(1, sizeof *v);
     int rc;
 
-    if (!v)
-        return fl_error_set(err, FL_EINTERNAL, "out of memory");
-    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &v->txn);
+    if (s->rtxn && !s->rtxn_busy) {
+        if ((rc = mdb_txn_renew(s->rtxn)) == 0) {
+            s->rtxn_busy = 1;
+            *txn = s->rtxn;
+            return 0;
+        }
+        mdb_txn_abort(s->rtxn);
+        s->rtxn = NULL;
+    }
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
     if (rc == MDB_MAP_RESIZED) {
         mdb_env_set_mapsize(s->env, 0);
-        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &v->txn);
+        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
     }
-    if (rc != 0) {
-        free(v);
+    if (rc != 0)
         return fl_store_mdb_error(rc, "begin read", err);
+    if (!s->rtxn) {
+        s->rtxn = *txn;
+        s->rtxn_busy = 1;
+    } else {
+        s->loose++;
     }
-    v->head = s->durable;
-    view_set(s, v);
     return 0;
 }
 
@@ -1109,22 +1156,24 @@ int fl_store_read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err)
     for (;;) {
         while (s->hold > 0)
             pthread_cond_wait(&s->vcv, &s->vmu);
-        if (s->view && !(s->view_stale && !s->pending))
+        if (!s->pending) {
+            /* Nothing in flight: a one-step commit flushes before LMDB commits, so LMDB's
+             * latest state is durable and a fresh snapshot is exact. A view is not needed. */
+            if (s->view && s->view->refs == 0) {
+                view_drop(s->view);
+                s->view = NULL;
+            }
+            rc = fresh_txn(s, txn, err);
             break;
-        if (!s->pending) { /* nothing in flight: LMDB's latest commit is durable */
-            if ((rc = view_fresh(s, err)) != 0)
-                break;
-            continue;
         }
-        if (s->view)
-            break; /* stale while commits are in flight, but durable and whole */
-        /* Every commit so far is in flight and none could leave a snapshot: wait for one to
-         * become durable (a flush: at most a few milliseconds). */
+        if (s->view) { /* durable and whole, perhaps older than the durable head */
+            s->view->refs++;
+            *txn = s->view->txn;
+            break;
+        }
+        /* Everything since the last fresh read is in flight and none left a snapshot: wait for
+         * a flush (at most a few milliseconds). */
         pthread_cond_wait(&s->vcv, &s->vmu);
-    }
-    if (rc == 0) {
-        s->view->refs++;
-        *txn = s->view->txn;
     }
     pthread_mutex_unlock(&s->vmu);
     return rc;
@@ -1137,18 +1186,27 @@ void fl_store_read_end(struct fl_store *s, MDB_txn *txn)
     if (!txn)
         return;
     pthread_mutex_lock(&s->vmu);
-    if (s->view && s->view->txn == txn) {
+    if (txn == s->rtxn) {
+        mdb_txn_reset(txn);
+        s->rtxn_busy = 0;
+    } else if (s->view && s->view->txn == txn) {
         s->view->refs--;
     } else {
         for (p = &s->retired; *p && (*p)->txn != txn; p = &(*p)->next)
             ;
-        if (*p && --(*p)->refs == 0) {
-            struct fl_view *v = *p;
-            *p = v->next;
-            view_drop(v);
+        if (*p) {
+            if (--(*p)->refs == 0) {
+                struct fl_view *v = *p;
+                *p = v->next;
+                view_drop(v);
+            }
+        } else { /* a handle of its own (fresh_txn) */
+            mdb_txn_abort(txn);
+            s->loose--;
         }
     }
-    pthread_cond_broadcast(&s->vcv);
+    if (s->hold > 0)
+        pthread_cond_broadcast(&s->vcv);
     pthread_mutex_unlock(&s->vmu);
 }
 
@@ -1336,6 +1394,10 @@ static int commit_group(struct fl_store *s, MDB_txn *txn, const struct group_sta
     pthread_mutex_lock(&s->vmu);
     int direct = flush && !s->pending;
     pthread_mutex_unlock(&s->vmu);
+    if (direct) {
+        free(v); /* durable before LMDB commits: reads can take fresh snapshots */
+        v = NULL;
+    }
     rc = direct ? fl_journal_flush(s->journal, e) : fl_journal_write(s->journal, e);
     if (rc != 0) {
         mdb_txn_abort(txn);
@@ -1343,10 +1405,16 @@ static int commit_group(struct fl_store *s, MDB_txn *txn, const struct group_sta
         return -1; /* e says why */
     }
     pthread_mutex_lock(&s->vmu);
+    if (v && !s->pending && !s->view)
+        view_of_durable(s); /* what reads see until this group is durable */
     if ((rc = mdb_txn_commit(txn)) == 0) {
-        view_add_pending(s, v, g->seq);
-        if (direct) /* durable already, and so is everything before it (nothing was pending) */
-            view_publish(s, g->seq);
+        if (v) {
+            view_add_pending(s, v, g->seq);
+        } else {
+            if (g->seq > s->durable)
+                s->durable = g->seq; /* and so is everything before it: nothing was in flight */
+            view_retire(s);          /* older than this commit: reads go fresh */
+        }
     }
     pthread_mutex_unlock(&s->vmu);
     if (rc != 0) {

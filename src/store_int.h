@@ -93,16 +93,20 @@ struct fl_store {
     char broken[256]; /* set when the journal and LMDB may disagree: commits refused */
     size_t map_size, max_map_size;
     struct fl_event_limits lim;
-    /* What readers see (store.c, "Views"): the snapshot of the last durable commit, the
-     * snapshots of commits applied but not yet durable (oldest first), and replaced views that
-     * a read still holds. All guarded by vmu, never by mu, so that a read never waits for a
+    /* What readers see (store.c, "Views"): while commits are in flight (fl_store_apply), the
+     * snapshot of the last durable commit, the snapshots of commits applied but not yet durable
+     * (oldest first), and replaced views that a read still holds; otherwise fresh snapshots. All guarded by vmu, never by mu, so that a read never waits for a
      * commit; vcv is signalled when a view is published or released, and when holds end. */
     pthread_mutex_t vmu;
     pthread_cond_t vcv;
     struct fl_view *view, *pending, *retired;
+    MDB_txn *rtxn;      /* the reusable read handle, for reads while nothing is in flight:
+                           renewed per read, reset after (never held) */
+    int rtxn_busy;
+    int loose;          /* reads on handles of their own (a read inside a read) */
     uint64_t durable;   /* the seq of the last durable event: what readers see */
-    int view_stale;     /* the view is older than the durable head (no snapshot could be made) */
-    int hold;           /* > 0: readers wait (a map growth or a rebuild is replacing the views) */
+    int hold;           /* > 0: readers wait (a map growth or a rebuild is closing every
+                           snapshot) */
     /* The committed head, cached: only this process writes. Applied, not necessarily durable
      * (durable is what readers see). */
     uint64_t head;
