@@ -2,6 +2,7 @@
 #include "conn.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 
@@ -135,6 +137,26 @@ static void conn_free_chunk(const void *data, size_t len, void *arg)
 }
 
 /* Move the finished frame in c->sb to the socket's output buffer. */
+/* Send a reply straight to the socket when nothing is queued before it: one added to the
+ * bufferevent's output goes out only on the loop's next pass, after an epoll_ctl to watch for
+ * writability and another to stop watching. Returns the bytes the socket took; the caller
+ * queues the rest as before, so order holds and the queue's rules (pausing, the hard cap) see
+ * it. Not while paused, blocked or closing: what those wait for is the write callback, which
+ * fires only for the bufferevent's own writes. */
+static size_t conn_send_now(struct conn *c, const char *p, size_t n)
+{
+    evutil_socket_t fd;
+    ssize_t w;
+
+    if (c->state == CONN_CLOSING || c->paused || c->blocked || conn_out_len(c) != 0 ||
+        (fd = bufferevent_getfd(c->bev)) < 0)
+        return 0;
+    do
+        w = send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    return w > 0 ? (size_t)w : 0; /* an error is met again, and handled, by the bufferevent */
+}
+
 static void conn_flush_sb(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -149,7 +171,8 @@ static void conn_flush_sb(struct conn *c)
         if (rc != 0)
             free(p);
     } else {
-        rc = evbuffer_add(out, c->sb.data, n);
+        size_t sent = conn_send_now(c, c->sb.data, n);
+        rc = sent < n ? evbuffer_add(out, c->sb.data + sent, n - sent) : 0;
         msgpack_sbuffer_clear(&c->sb);
     }
     if (rc != 0) {
