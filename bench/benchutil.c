@@ -193,11 +193,14 @@ void bu_parse_args(struct bu_opts *o, int argc, char **argv, const char *usage,
 
 /* ---- the harness ---- */
 
-/* One writer connection: its cursor over the workload and the append it has in flight. */
+/* One writer connection: its units of the workload, generated before the clock starts (the
+ * generator's snprintf work is not the systems' and would sit in every step's chain), and the
+ * append it has in flight. */
 struct run_conn {
     void *conn;
-    struct wl_writer it;
-    struct wl_batch *b;
+    struct wl_batch **units;
+    size_t nunits, next;
+    struct wl_batch *b; /* units[next - 1], or NULL before the first */
     size_t i, to;    /* the slice of b in flight (or next to send): b->ev[i..to) */
     int busy;        /* an append was sent and its acknowledgement has not been read */
     int finished;    /* it sends nothing more */
@@ -261,11 +264,12 @@ static void conn_next(struct run_loop *l, struct run_conn *c, int idx)
             c->finished = 1;
             break;
         }
-        if (c->i >= c->b->n) {
-            if (!wl_writer_next(&c->it, c->b)) {
+        if (!c->b || c->i >= c->b->n) {
+            if (c->next >= c->nunits) {
                 c->exhausted = c->finished = 1;
                 break;
             }
+            c->b = c->units[c->next++];
             c->i = 0;
             if (l->o->max_events && l->budget >= l->o->max_events) {
                 c->finished = 1;
@@ -316,6 +320,50 @@ static void conn_readable(struct run_loop *l, struct run_conn *c, int idx)
     conn_next(l, c, idx);
 }
 
+static void units_free(struct run_conn *c)
+{
+    for (size_t i = 0; i < c->nunits; i++) {
+        wl_batch_free(c->units[i]);
+        free(c->units[i]);
+    }
+    free(c->units);
+    c->units = NULL;
+    c->nunits = 0;
+}
+
+/* Generate writer w's units (all of them: a run that stops early at --max-events wastes a
+ * little time before the clock, nothing in it). 0, or -1 without memory. */
+static int units_make(struct run_conn *c, const struct bu_opts *o, int nconns, int w)
+{
+    struct wl_writer it;
+    size_t cap = 0;
+
+    wl_writer_init(&it, &o->wl, nconns, w);
+    for (;;) {
+        struct wl_batch *b = malloc(sizeof *b);
+        if (!b)
+            return -1;
+        wl_batch_init(b);
+        if (!wl_writer_next(&it, b)) {
+            wl_batch_free(b);
+            free(b);
+            return 0;
+        }
+        if (c->nunits == cap) {
+            size_t ncap = cap ? 2 * cap : 64;
+            struct wl_batch **u = realloc(c->units, ncap * sizeof *u);
+            if (!u) {
+                wl_batch_free(b);
+                free(b);
+                return -1;
+            }
+            c->units = u;
+            cap = ncap;
+        }
+        c->units[c->nunits++] = b;
+    }
+}
+
 /* Open the connections; NULL with r->first_error set if one fails. */
 static struct run_conn *conns_open(const struct bu_driver *d, void *cfg, const struct bu_opts *o,
                                    int nconns, struct bu_result *r)
@@ -325,20 +373,18 @@ static struct run_conn *conns_open(const struct bu_driver *d, void *cfg, const s
         return NULL;
     for (int w = 0; w < nconns; w++) {
         struct run_conn *c = &cs[w];
+        int made;
         c->fd = -1;
-        wl_writer_init(&c->it, &o->wl, nconns, w);
-        if ((c->b = malloc(sizeof *c->b)) != NULL)
-            wl_batch_init(c->b);
-        if (c->b)
+        made = units_make(c, o, nconns, w) == 0;
+        if (made)
             c->conn = d->connect(cfg, w, nconns, c->err);
-        if (!c->b || !c->conn) {
+        if (!made || !c->conn) {
             snprintf(r->first_error, sizeof r->first_error, "connect %d: %.200s", w,
-                     c->b ? c->err : "out of memory");
+                     made ? c->err : "out of memory");
             for (int j = 0; j <= w; j++) {
                 if (cs[j].conn)
                     d->close(cs[j].conn);
-                wl_batch_free(cs[j].b);
-                free(cs[j].b);
+                units_free(&cs[j]);
             }
             free(cs);
             r->errors = 1;
@@ -396,8 +442,7 @@ int bu_run(const struct bu_driver *d, void *cfg, const struct bu_opts *o, int nc
             end = c->end_ns;
         complete &= c->exhausted;
         d->close(c->conn);
-        wl_batch_free(c->b);
-        free(c->b);
+        units_free(c);
     }
     close(l.ep);
     free(cs);
