@@ -232,8 +232,8 @@ static int pc_grow(struct fl_pcache *c)
 /* Cache k[0..n) -> v0, v1 in *cp (made on first use). A cached key's value is replaced in
  * place, before anything that can fail, so a cache never keeps an old value; a new key is left
  * out when memory runs short or the cache holds max keys. */
-static void pc_put(struct fl_pcache **cp, size_t max, const uint8_t *k, size_t n, uint64_t v0,
-                   uint64_t v1)
+static void pc_put(struct fl_pcache **cp, size_t max, uint64_t seed, const uint8_t *k, size_t n,
+                   uint64_t v0, uint64_t v1)
 {
     struct fl_pcache *c = *cp;
     struct pc_entry *e;
@@ -250,7 +250,9 @@ static void pc_put(struct fl_pcache **cp, size_t max, const uint8_t *k, size_t n
             return;
         }
         c->mask = PC_SLOTS - 1;
-        c->seed = fl_hash_random64();
+        /* The store's secret for this transaction (struct fl_ptx.seed), or the system's: a
+         * system call per transaction was one per one-event commit. */
+        c->seed = seed ? seed : fl_hash_random64();
         *cp = c;
     }
     h = fl_hash64_seeded(k, n, c->seed);
@@ -287,7 +289,7 @@ static void pc_put(struct fl_pcache **cp, size_t max, const uint8_t *k, size_t n
 /* Cache k[0..n) -> v0, v1 for x's transaction. */
 static void tx_put(struct fl_ptx *x, const uint8_t *k, size_t n, uint64_t v0, uint64_t v1)
 {
-    pc_put(&x->cache, PC_MAX_KEYS, k, n, v0, v1);
+    pc_put(&x->cache, PC_MAX_KEYS, x->seed, k, n, v0, v1);
 }
 
 /* The transaction committed: what it learnt holds from now on, a flow's version included (only
@@ -302,7 +304,7 @@ void fl_project_keep(struct fl_ptx *x, struct fl_pcache **names)
 
         if (*names && ((*names)->n >= NC_MAX_KEYS || (*names)->keys.len + e->len > NC_MAX_BYTES))
             pc_free(names); /* full: start again with a new seed */
-        pc_put(names, NC_MAX_KEYS, k, e->len, e->v[0], e->v[1]);
+        pc_put(names, NC_MAX_KEYS, 0, k, e->len, e->v[0], e->v[1]);
     }
     fl_project_forget(x);
 }

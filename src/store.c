@@ -824,6 +824,7 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
         return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
     }
     s->dir = strdup(o->dir);
+    s->seed_secret = fl_hash_random64();
     s->nosync = o->nosync;
     s->map_size = o->map_size ? o->map_size : DEFAULT_MAP;
     s->max_map_size = o->max_map_size ? o->max_map_size : DEFAULT_MAX_MAP;
@@ -1471,6 +1472,8 @@ static int store_commit(struct fl_store *s, struct fl_append **apps, size_t n, i
         x.txn = txn;
         x.tainted = 0;
         x.names = s->names;
+        s->seed_count++;
+        x.seed = fl_hash64_seeded(&s->seed_count, sizeof s->seed_count, s->seed_secret) | 1;
         size_t i;
         for (i = 0; i < n && !x.mdb_rc && !x.tainted; i++)
             if (!excluded || !excluded[i])

@@ -132,6 +132,9 @@ struct fl_store {
     void *verify_hook_arg;
     /* counters for stats */
     uint64_t commits, appends, events, duplicates, failed_appends, map_growths;
+    /* A secret drawn at open; each commit's lookup cache is seeded with it hashed with a count
+     * (clients choose the ids that are hashed, so the seeds must be unknown to them). */
+    uint64_t seed_secret, seed_count;
     uint64_t recovered; /* events applied from the journal at open */
 };
 
@@ -155,6 +158,7 @@ struct fl_ptx {
      * whenever txn ends or any of its changes may be undone (a failed append, a redo).
      * NULL when empty. */
     struct fl_pcache *cache;
+    uint64_t seed;       /* the cache's hash seed: 0 draws one from the system */
     /* The store's committed names (struct fl_store.names), asked before LMDB; read only here.
      * NULL for none, and always for a scratch store (verify), whose names are not the live
      * store's. */
