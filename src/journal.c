@@ -500,34 +500,49 @@ static int write_direct(struct fl_journal *j, const uint8_t *p, size_t n)
     return 0;
 }
 
-int fl_journal_flush(struct fl_journal *j, struct fl_error *err)
+/* Take the staged frames for a write at the end: *n gets their length (0: none staged). The
+ * file is first extended in zeroed whole blocks ahead of them (so that no later direct write
+ * grows it), and the new zeros are flushed: otherwise the write landing on them would also have
+ * to allocate their blocks and commit the file system's journal. */
+static int stage_take(struct fl_journal *j, size_t *n, struct fl_error *err)
 {
-    size_t n = j->stage.len;
     uint64_t need;
     int rc;
 
-    if (n == 0)
+    *n = j->stage.len;
+    if (*n == 0)
         return 0;
     j->stage.len = 0;
-    need = j->dfd >= 0 ? (j->end + n + DIRECT_BLOCK - 1) & ~(uint64_t)(DIRECT_BLOCK - 1)
-                       : j->end + n;
-    if (need > j->alloc) {
-        /* New zeros are flushed before a direct write lands on them: otherwise that write
-         * would also have to allocate their blocks and commit the file system's journal. */
-        if ((rc = extend(j, need)) != 0 || (j->dfd >= 0 && (rc = sync_fd(j)) != 0))
-            return io_error(j, rc, "cannot extend the journal", err);
-    }
+    need = j->dfd >= 0 ? (j->end + *n + DIRECT_BLOCK - 1) & ~(uint64_t)(DIRECT_BLOCK - 1)
+                       : j->end + *n;
+    if (need > j->alloc && ((rc = extend(j, need)) != 0 || (rc = sync_fd(j)) != 0))
+        return io_error(j, rc, "cannot extend the journal", err);
+    return 0;
+}
+
+/* A write of n staged bytes at the end failed: nothing of it counts. Zero what may have reached
+ * the file, so that no partial frame lingers past the end (best effort; a later scan cuts it
+ * otherwise). */
+static int write_failed(struct fl_journal *j, size_t n, int rc, struct fl_error *err)
+{
+    (void)zero_range(j->fd, j->end, j->end + n);
+    (void)load_tail(j);
+    return io_error(j, rc, "cannot write the journal", err);
+}
+
+int fl_journal_flush(struct fl_journal *j, struct fl_error *err)
+{
+    size_t n;
+    int rc;
+
+    if ((rc = stage_take(j, &n, err)) != 0 || n == 0)
+        return rc;
     if (j->dfd >= 0)
         rc = write_direct(j, j->stage.p, n);
     else if ((rc = write_all(j->fd, j->stage.p, n, j->end)) == 0)
         rc = sync_fd(j);
-    if (rc != 0) {
-        /* Nothing of this flush counts: zero what may have reached the file, so that no
-         * partial frame lingers past the end (best effort; a later scan cuts it otherwise). */
-        (void)zero_range(j->fd, j->end, j->end + n);
-        (void)load_tail(j);
-        return io_error(j, rc, "cannot write the journal", err);
-    }
+    if (rc != 0)
+        return write_failed(j, n, rc, err);
     j->end += n;
     __atomic_fetch_add(&j->flushes, 1, __ATOMIC_RELAXED);
     j->bytes += n;
@@ -536,23 +551,13 @@ int fl_journal_flush(struct fl_journal *j, struct fl_error *err)
 
 int fl_journal_write(struct fl_journal *j, struct fl_error *err)
 {
-    size_t n = j->stage.len;
-    uint64_t need;
+    size_t n;
     int rc;
 
-    if (n == 0)
-        return 0;
-    j->stage.len = 0;
-    /* Whole blocks even here, so that a direct flush after this write never grows the file. */
-    need = j->dfd >= 0 ? (j->end + n + DIRECT_BLOCK - 1) & ~(uint64_t)(DIRECT_BLOCK - 1)
-                       : j->end + n;
-    if (need > j->alloc && ((rc = extend(j, need)) != 0 || (rc = sync_fd(j)) != 0))
-        return io_error(j, rc, "cannot extend the journal", err);
-    if ((rc = write_all(j->fd, j->stage.p, n, j->end)) != 0) {
-        (void)zero_range(j->fd, j->end, j->end + n);
-        (void)load_tail(j);
-        return io_error(j, rc, "cannot write the journal", err);
-    }
+    if ((rc = stage_take(j, &n, err)) != 0 || n == 0)
+        return rc;
+    if ((rc = write_all(j->fd, j->stage.p, n, j->end)) != 0)
+        return write_failed(j, n, rc, err);
     j->end += n;
     j->bytes += n;
     /* A direct flush rewrites the block holding the end from tail: it must hold what was just

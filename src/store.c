@@ -779,6 +779,37 @@ static int open_files(struct fl_store *s, struct fl_error *err)
     return mark_running(s, boot, err);
 }
 
+/* The store's locks and conditions: 0, or -1 with none of them left behind. */
+static int locks_init(struct fl_store *s)
+{
+    pthread_mutexattr_t ma;
+    int made = 0;
+
+    if (pthread_mutexattr_init(&ma) != 0)
+        return -1;
+    if (pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE) == 0 &&
+        pthread_mutex_init(&s->mu, &ma) == 0)
+        made = 1;
+    pthread_mutexattr_destroy(&ma);
+    if (made == 1 && pthread_cond_init(&s->unpinned, NULL) == 0)
+        made = 2;
+    if (made == 2 && pthread_mutex_init(&s->verify_mu, NULL) == 0)
+        made = 3;
+    if (made == 3 && pthread_mutex_init(&s->vmu, NULL) == 0)
+        made = 4;
+    if (made == 4 && pthread_cond_init(&s->vcv, NULL) == 0)
+        return 0;
+    if (made >= 4)
+        pthread_mutex_destroy(&s->vmu);
+    if (made >= 3)
+        pthread_mutex_destroy(&s->verify_mu);
+    if (made >= 2)
+        pthread_cond_destroy(&s->unpinned);
+    if (made >= 1)
+        pthread_mutex_destroy(&s->mu);
+    return -1;
+}
+
 int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct fl_error *err)
 {
     struct fl_store *s = calloc(1, sizeof *s);
@@ -789,39 +820,9 @@ int fl_store_open(struct fl_store **out, const struct fl_store_opts *o, struct f
     *out = NULL;
     if (!s)
         return fl_error_set(err, FL_EINTERNAL, "out of memory");
-    pthread_mutexattr_t ma;
-    if (pthread_mutexattr_init(&ma) != 0 ||
-        pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE) != 0 ||
-        pthread_mutex_init(&s->mu, &ma) != 0) {
+    if (locks_init(s) != 0) {
         free(s);
-        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
-    }
-    pthread_mutexattr_destroy(&ma);
-    if (pthread_cond_init(&s->unpinned, NULL) != 0) {
-        pthread_mutex_destroy(&s->mu);
-        free(s);
-        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
-    }
-    if (pthread_mutex_init(&s->verify_mu, NULL) != 0) {
-        pthread_cond_destroy(&s->unpinned);
-        pthread_mutex_destroy(&s->mu);
-        free(s);
-        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
-    }
-    if (pthread_mutex_init(&s->vmu, NULL) != 0) {
-        pthread_mutex_destroy(&s->verify_mu);
-        pthread_cond_destroy(&s->unpinned);
-        pthread_mutex_destroy(&s->mu);
-        free(s);
-        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
-    }
-    if (pthread_cond_init(&s->vcv, NULL) != 0) {
-        pthread_mutex_destroy(&s->vmu);
-        pthread_mutex_destroy(&s->verify_mu);
-        pthread_cond_destroy(&s->unpinned);
-        pthread_mutex_destroy(&s->mu);
-        free(s);
-        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's lock");
+        return fl_error_set(err, FL_EINTERNAL, "cannot make the store's locks");
     }
     s->dir = strdup(o->dir);
     s->seed_secret = fl_hash_random64();
@@ -1658,6 +1659,22 @@ static int replay_one(struct fl_store *s, MDB_cursor *c, struct fl_ptx *dst, uin
     return rc;
 }
 
+/* After the event at seq was replayed with result rc (either way): its memory goes, a failure
+ * names the seq (once), a success is counted. Returns rc. */
+static int replay_step_end(struct fl_ptx *dst, uint64_t seq, int rc, uint64_t *done,
+                           struct fl_error *err)
+{
+    fl_arena_reset(dst->arena);
+    if (rc != 0) {
+        if (!dst->mdb_rc && err && strncmp(err->msg, "seq ", 4) != 0)
+            fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, err->msg);
+        return rc;
+    }
+    if (done)
+        (*done)++;
+    return 0;
+}
+
 /* ---- replay on two threads (rebuild) ----
  * Decoding and parsing a record is about a quarter of replaying it (callgrind: 8.3k of 31.5k
  * instructions per event); a second thread does it for the records ahead while the caller's
@@ -1808,14 +1825,8 @@ static int replay_threaded(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst,
         } else {
             rc = replay_apply(dst, seq, &sl->r, &sl->ev, err);
         }
-        fl_arena_reset(dst->arena);
-        if (rc != 0) {
-            if (!dst->mdb_rc && err && strncmp(err->msg, "seq ", 4) != 0)
-                fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, err->msg);
+        if ((rc = replay_step_end(dst, seq, rc, done, err)) != 0)
             break;
-        }
-        if (done)
-            (*done)++;
         atomic_store(&p.consumed, n + 1);
         if (atomic_load(&p.produced) - (n + 1) <= RP_SLOTS / 2)
             rp_wake(&p, &p.producer_waits);
@@ -1849,14 +1860,8 @@ static int replay(struct fl_store *s, MDB_txn *src, struct fl_ptx *dst, uint64_t
                             (unsigned long long)from, mdb_strerror(rc));
     for (uint64_t seq = from; seq <= to; seq++) {
         rc = replay_one(s, c, dst, seq, seq == from, err);
-        fl_arena_reset(dst->arena);
-        if (rc != 0) {
-            if (!dst->mdb_rc && err && strncmp(err->msg, "seq ", 4) != 0)
-                fl_error_set(err, FL_EINTERNAL, "seq %llu: %s", (unsigned long long)seq, err->msg);
+        if ((rc = replay_step_end(dst, seq, rc, done, err)) != 0)
             break;
-        }
-        if (done)
-            (*done)++;
     }
     mdb_cursor_close(c);
     return rc;

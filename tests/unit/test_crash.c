@@ -31,6 +31,24 @@ struct report {
     int round, i;
 };
 
+/* Round's flow registration, and n updates of it from number i on, as JSON append texts. */
+static void registration(char *text, size_t cap, int round)
+{
+    snprintf(text, cap,
+             "{\"type\":\"flow_registered\",\"event_id\":\"reg-%d\",\"data\":{\"flow_id\":\"f%d\",\"flow_name\":\"n\"}}",
+             round, round);
+}
+
+static void updates(char *text, size_t cap, int round, int i, int n)
+{
+    size_t off = (size_t)snprintf(text, cap, "[");
+    for (int k = 0; k < n; k++)
+        off += (size_t)snprintf(text + off, cap - off,
+                                "%s{\"type\":\"flow_updated\",\"event_id\":\"r%d-%d\",\"data\":{\"flow_id\":\"f%d\",\"owner\":\"o%d\"}}",
+                                k ? "," : "", round, i + k, round, i + k);
+    snprintf(text + off, cap - off, "]");
+}
+
 /* The child: append forever (until killed), one to three events per commit. */
 static void child(const char *dir, int round, int fd)
 {
@@ -39,19 +57,12 @@ static void child(const char *dir, int round, int fd)
     struct fl_ack acks[3];
     char text[1024];
 
-    snprintf(text, sizeof text,
-             "{\"type\":\"flow_registered\",\"event_id\":\"reg-%d\",\"data\":{\"flow_id\":\"f%d\",\"flow_name\":\"n\"}}",
-             round, round);
+    registration(text, sizeof text, round);
     if (tu_append(s, "t", text, acks, 1, &e) != 0)
         _exit(2);
     for (int i = 0;; i += 3) {
         int n = 1 + i % 3;
-        size_t off = (size_t)snprintf(text, sizeof text, "[");
-        for (int k = 0; k < n; k++)
-            off += (size_t)snprintf(text + off, sizeof text - off,
-                                    "%s{\"type\":\"flow_updated\",\"event_id\":\"r%d-%d\",\"data\":{\"flow_id\":\"f%d\",\"owner\":\"o%d\"}}",
-                                    k ? "," : "", round, i + k, round, i + k);
-        snprintf(text + off, sizeof text - off, "]");
+        updates(text, sizeof text, round, i, n);
         if (tu_append(s, "t", text, acks, 3, &e) != 0)
             _exit(3);
         /* only now, after the durable commit returned, is the event acknowledged */
@@ -118,19 +129,12 @@ static void child_pipelined(const char *dir, int round, int fd)
     if (pthread_mutex_init(&p.mu, NULL) != 0 || pthread_cond_init(&p.cv, NULL) != 0 ||
         pthread_create(&th, NULL, pipe_flusher, &p) != 0)
         _exit(2);
-    snprintf(text, sizeof text,
-             "{\"type\":\"flow_registered\",\"event_id\":\"reg-%d\",\"data\":{\"flow_id\":\"f%d\",\"flow_name\":\"n\"}}",
-             round, round);
+    registration(text, sizeof text, round);
     if (tu_append(p.s, "t", text, acks, 1, &e) != 0)
         _exit(2);
     for (int i = 0;; i += 3) {
         int n = 1 + i % 3;
-        size_t off = (size_t)snprintf(text, sizeof text, "[");
-        for (int k = 0; k < n; k++)
-            off += (size_t)snprintf(text + off, sizeof text - off,
-                                    "%s{\"type\":\"flow_updated\",\"event_id\":\"r%d-%d\",\"data\":{\"flow_id\":\"f%d\",\"owner\":\"o%d\"}}",
-                                    k ? "," : "", round, i + k, round, i + k);
-        snprintf(text + off, sizeof text - off, "]");
+        updates(text, sizeof text, round, i, n);
         if (tu_apply(p.s, "t", text, acks, 3, &need, &e) != 0)
             _exit(3);
         pthread_mutex_lock(&p.mu);
