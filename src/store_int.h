@@ -80,9 +80,10 @@ struct fl_view {
 };
 
 struct fl_store {
-    /* Held by every public entry point (a read from fl_store_read_begin to fl_store_read_end):
-     * flowlogd commits on a thread of its own (commit.c) while its loop serves reads. Recursive,
-     * so an entry point may call another. */
+    /* Held by every entry point that writes or reads the store's own state (commits, rebuild,
+     * stats; not reads of the data, which take vmu for a moment): flowlogd commits on a thread
+     * of its own (commit.c) while its loop serves reads. Recursive, so an entry point may call
+     * another. */
     pthread_mutex_t mu;
     MDB_env *env;
     struct fl_dbs db;
