@@ -118,21 +118,19 @@ static void commit_note_writers(struct commit *q, const struct commit_list *list
 
     while (slots < 2 * all)
         slots *= 2;
-    if (all > q->seen_cap || slots > q->set_cap) {
-        size_t cap = all > q->seen_cap ? 2 * all : q->seen_cap;
-        const void **p = realloc(q->seen, cap * sizeof *p);
-        const void **set = slots > q->set_cap ? realloc(q->set, 2 * slots * sizeof *set) : q->set;
-        if (p)
-            q->seen = p;
-        if (set)
-            q->set = set;
-        if (!p || !set) { /* without memory, simply wait for nobody */
-            q->writers = q->seen_last = 0;
-            return;
-        }
-        q->seen_cap = cap;
-        if (slots > q->set_cap)
-            q->set_cap = 2 * slots;
+    if (all > q->seen_cap) {
+        const void **p = realloc(q->seen, 2 * all * sizeof *p);
+        if (!p)
+            goto no_memory;
+        q->seen = p;
+        q->seen_cap = 2 * all;
+    }
+    if (slots > q->set_cap) {
+        const void **p = realloc(q->set, slots * sizeof *p);
+        if (!p)
+            goto no_memory;
+        q->set = p;
+        q->set_cap = slots;
     }
     memset(q->set, 0, slots * sizeof *q->set);
     q->writers = 0;
@@ -145,6 +143,9 @@ static void commit_note_writers(struct commit *q, const struct commit_list *list
             q->seen[n++] = it->conn;
         }
     q->seen_last = n;
+    return;
+no_memory: /* without memory, simply wait for nobody */
+    q->writers = q->seen_last = 0;
 }
 
 static void commit_complete(struct commit *q, int rc, struct fl_error *err, int64_t us);

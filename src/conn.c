@@ -136,7 +136,6 @@ static void conn_free_chunk(const void *data, size_t len, void *arg)
     free((void *)data);
 }
 
-/* Move the finished frame in c->sb to the socket's output buffer. */
 /* Send a reply straight to the socket when nothing is queued before it: one added to the
  * bufferevent's output goes out only on the loop's next pass, after an epoll_ctl to watch for
  * writability and another to stop watching. Returns the bytes the socket took; the caller
@@ -157,6 +156,7 @@ static size_t conn_send_now(struct conn *c, const char *p, size_t n)
     return w > 0 ? (size_t)w : 0; /* an error is met again, and handled, by the bufferevent */
 }
 
+/* Move the finished frame in c->sb to the socket (conn_send_now) or its output buffer. */
 static void conn_flush_sb(struct conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);

@@ -520,6 +520,22 @@ static int stage_take(struct fl_journal *j, size_t *n, struct fl_error *err)
     return 0;
 }
 
+/* n bytes p were just written at the end through fd: keep tail, the bytes of the block that
+ * will hold the end, as the file has them (a direct flush rewrites that block whole from it),
+ * without reading them back. */
+static void tail_advance(struct fl_journal *j, const uint8_t *p, size_t n)
+{
+    uint64_t start = j->end & ~(uint64_t)(DIRECT_BLOCK - 1);
+    uint64_t end = j->end + n, nstart = end & ~(uint64_t)(DIRECT_BLOCK - 1);
+
+    if (nstart == start) { /* still the same block: the new bytes follow the old */
+        memcpy(j->tail + (j->end - start), p, n);
+        return;
+    }
+    memset(j->tail, 0, sizeof j->tail);
+    memcpy(j->tail, p + (nstart - j->end), (size_t)(end - nstart));
+}
+
 /* A write of n staged bytes at the end failed: nothing of it counts. Zero what may have reached
  * the file, so that no partial frame lingers past the end (best effort; a later scan cuts it
  * otherwise). */
@@ -558,12 +574,9 @@ int fl_journal_write(struct fl_journal *j, struct fl_error *err)
         return rc;
     if ((rc = write_all(j->fd, j->stage.p, n, j->end)) != 0)
         return write_failed(j, n, rc, err);
+    tail_advance(j, j->stage.p, n);
     j->end += n;
     j->bytes += n;
-    /* A direct flush rewrites the block holding the end from tail: it must hold what was just
-     * written through the page cache (read back from there, not from the disk). */
-    if ((rc = load_tail(j)) != 0)
-        return io_error(j, rc, "cannot read the journal", err);
     return 0;
 }
 

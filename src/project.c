@@ -133,9 +133,10 @@ int fl_names_run(MDB_txn *txn, const struct fl_dbs *db, uint64_t tenant_no, stru
  * (struct fl_ptx.names, kept by the store across transactions) ---- */
 
 /* Key -> up to two numbers. Keys are names keys as stored (kind [no] id: a tenant's, flow's or
- * run's numbers) and 'V' flow_no (a flow's version, which names keys never start with). Entries are kept in the order added, their keys' bytes in one
- * buffer; an open-addressing table of entry numbers finds them. Only the table is zeroed, so a
- * transaction that caches little costs little. */
+ * run's numbers) and 'V' flow_no (a flow's version, which names keys never start with).
+ * Entries are kept in the order added, their keys' bytes in one buffer; an open-addressing
+ * table of entry numbers finds them. Only the table is zeroed, so a transaction that caches
+ * little costs little. */
 struct pc_entry {
     uint64_t h;
     uint32_t off, len; /* the key's bytes in keys */

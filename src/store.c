@@ -565,6 +565,7 @@ static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t le
 static int grow_map(struct fl_store *s, struct fl_error *err);
 static int store_sync(struct fl_store *s, uint64_t *durable, struct fl_error *err);
 static void view_drop(struct fl_view *v);
+static void view_drop_all(struct fl_view **list);
 
 /* Apply the journal's records beyond the LMDB head, then cut whatever follows them (a flush
  * that a crash cut short: never acknowledged). */
@@ -895,16 +896,8 @@ void fl_store_close(struct fl_store *s)
     if (s->rtxn)
         mdb_txn_abort(s->rtxn);
     view_drop(s->view);
-    while (s->pending) {
-        struct fl_view *p = s->pending;
-        s->pending = p->next;
-        view_drop(p);
-    }
-    while (s->retired) {
-        struct fl_view *p = s->retired;
-        s->retired = p->next;
-        view_drop(p);
-    }
+    view_drop_all(&s->pending);
+    view_drop_all(&s->retired);
     if (s->env) {
         /* Only a flushed LMDB file may be trusted without the journal after an OS crash. */
         if (!s->nosync && !s->broken[0] && mdb_env_sync(s->env, 1) == 0 && s->journal)
@@ -957,24 +950,41 @@ static void view_drop(struct fl_view *v)
     free(v);
 }
 
-/* Make v the view (vmu held). The old one goes now, or when its last read ends. A v without a
- * snapshot leaves the old view in place: older than the durable head, but durable and whole,
- * until nothing is in flight and reads take fresh snapshots again. */
-static void view_set(struct fl_store *s, struct fl_view *v)
+/* The view is no longer the one to read (vmu held): it goes now, or when its last read ends. */
+static void view_retire(struct fl_store *s)
 {
-    if (!v->txn && s->view) {
-        free(v);
+    if (!s->view)
         return;
-    }
-    if (s->view && s->view->refs > 0) {
+    if (s->view->refs > 0) {
         s->view->next = s->retired;
         s->retired = s->view;
     } else {
         view_drop(s->view);
     }
-    s->view = v->txn ? v : NULL;
-    if (!v->txn)
+    s->view = NULL;
+}
+
+/* Drop a list of views none of which is being read. */
+static void view_drop_all(struct fl_view **list)
+{
+    while (*list) {
+        struct fl_view *v = *list;
+        *list = v->next;
+        view_drop(v);
+    }
+}
+
+/* Make v the view (vmu held). A v without a snapshot leaves the old view in place: older than
+ * the durable head, but durable and whole, until nothing is in flight and reads take fresh
+ * snapshots again. */
+static void view_set(struct fl_store *s, struct fl_view *v)
+{
+    if (!v->txn) {
         free(v);
+        return;
+    }
+    view_retire(s);
+    s->view = v;
 }
 
 /* Publish the pending snapshots up to seq head, now durable (vmu held). */
@@ -1038,21 +1048,6 @@ static void view_of_durable(struct fl_store *s)
     s->view = v;
 }
 
-/* The view is older than the latest commit, which is durable (vmu held): it goes now, or when
- * its last read ends; reads take fresh snapshots. */
-static void view_retire(struct fl_store *s)
-{
-    if (!s->view)
-        return;
-    if (s->view->refs > 0) {
-        s->view->next = s->retired;
-        s->retired = s->view;
-    } else {
-        view_drop(s->view);
-    }
-    s->view = NULL;
-}
-
 /* Make every applied group durable and visible: flush the journal as far as it is written,
  * then publish the newest pending snapshot. *durable gets the durable head. Safe on a thread
  * of its own while another applies (it takes vmu, never mu, except to refuse commits after a
@@ -1066,7 +1061,7 @@ static int store_sync(struct fl_store *s, uint64_t *durable, struct fl_error *er
     target = s->durable;
     for (const struct fl_view *p = s->pending; p; p = p->next)
         target = p->head;
-    int need = target > s->durable || s->pending;
+    int need = s->pending != NULL;
     pthread_mutex_unlock(&s->vmu);
     if (need && (rc = fl_journal_sync(s->journal, err)) != 0) {
         /* Whether the flushed pages reached the disk is unknown (and cannot be learnt by
@@ -1103,11 +1098,7 @@ static void view_hold(struct fl_store *s)
     if (s->rtxn)
         mdb_txn_abort(s->rtxn);
     s->rtxn = NULL;
-    while (s->pending) { /* none after a sync; kept safe */
-        struct fl_view *p = s->pending;
-        s->pending = p->next;
-        view_drop(p);
-    }
+    view_drop_all(&s->pending); /* none after a sync; kept safe */
     pthread_mutex_unlock(&s->vmu);
 }
 
@@ -1161,10 +1152,7 @@ int fl_store_read_begin(struct fl_store *s, MDB_txn **txn, struct fl_error *err)
         if (!s->pending) {
             /* Nothing in flight: a one-step commit flushes before LMDB commits, so LMDB's
              * latest state is durable and a fresh snapshot is exact. A view is not needed. */
-            if (s->view && s->view->refs == 0) {
-                view_drop(s->view);
-                s->view = NULL;
-            }
+            view_retire(s);
             rc = fresh_txn(s, txn, err);
             break;
         }
@@ -1372,33 +1360,32 @@ static void fail_all(struct fl_append **apps, size_t n, const struct fl_error *e
 /* Commit the group's LMDB transaction with its records in the journal first: written through
  * the page cache (flush 0, pipelined: store_sync makes them durable later) or flushed (flush 1,
  * when nothing is in flight: one direct write, durable when it returns). Either way the journal
- * holds every record LMDB holds, should the process die. v (allocated by the caller) gets the
- * snapshot of the commit. Returns 0 or an MDB/errno code, or -1 with e set; on failure
+ * holds every record LMDB holds, should the process die. A group not durable at once leaves a
+ * snapshot of its commit among the pending ones. Returns 0 or an MDB/errno code, or -1 with e set; on failure
  * nothing of the group counts (a journal write whose LMDB commit failed is taken back). */
 static int commit_group(struct fl_store *s, MDB_txn *txn, const struct group_state *g,
-                        struct fl_view *v, int flush, struct fl_error *e)
+                        int flush, struct fl_error *e)
 {
     uint64_t before = fl_journal_end(s->journal);
+    struct fl_view *v = NULL; /* the commit's snapshot, when it is not durable at once */
     int rc;
 
-    if (fl_journal_staged(s->journal) == 0) {
-        /* Nothing appended (all duplicates or refused): nothing changed, nothing to show. */
-        free(v);
+    if (fl_journal_staged(s->journal) == 0) /* all duplicates or refused: nothing changed */
         return mdb_txn_commit(txn);
-    }
     rc = put_journal_pos(s, txn, before + fl_journal_staged(s->journal), g->head_off);
     if (rc != 0) {
         mdb_txn_abort(txn);
         fl_journal_unstage(s->journal, 0);
-        free(v);
         return rc;
     }
     pthread_mutex_lock(&s->vmu);
     int direct = flush && !s->pending;
     pthread_mutex_unlock(&s->vmu);
-    if (direct) {
-        free(v); /* durable before LMDB commits: reads can take fresh snapshots */
-        v = NULL;
+    if (!direct && !(v = calloc(1, sizeof *v))) {
+        mdb_txn_abort(txn);
+        fl_journal_unstage(s->journal, 0);
+        fl_error_set(e, FL_EINTERNAL, "out of memory");
+        return -1;
     }
     rc = direct ? fl_journal_flush(s->journal, e) : fl_journal_write(s->journal, e);
     if (rc != 0) {
@@ -1488,16 +1475,11 @@ static int store_commit(struct fl_store *s, struct fl_append **apps, size_t n, i
             excluded[i - 1] = 1;
             continue; /* redo the group without the append that may have half-written */
         }
-        struct fl_view *v = NULL;
         if (x.mdb_rc) {
             mdb_txn_abort(txn);
             rc = x.mdb_rc;
-        } else if (!(v = calloc(1, sizeof *v))) {
-            mdb_txn_abort(txn);
-            fl_error_set(&e, FL_EINTERNAL, "out of memory");
-            goto fail;
         } else {
-            rc = commit_group(s, txn, &g, v, flush, &e);
+            rc = commit_group(s, txn, &g, flush, &e);
             if (rc == -1)
                 goto fail;
         }
@@ -1578,7 +1560,6 @@ int fl_store_sync(struct fl_store *s, uint64_t *durable, struct fl_error *err)
 
 /* ---- replay and rebuild ---- */
 
-/* Apply a decoded record (the log checked it when it was appended) to the projections. */
 /* Parse a decoded record's event (trusted: it passed every check when it was appended). */
 static int replay_parse(struct fl_store *s, const struct fl_record *r, struct fl_event *ev,
                         struct fl_error *err)
@@ -1620,14 +1601,12 @@ static int replay_decoded(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
 
 /* The log's record seq through cursor c, which walks the log (MDB_NEXT stays on the leaf page);
  * a key other than the next seq is looked up by itself, so a gap is reported as before. */
-static int replay_fetch(struct fl_store *s, MDB_cursor *c, uint64_t seq, int first, MDB_val *v,
-                        struct fl_error *err)
+static int replay_fetch(MDB_cursor *c, uint64_t seq, int first, MDB_val *v, struct fl_error *err)
 {
     MDB_val k;
     uint8_t kb[8];
     int rc = first ? MDB_NOTFOUND : mdb_cursor_get(c, &k, v, MDB_NEXT);
 
-    (void)s;
     if (rc != 0 || k.mv_size != 8 || fl_get_be64(k.mv_data) != seq) {
         fl_put_be64(kb, seq);
         k.mv_size = 8;
@@ -1640,6 +1619,16 @@ static int replay_fetch(struct fl_store *s, MDB_cursor *c, uint64_t seq, int fir
     return 0;
 }
 
+/* Decode a stored record; up must be destroyed by the caller either way. */
+static int replay_decode(const MDB_val *v, struct fl_record *r, msgpack_unpacked *up,
+                         struct fl_error *err)
+{
+    if (fl_record_decode(v->mv_data, v->mv_size, r, up, err) != 0)
+        return fl_error_set(err, FL_EINTERNAL, "a record does not decode: %s",
+                            err ? err->msg : "undecodable record");
+    return 0;
+}
+
 static int replay_one(struct fl_store *s, MDB_cursor *c, struct fl_ptx *dst, uint64_t seq,
                       int first, struct fl_error *err)
 {
@@ -1648,12 +1637,9 @@ static int replay_one(struct fl_store *s, MDB_cursor *c, struct fl_ptx *dst, uin
     MDB_val v;
     int rc;
 
-    if ((rc = replay_fetch(s, c, seq, first, &v, err)) != 0)
+    if ((rc = replay_fetch(c, seq, first, &v, err)) != 0)
         return rc;
-    if ((rc = fl_record_decode(v.mv_data, v.mv_size, &r, &up, err)) != 0)
-        rc = fl_error_set(err, FL_EINTERNAL, "a record does not decode: %s",
-                          err ? err->msg : "undecodable record");
-    else
+    if ((rc = replay_decode(&v, &r, &up, err)) == 0)
         rc = replay_decoded(s, dst, seq, &r, err);
     msgpack_unpacked_destroy(&up);
     return rc;
@@ -1720,15 +1706,12 @@ static void rp_prepare(struct rp *p, MDB_cursor *c, uint64_t seq, struct rp_slot
     MDB_val v;
 
     fl_error_clear(&sl->err);
-    sl->rc = replay_fetch(p->s, c, seq, seq == p->from, &v, &sl->err);
+    sl->rc = replay_fetch(c, seq, seq == p->from, &v, &sl->err);
     if (sl->rc != 0)
         return;
     sl->have_up = 1;
-    if ((sl->rc = fl_record_decode(v.mv_data, v.mv_size, &sl->r, &sl->up, &sl->err)) != 0) {
-        sl->rc = fl_error_set(&sl->err, FL_EINTERNAL, "a record does not decode: %s",
-                              sl->err.msg);
+    if ((sl->rc = replay_decode(&v, &sl->r, &sl->up, &sl->err)) != 0)
         return;
-    }
     if ((sl->rc = replay_parse(p->s, &sl->r, &sl->ev, &sl->err)) == 0)
         sl->have_ev = 1;
 }

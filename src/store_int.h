@@ -96,8 +96,9 @@ struct fl_store {
     struct fl_event_limits lim;
     /* What readers see (store.c, "Views"): while commits are in flight (fl_store_apply), the
      * snapshot of the last durable commit, the snapshots of commits applied but not yet durable
-     * (oldest first), and replaced views that a read still holds; otherwise fresh snapshots. All guarded by vmu, never by mu, so that a read never waits for a
-     * commit; vcv is signalled when a view is published or released, and when holds end. */
+     * (oldest first), and replaced views that a read still holds; otherwise fresh snapshots.
+     * All guarded by vmu, never by mu, so that a read never waits for a commit; vcv is
+     * signalled when a view is published or released, and when holds end. */
     pthread_mutex_t vmu;
     pthread_cond_t vcv;
     struct fl_view *view, *pending, *retired;
@@ -116,9 +117,8 @@ struct fl_store {
     /* The committed names (tenant numbers, flow_no by flow_id, run_no and flow_no by run_id)
      * and flow versions, cached across transactions: once committed a name keeps its numbers
      * and is never deleted, and a version changes only by a commit of this process, which
-     * updates it here. Filled only from transactions that committed
-     * (fl_project_keep), dropped when names may change meaning (rebuild, recovery) and at
-     * close. Used by the one thread that writes (the server's), so it needs no lock. NULL when
+     * updates it here. Filled only from transactions that committed (fl_project_keep),
+     * dropped when names may change meaning (rebuild, recovery) and at close. Used by the one thread that writes (the server's), so it needs no lock. NULL when
      * empty. */
     struct fl_pcache *names;
     /* A verify or backup reads a snapshot of its own without the lock, for as long as it
