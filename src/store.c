@@ -930,13 +930,14 @@ const char *fl_store_dir(const struct fl_store *s)
 
 /* ---- views ----
  *
- * A commit is applied (its LMDB transaction committed, its records written to the journal)
- * before it is durable (the journal flushed), and with pipelined commits the next group is
- * applied while this one flushes. Readers must never see what is not durable, and must see all
- * that is (an acknowledged event is readable at once). So right after each LMDB commit the
- * committing thread opens a read snapshot of it (pending), and a flush that makes it durable
- * publishes it as the view: every read until the next publish uses that snapshot. Reads take
- * vmu only for a moment, never mu: a read waits for neither a transaction nor a flush.
+ * Readers must never see what is not durable, and must see all that is (an acknowledged event
+ * is readable at once). A one-step commit flushes before LMDB commits, so with nothing in flight
+ * a fresh snapshot is exact. A pipelined group is applied (its LMDB transaction committed, its
+ * records written to the journal) before it is durable, and the next group is applied while it
+ * flushes. So right after each such LMDB commit the committing thread opens a read snapshot of
+ * it (pending), and the flush that makes it durable publishes it as the view: while anything is
+ * in flight, reads use that snapshot. Reads take vmu only for a moment, never mu: a read waits
+ * for neither a transaction nor a flush.
  *
  * A view's transaction is used by one reading thread at a time (flowlogd reads on its loop;
  * verify and backup take snapshots of their own). LMDB's map can be resized only with no
