@@ -244,10 +244,12 @@ static int ms_left(int64_t deadline)
 /* ---- bytes in ---- */
 
 /* Read what the socket has (at most one chunk) into rbuf. 0, or a fatal code on EOF/error. */
-static int recv_some(flc_client *c)
+static int recv_some(flc_client *c, size_t *got)
 {
     ssize_t n;
 
+    if (got)
+        *got = 0;
     if (c->rpos == c->rbuf.len) {
         c->rpos = c->rbuf.len = 0;
     } else if (c->rpos > READ_CHUNK && c->rpos > c->rbuf.len / 2) {
@@ -267,6 +269,8 @@ static int recv_some(flc_client *c)
     if (n == 0)
         return client_fatal(c, FLC_ECONNECTION, "the server closed the connection");
     c->rbuf.len += (size_t)n;
+    if (got)
+        *got = (size_t)n;
     return 0;
 }
 
@@ -328,9 +332,13 @@ static int frame_take(flc_client *c, struct frame **out)
     return 1;
 }
 
-/* Wait until deadline for one frame. 0 with *out, FLC_ETIMEOUT, or a fatal code. */
+/* Wait until deadline for one frame. 0 with *out, FLC_ETIMEOUT, or a fatal code. The socket is
+ * read once before any wait: a reply is usually there already (the caller polled, or the server
+ * was quick), and a poll() before every read doubled the system calls per reply. */
 static int frame_read(flc_client *c, int64_t deadline, struct frame **out)
 {
+    int tried = 0;
+
     for (;;) {
         int rc = frame_take(c, out);
         if (rc != 0)
@@ -338,6 +346,14 @@ static int frame_read(flc_client *c, int64_t deadline, struct frame **out)
         if (c->dead) { /* nothing more will come: the bytes received were all there was */
             c->err = c->dead_err;
             return c->err.code;
+        }
+        if (!tried) {
+            size_t got;
+            tried = 1;
+            if ((rc = recv_some(c, &got)) != 0)
+                return rc;
+            if (got)
+                continue;
         }
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
         rc = poll(&p, 1, ms_left(deadline));
@@ -347,7 +363,7 @@ static int frame_read(flc_client *c, int64_t deadline, struct frame **out)
             return client_fatal(c, FLC_ECONNECTION, "poll failed: %s", strerror(errno));
         if (rc == 0)
             return client_seterr(c, FLC_ETIMEOUT, "no reply from the server in time");
-        if ((rc = recv_some(c)) != 0)
+        if ((rc = recv_some(c, NULL)) != 0)
             return rc;
     }
 }
@@ -380,14 +396,31 @@ static int send_failed(flc_client *c, int err)
     return client_fatal(c, FLC_ECONNECTION, "send failed: %s", strerror(err));
 }
 
-/* Send all of buf, reading replies meanwhile so that neither side can block the other. */
+/* Send all of buf, reading replies meanwhile so that neither side can block the other. The
+ * socket is written first and waited on only when it is full: a poll() before every send was
+ * one system call per request more. */
 static int send_all(flc_client *c, const char *buf, size_t len)
 {
     int64_t deadline = deadline_for(c, -1);
+    int full = 0;
 
     if (c->fd < 0) /* never poll a closed socket: that would wait for ever */
         return client_fatal(c, FLC_ECONNECTION, "not connected");
     while (len > 0) {
+        if (!full) {
+            ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                full = 1;
+                continue;
+            }
+            if (n < 0)
+                return send_failed(c, errno);
+            buf += n;
+            len -= (size_t)n;
+            continue;
+        }
         struct pollfd p = {.fd = c->fd, .events = POLLOUT | POLLIN};
         int rc = poll(&p, 1, ms_left(deadline));
         if (rc < 0 && errno == EINTR)
@@ -399,18 +432,11 @@ static int send_all(flc_client *c, const char *buf, size_t len)
         if (p.revents & POLLIN) {
             /* An end of stream while sending: the server may have said why just before
              * (too_large for an over-long frame): report that, not the close. */
-            if ((rc = recv_some(c)) != 0)
+            if ((rc = recv_some(c, NULL)) != 0)
                 return send_failed(c, ECONNRESET);
         }
-        if (!(p.revents & (POLLOUT | POLLERR | POLLHUP)))
-            continue;
-        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
-            continue;
-        if (n < 0)
-            return send_failed(c, errno);
-        buf += n;
-        len -= (size_t)n;
+        if (p.revents & (POLLOUT | POLLERR | POLLHUP))
+            full = 0;
     }
     return 0;
 }
