@@ -31,6 +31,11 @@ int fl_wire_check(const void *buf, size_t len, struct fl_error *err);
  * msgpack_unpacked_destroy). Strings in the result point into buf. */
 int fl_wire_decode(const void *buf, size_t len, msgpack_unpacked *out, struct fl_error *err);
 
+/* fl_wire_decode into zone, which the caller owns and clears (msgpack_zone_clear) once it is
+ * done with *out: no allocation per frame once the zone is big enough. */
+int fl_wire_decode_in(const void *buf, size_t len, msgpack_zone *zone, msgpack_object *out,
+                      struct fl_error *err);
+
 /* The value of key in a msgpack map, or NULL (also NULL if map is not a map). */
 const msgpack_object *fl_wire_get(const msgpack_object *map, const char *key);
 

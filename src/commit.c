@@ -39,7 +39,6 @@ void commit_item_free(struct commit_item *it)
         return;
     for (size_t i = 0; i < it->app.n; i++)
         fl_event_free(&it->events[i]);
-    msgpack_unpacked_destroy(&it->msg);
     free(it->frame);
     free(it);
 }

@@ -23,12 +23,11 @@
 struct conn;
 
 /* One append request waiting for its commit. Owns everything the parsed events borrow from:
- * the frame bytes (strings point into them) and the decoded msgpack objects. */
+ * the frame bytes (strings point into them). */
 struct commit_item {
     struct fl_append app;    /* tenant, events and acks point into this item */
     struct fl_event *events; /* app.n entries, all parsed */
     struct fl_ack *acks;
-    msgpack_unpacked msg;
     uint8_t *frame;
     char tenant[FL_TENANT_MAX + 1];
     struct conn *conn; /* owner; NULL once the connection has gone */
@@ -94,9 +93,9 @@ struct commit {
     struct commit_stats stats;
 };
 
-/* Allocate an item able to hold n events; frame/msg are attached by the caller. NULL: no memory. */
+/* Allocate an item able to hold n events; the frame is attached by the caller. NULL: no memory. */
 struct commit_item *commit_item_new(size_t n);
-/* Free an item: its parsed events (the first app.n), decoded objects and frame. Accepts NULL. */
+/* Free an item: its parsed events (the first app.n), and frame. Accepts NULL. */
 void commit_item_free(struct commit_item *it);
 
 /* Prepare q on base. Returns 0 or FL_EINTERNAL. */

@@ -256,18 +256,17 @@ static void conn_handle_frame(struct conn *c, uint8_t *buf, size_t len)
 
     memset(&r, 0, sizeof r);
     fl_error_clear(&err);
-    msgpack_unpacked_init(&r.msg);
     r.frame = buf;
     r.len = len;
-    if (fl_wire_decode(buf, len, &r.msg, &err) != 0) {
+    if (fl_wire_decode_in(buf, len, &c->srv->zone, &r.msg, &err) != 0) {
         conn_fail(c, -1, err.code ? err.code : FL_EBAD_REQUEST, "malformed frame: %s", err.msg);
         goto out;
     }
-    if (r.msg.data.type != MSGPACK_OBJECT_MAP) {
+    if (r.msg.type != MSGPACK_OBJECT_MAP) {
         conn_fail(c, -1, FL_EBAD_REQUEST, "a frame must hold one msgpack map (a request)");
         goto out;
     }
-    o = fl_wire_get(&r.msg.data, "id");
+    o = fl_wire_get(&r.msg, "id");
     if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > INT64_MAX) {
         fl_error_set(&err, FL_EBAD_REQUEST,
                      "every request needs \"id\": an unsigned integer below 2^63");
@@ -278,7 +277,7 @@ static void conn_handle_frame(struct conn *c, uint8_t *buf, size_t len)
         goto out;
     }
     r.id = o->via.u64;
-    o = fl_wire_get(&r.msg.data, "op");
+    o = fl_wire_get(&r.msg, "op");
     if (!o || o->type != MSGPACK_OBJECT_STR) {
         fl_error_set(&err, FL_EBAD_REQUEST, "request %llu needs \"op\": a string such as \"log\"",
                      (unsigned long long)r.id);
@@ -293,7 +292,7 @@ static void conn_handle_frame(struct conn *c, uint8_t *buf, size_t len)
     r.op_len = o->via.str.size;
     conn_op_dispatch(c, &r);
 out:
-    msgpack_unpacked_destroy(&r.msg);
+    msgpack_zone_clear(&c->srv->zone);
     free(r.frame);
 }
 

@@ -36,7 +36,7 @@ struct op_def {
 /* The argument key, with nil counting as absent. */
 static const msgpack_object *arg(const struct conn_req *r, const char *key)
 {
-    const msgpack_object *o = fl_wire_get(&r->msg.data, key);
+    const msgpack_object *o = fl_wire_get(&r->msg, key);
     return o && o->type != MSGPACK_OBJECT_NIL ? o : NULL;
 }
 
@@ -500,7 +500,8 @@ static int op_stats(struct conn *c, struct conn_req *r, struct fl_error *err)
 }
 
 /* Parse and check every event, then queue the append for this pass's commit. The item takes
- * the frame and the decoded objects: the parsed events borrow their strings from both. */
+ * the frame, from which the parsed events borrow their strings; they keep nothing of the
+ * decoded objects, which the next frame's decoding reuses. */
 static int op_append(struct conn *c, struct conn_req *r, struct fl_error *err)
 {
     const msgpack_object *evs = arg(r, "events");
@@ -543,8 +544,6 @@ static int op_append(struct conn *c, struct conn_req *r, struct fl_error *err)
     memcpy(it->tenant, c->tenant, c->tenant_len);
     it->app.tenant.len = c->tenant_len;
     it->req_id = r->id;
-    it->msg = r->msg;
-    msgpack_unpacked_init(&r->msg);
     it->frame = r->frame;
     r->frame = NULL;
     conn_pending_add(c, it);
@@ -613,7 +612,7 @@ static const struct op_def *op_find(const char *name, size_t len)
 /* Keys not listed for an op are rejected, naming the key and what is allowed. */
 static int op_check_keys(const struct op_def *d, const struct conn_req *r, struct fl_error *err)
 {
-    const msgpack_object_map *m = &r->msg.data.via.map;
+    const msgpack_object_map *m = &r->msg.via.map;
 
     for (uint32_t i = 0; i < m->size; i++) {
         const msgpack_object *k = &m->ptr[i].key;
