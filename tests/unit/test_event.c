@@ -232,6 +232,78 @@ static void test_packers_match_msgpack_c(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* fl_wire_put_ts against msgpack_pack_timestamp of the same instant (sec, nsec as the reply
+ * packing did before it packed in place). */
+static void check_ts(msgpack_sbuffer *sb, msgpack_packer *pk, int64_t us)
+{
+    msgpack_timestamp t;
+    int64_t sec = us / 1000000, rem = us % 1000000;
+    uint8_t b[FL_WIRE_TS_MAX + 1];
+    size_t n;
+
+    if (rem < 0) {
+        rem += 1000000;
+        sec -= 1;
+    }
+    t.tv_sec = sec;
+    t.tv_nsec = (uint32_t)(rem * 1000);
+    sb->size = 0;
+    msgpack_pack_timestamp(pk, &t);
+    n = fl_wire_put_ts(b, us);
+    assert_true(n <= FL_WIRE_TS_MAX);
+    assert_int_equal(n, sb->size);
+    assert_memory_equal(b, sb->data, n);
+    sb->size = 0;
+    fl_wire_pack_ts(pk, us);
+    assert_int_equal(n, sb->size);
+    assert_memory_equal(b, sb->data, n);
+}
+
+/* The in-place reply packers write what msgpack-c's packer would. */
+static void test_put_matches_msgpack_c(void **state)
+{
+    const int64_t edges[] = {0, 1, 999999, 1000000, 4294967295LL * 1000000, 4294967296LL * 1000000,
+                             (1LL << 34) * 1000000 - 1, (1LL << 34) * 1000000, INT64_MAX,
+                             INT64_MIN, -1, -1000000, -1000001, 1733337600123456LL};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    uint64_t x = 88172645463325252ull;
+    uint8_t b[FL_WIRE_OK_HEAD_MAX];
+    char *p;
+
+    (void)state;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+        for (int64_t d = -1; d <= 1; d++)
+            check_ts(&sb, &pk, (edges[i] == INT64_MAX && d > 0) || (edges[i] == INT64_MIN && d < 0)
+                                   ? edges[i] : edges[i] + d);
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t id = x >> (x & 63);
+        int64_t us = (int64_t)(id & INT64_MAX);
+        check_ts(&sb, &pk, (x & 64) ? -us : us);
+        sb.size = 0;
+        msgpack_pack_map(&pk, 3);
+        fl_wire_pack_cstr(&pk, "id");
+        msgpack_pack_uint64(&pk, id);
+        fl_wire_pack_cstr(&pk, "ok");
+        msgpack_pack_true(&pk);
+        fl_wire_pack_cstr(&pk, "result");
+        assert_int_equal(fl_wire_put_ok_head(b, id), sb.size);
+        assert_memory_equal(b, sb.data, sb.size);
+    }
+    sb.size = 0;
+    assert_non_null(p = fl_wire_reserve(&sb, 100000));
+    assert_ptr_equal(p, sb.data);
+    assert_true(sb.alloc >= 100000);
+    sb.size = 99990;
+    assert_non_null(p = fl_wire_reserve(&sb, 10));
+    assert_ptr_equal(p, sb.data + 99990);
+    assert_null(fl_wire_reserve(&sb, SIZE_MAX - 10));
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* A scan_verdict whose findings_json is the n bytes at j. */
 static int parse_findings(const char *j, size_t n, struct fl_error *e)
 {
@@ -318,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_wire_check_hostile),
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_packers_match_msgpack_c),
+        cmocka_unit_test(test_put_matches_msgpack_c),
         cmocka_unit_test(test_findings_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
