@@ -8,13 +8,6 @@
 #include "hash.h"
 #include "util.h"
 
-int fl_mp_streq(const msgpack_object *obj, const char *s)
-{
-    size_t n = strlen(s);
-    return obj->type == MSGPACK_OBJECT_STR && obj->via.str.size == n &&
-           memcmp(obj->via.str.ptr, s, n) == 0;
-}
-
 const struct fl_val *fl_event_get(const struct fl_event *ev, const char *name)
 {
     int i = fl_event_field_index(ev->type, name);
@@ -184,7 +177,7 @@ static int encode_canonical(struct fl_event *ev, struct fl_error *err)
         if (!v->set)
             continue;
         n++;
-        klen[i] = strlen(d->fields[i].name);
+        klen[i] = d->fields[i].len;
         size += fl_mp_str_len(klen[i]) + klen[i] +
                 (d->fields[i].kind == FL_FK_INT ? fl_mp_int_len(v->i)
                                                 : fl_mp_str_len(v->s.len) + v->s.len);
@@ -211,7 +204,7 @@ static int encode_canonical(struct fl_event *ev, struct fl_error *err)
         }
     }
     ev->data_len = size;
-    fl_hash_payload(d->name, strlen(d->name), ev->data, ev->data_len, ev->payload_hash);
+    fl_hash_payload(d->name, d->name_len, ev->data, ev->data_len, ev->payload_hash);
     return 0;
 }
 
@@ -227,10 +220,11 @@ static int parse_data(struct fl_event *ev, const msgpack_object *data,
     for (uint32_t k = 0; k < data->via.map.size; k++) {
         const msgpack_object *key = &data->via.map.ptr[k].key;
         int fi = -1;
-        if (key->type == MSGPACK_OBJECT_STR)
+        if (key->type == MSGPACK_OBJECT_STR && key->via.str.size > 0)
             for (size_t i = 0; i < d->nfields && fi < 0; i++) /* field names are distinct */
-                if (key->via.str.size > 0 && key->via.str.ptr[0] == d->fields[i].name[0] &&
-                    fl_mp_streq(key, d->fields[i].name))
+                if (key->via.str.size == d->fields[i].len &&
+                    key->via.str.ptr[0] == d->fields[i].name[0] &&
+                    memcmp(key->via.str.ptr, d->fields[i].name, d->fields[i].len) == 0)
                     fi = (int)i;
         if (fi < 0)
             return fl_error_set(err, FL_EBAD_REQUEST, "data.%.*s: unknown field for %s",

@@ -232,6 +232,22 @@ static void test_packers_match_msgpack_c(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* The schema's stored name lengths are the names' lengths (keys are matched by them). */
+static void test_schema_lengths(void **state)
+{
+    (void)state;
+    for (int t = 0; t < FL_EV_COUNT; t++) {
+        const struct fl_event_def *d = &fl_event_defs[t];
+        assert_int_equal(d->name_len, strlen(d->name));
+        assert_int_equal(fl_event_type_from_name(d->name, d->name_len), t);
+        for (size_t i = 0; i < d->nfields; i++)
+            assert_int_equal(d->fields[i].len, strlen(d->fields[i].name));
+    }
+    assert_int_equal(fl_event_type_from_name("patc", 4), -1);
+    assert_int_equal(fl_event_type_from_name("", 0), -1);
+    assert_int_equal(fl_event_type_from_name(NULL, 0), -1);
+}
+
 /* fl_wire_put_ts against msgpack_pack_timestamp of the same instant (sec, nsec as the reply
  * packing did before it packed in place). */
 static void check_ts(msgpack_sbuffer *sb, msgpack_packer *pk, int64_t us)
@@ -391,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_packers_match_msgpack_c),
         cmocka_unit_test(test_put_matches_msgpack_c),
+        cmocka_unit_test(test_schema_lengths),
         cmocka_unit_test(test_findings_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
