@@ -523,7 +523,7 @@ static int op_append(struct conn *c, struct conn_req *r, struct fl_error *err)
         return fl_error_set(err, FL_ETOO_LARGE,
                             "an append carries at most %llu events and this one has %zu; split it",
                             (unsigned long long)max, n);
-    if (!(it = commit_item_new(n)))
+    if (!(it = commit_item_new(&c->srv->commit, n)))
         return fl_error_set(err, FL_EUNAVAILABLE, "server out of memory; retry later");
     for (size_t i = 0; i < n; i++) {
         rc = fl_event_parse(&evs->via.array.ptr[i], &lim, &it->events[i], err);
@@ -550,7 +550,7 @@ static int op_append(struct conn *c, struct conn_req *r, struct fl_error *err)
     commit_enqueue(&c->srv->commit, it);
     return 0;
 fail:
-    commit_item_free(it);
+    commit_item_free(&c->srv->commit, it);
     return rc;
 }
 

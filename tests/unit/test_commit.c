@@ -35,7 +35,7 @@ static void answered(struct commit_item *it, void *arg)
 /* One append of n flow registrations with 400-byte names, as the server would queue it. */
 static struct commit_item *big_append(int from, int n)
 {
-    struct commit_item *it = commit_item_new((size_t)n);
+    struct commit_item *it = commit_item_new(NULL, (size_t)n);
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_unpacked up;
