@@ -10,7 +10,10 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
+#include <xxhash.h>
+
 #include "event.h"
+#include "hash.h"
 #include "util.h"
 #include "wire.h"
 
@@ -232,6 +235,35 @@ static void test_packers_match_msgpack_c(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* fl_hash_payload is xxh3-128 of a, a NUL and b, as a stream: whether it hashes a copy in one
+ * call (small payloads) or streams, the (stored) hashes must be these. */
+static void test_payload_hash(void **state)
+{
+    static unsigned char data[5000];
+    const char *types[] = {"", "patch", "human_resolution"};
+    uint8_t got[16];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (unsigned char)(i * 131 + 7);
+    for (size_t t = 0; t < 3; t++) {
+        for (size_t n = 0; n < sizeof data; n += n < 300 ? 1 : 37) {
+            XXH3_state_t *st = XXH3_createState();
+            XXH128_canonical_t c;
+
+            assert_non_null(st);
+            assert_int_equal(XXH3_128bits_reset(st), XXH_OK);
+            assert_int_equal(XXH3_128bits_update(st, types[t], strlen(types[t])), XXH_OK);
+            assert_int_equal(XXH3_128bits_update(st, "", 1), XXH_OK);
+            assert_int_equal(XXH3_128bits_update(st, data, n), XXH_OK);
+            XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+            XXH3_freeState(st);
+            fl_hash_payload(types[t], strlen(types[t]), data, n, got);
+            assert_memory_equal(got, c.digest, 16);
+        }
+    }
+}
+
 /* The schema's stored name lengths are the names' lengths (keys are matched by them). */
 static void test_schema_lengths(void **state)
 {
@@ -408,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_packers_match_msgpack_c),
         cmocka_unit_test(test_put_matches_msgpack_c),
         cmocka_unit_test(test_schema_lengths),
+        cmocka_unit_test(test_payload_hash),
         cmocka_unit_test(test_findings_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
