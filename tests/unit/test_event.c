@@ -84,10 +84,11 @@ static void test_bad_utf8(void **state)
     assert_false(fl_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
     assert_false(fl_utf8_valid("\xf4\x90\x80\x80", 4));  /* > U+10FFFF */
     assert_false(fl_utf8_valid("\xe2\x82", 2));          /* truncated */
-    /* ASCII goes eight bytes a step: a sequence, good or bad, at every offset and length */
-    for (size_t len = 1; len <= 40; len++) {
+    /* ASCII goes 32 and eight bytes a step: a sequence, good or bad, at every offset and
+     * length */
+    for (size_t len = 1; len <= 100; len++) {
         for (size_t at = 0; at < len; at++) {
-            char b[48];
+            char b[104];
             memset(b, 'a', sizeof b);
             b[at] = (char)0xC0; /* never valid */
             assert_false(fl_utf8_valid(b, len));
