@@ -296,6 +296,25 @@ out:
     free(r.frame);
 }
 
+/* Move the frame body after the header at the input's start to buf, then drop both. A frame
+ * within the first chain (a small request, the usual case) is copied from there and drained
+ * in one step: evbuffer_drain of the header and evbuffer_remove of the body were ~450
+ * instructions a frame (callgrind, step/64). A pullup would copy a frame spread over chains
+ * once more, so such a frame is removed as before. */
+static int conn_take_frame(struct evbuffer *in, uint8_t *buf, uint32_t len)
+{
+    size_t all = FL_FRAME_HDR + (size_t)len;
+    const unsigned char *p;
+
+    if (evbuffer_get_contiguous_space(in) >= all && (p = evbuffer_pullup(in, (ev_ssize_t)all))) {
+        memcpy(buf, p + FL_FRAME_HDR, len);
+        return evbuffer_drain(in, all);
+    }
+    if (evbuffer_drain(in, FL_FRAME_HDR) != 0 || evbuffer_remove(in, buf, len) != (int)len)
+        return -1;
+    return 0;
+}
+
 /* Take one whole frame from the input if there is one: 1 served, 0 need more, -1 closing. */
 static int conn_next_frame(struct conn *c)
 {
@@ -333,8 +352,7 @@ static int conn_next_frame(struct conn *c)
         conn_fail(c, -1, FL_EUNAVAILABLE, "server out of memory; retry later");
         return -1;
     }
-    evbuffer_drain(in, FL_FRAME_HDR);
-    if (evbuffer_remove(in, buf, len) != (int)len) {
+    if (conn_take_frame(in, buf, len) != 0) {
         free(buf);
         conn_fail(c, -1, FL_EINTERNAL, "cannot read a frame body");
         return -1;
