@@ -31,6 +31,11 @@ int fl_wire_check(const void *buf, size_t len, struct fl_error *err);
  * msgpack_unpacked_destroy). Strings in the result point into buf. */
 int fl_wire_decode(const void *buf, size_t len, msgpack_unpacked *out, struct fl_error *err);
 
+/* fl_wire_decode into zone, which the caller owns and clears (msgpack_zone_clear) once it is
+ * done with *out: no allocation per frame once the zone is big enough. */
+int fl_wire_decode_in(const void *buf, size_t len, msgpack_zone *zone, msgpack_object *out,
+                      struct fl_error *err);
+
 /* The value of key in a msgpack map, or NULL (also NULL if map is not a map). */
 const msgpack_object *fl_wire_get(const msgpack_object *map, const char *key);
 
@@ -46,6 +51,17 @@ void fl_wire_pack_cstr(msgpack_packer *pk, const char *s);
 void fl_wire_pack_strn(msgpack_packer *pk, const char *s, size_t len);
 /* Pack microseconds since the epoch as a msgpack timestamp extension (type -1). */
 void fl_wire_pack_ts(msgpack_packer *pk, int64_t us);
+
+/* Packing in place, for the hot replies: msgpack_pack_* make a call through the packer and a
+ * bounds check per item. fl_wire_reserve makes room for n more bytes at the end of sb (grown
+ * as msgpack_sbuffer_write grows it) and returns where they start, or NULL if out of memory;
+ * the caller writes at most n bytes there and adds what it wrote to sb->size. fl_wire_put_*
+ * write at p the bytes fl_wire_pack_* would and return their count. */
+#define FL_WIRE_TS_MAX 15      /* timestamp 96 */
+#define FL_WIRE_OK_HEAD_MAX 24 /* map, "id", uint64, "ok", true, "result" */
+char *fl_wire_reserve(msgpack_sbuffer *sb, size_t n);
+size_t fl_wire_put_ts(uint8_t *p, int64_t us);
+size_t fl_wire_put_ok_head(uint8_t *p, uint64_t id);
 /* Read a timestamp ext, an integer (microseconds) or an RFC 3339 string; 0 or -1. */
 int fl_wire_read_ts(const msgpack_object *o, int64_t *us);
 /* Pack a whole error reply map {"id", "ok": false, "error": {...}}; id < 0 packs nil. */

@@ -23,16 +23,16 @@
 struct conn;
 
 /* One append request waiting for its commit. Owns everything the parsed events borrow from:
- * the frame bytes (strings point into them) and the decoded msgpack objects. */
+ * the frame bytes (strings point into them). */
 struct commit_item {
     struct fl_append app;    /* tenant, events and acks point into this item */
     struct fl_event *events; /* app.n entries, all parsed */
     struct fl_ack *acks;
-    msgpack_unpacked msg;
     uint8_t *frame;
     char tenant[FL_TENANT_MAX + 1];
     struct conn *conn; /* owner; NULL once the connection has gone */
     uint64_t req_id;
+    size_t cap; /* room for this many events */
     TAILQ_ENTRY(commit_item) q_link;    /* in the commit queue (commit.c) */
     TAILQ_ENTRY(commit_item) conn_link; /* in the owner's pending list (conn.c) */
 };
@@ -60,6 +60,8 @@ struct commit {
     struct event *gather_ev; /* timer: commit when the expected appends are in, or now */
     struct commit_list queue;
     size_t nqueued;
+    struct commit_list spare; /* freed one-event items kept for reuse (commit_item_new) */
+    size_t nspare;
     int armed;               /* 0 idle, 1 committing this pass, 2 gathering */
     size_t last_n;           /* appends in the last commit */
     size_t writers;          /* distinct connections that appended in the last two commits */
@@ -94,10 +96,12 @@ struct commit {
     struct commit_stats stats;
 };
 
-/* Allocate an item able to hold n events; frame/msg are attached by the caller. NULL: no memory. */
-struct commit_item *commit_item_new(size_t n);
-/* Free an item: its parsed events (the first app.n), decoded objects and frame. Accepts NULL. */
-void commit_item_free(struct commit_item *it);
+/* Allocate an item able to hold n events, zeroed; the frame is attached by the caller. NULL:
+ * no memory. With q (NULL: none), a one-event item may be one q kept from commit_item_free. */
+struct commit_item *commit_item_new(struct commit *q, size_t n);
+/* Free an item: its parsed events (the first app.n) and frame; q may keep the item itself for
+ * reuse. Accepts NULL. Loop thread only, like everything of q but the commit. */
+void commit_item_free(struct commit *q, struct commit_item *it);
 
 /* Prepare q on base. Returns 0 or FL_EINTERNAL. */
 int commit_init(struct commit *q, struct event_base *base, struct fl_store *store,

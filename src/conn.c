@@ -256,18 +256,17 @@ static void conn_handle_frame(struct conn *c, uint8_t *buf, size_t len)
 
     memset(&r, 0, sizeof r);
     fl_error_clear(&err);
-    msgpack_unpacked_init(&r.msg);
     r.frame = buf;
     r.len = len;
-    if (fl_wire_decode(buf, len, &r.msg, &err) != 0) {
+    if (fl_wire_decode_in(buf, len, &c->srv->zone, &r.msg, &err) != 0) {
         conn_fail(c, -1, err.code ? err.code : FL_EBAD_REQUEST, "malformed frame: %s", err.msg);
         goto out;
     }
-    if (r.msg.data.type != MSGPACK_OBJECT_MAP) {
+    if (r.msg.type != MSGPACK_OBJECT_MAP) {
         conn_fail(c, -1, FL_EBAD_REQUEST, "a frame must hold one msgpack map (a request)");
         goto out;
     }
-    o = fl_wire_get(&r.msg.data, "id");
+    o = fl_wire_get(&r.msg, "id");
     if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > INT64_MAX) {
         fl_error_set(&err, FL_EBAD_REQUEST,
                      "every request needs \"id\": an unsigned integer below 2^63");
@@ -278,7 +277,7 @@ static void conn_handle_frame(struct conn *c, uint8_t *buf, size_t len)
         goto out;
     }
     r.id = o->via.u64;
-    o = fl_wire_get(&r.msg.data, "op");
+    o = fl_wire_get(&r.msg, "op");
     if (!o || o->type != MSGPACK_OBJECT_STR) {
         fl_error_set(&err, FL_EBAD_REQUEST, "request %llu needs \"op\": a string such as \"log\"",
                      (unsigned long long)r.id);
@@ -293,8 +292,27 @@ static void conn_handle_frame(struct conn *c, uint8_t *buf, size_t len)
     r.op_len = o->via.str.size;
     conn_op_dispatch(c, &r);
 out:
-    msgpack_unpacked_destroy(&r.msg);
+    msgpack_zone_clear(&c->srv->zone);
     free(r.frame);
+}
+
+/* Move the frame body after the header at the input's start to buf, then drop both. A frame
+ * within the first chain (a small request, the usual case) is copied from there and drained
+ * in one step: evbuffer_drain of the header and evbuffer_remove of the body were ~450
+ * instructions a frame (callgrind, step/64). A pullup would copy a frame spread over chains
+ * once more, so such a frame is removed as before. */
+static int conn_take_frame(struct evbuffer *in, uint8_t *buf, uint32_t len)
+{
+    size_t all = FL_FRAME_HDR + (size_t)len;
+    const unsigned char *p;
+
+    if (evbuffer_get_contiguous_space(in) >= all && (p = evbuffer_pullup(in, (ev_ssize_t)all))) {
+        memcpy(buf, p + FL_FRAME_HDR, len);
+        return evbuffer_drain(in, all);
+    }
+    if (evbuffer_drain(in, FL_FRAME_HDR) != 0 || evbuffer_remove(in, buf, len) != (int)len)
+        return -1;
+    return 0;
 }
 
 /* Take one whole frame from the input if there is one: 1 served, 0 need more, -1 closing. */
@@ -334,8 +352,7 @@ static int conn_next_frame(struct conn *c)
         conn_fail(c, -1, FL_EUNAVAILABLE, "server out of memory; retry later");
         return -1;
     }
-    evbuffer_drain(in, FL_FRAME_HDR);
-    if (evbuffer_remove(in, buf, len) != (int)len) {
+    if (conn_take_frame(in, buf, len) != 0) {
         free(buf);
         conn_fail(c, -1, FL_EINTERNAL, "cannot read a frame body");
         return -1;

@@ -84,12 +84,14 @@ struct conn {
     TAILQ_ENTRY(conn) sub_link; /* server->sub_conns, while nsubs > 0 */
 };
 
-/* A decoded request; the handler may take frame and msg (set them to NULL / zone NULL). */
+/* A decoded request; the handler may take frame (setting it to NULL). msg lives in the
+ * server's zone, which is cleared once the frame has been served: whatever outlives the
+ * handler may borrow from frame (msgpack-c's strings point into it), never from msg. */
 struct conn_req {
     uint64_t id;
     const char *op;
     size_t op_len;
-    msgpack_unpacked msg;
+    msgpack_object msg;
     uint8_t *frame;
     size_t len;
 };

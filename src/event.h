@@ -6,6 +6,7 @@
 
 #include <msgpack.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "err.h"
 #include "schema.h"
@@ -58,7 +59,13 @@ void fl_event_free(struct fl_event *ev);
 /* The value of field `name` (which must exist in the type's schema). */
 const struct fl_val *fl_event_get(const struct fl_event *ev, const char *name);
 
-/* True if obj is a msgpack string equal to the NUL-terminated s. */
-int fl_mp_streq(const msgpack_object *obj, const char *s);
+/* True if obj is a msgpack string equal to the NUL-terminated s. Inline: for a literal s the
+ * compiler knows its length. */
+static inline int fl_mp_streq(const msgpack_object *obj, const char *s)
+{
+    size_t n = strlen(s);
+    return obj->type == MSGPACK_OBJECT_STR && obj->via.str.size == n &&
+           (n == 0 || memcmp(obj->via.str.ptr, s, n) == 0);
+}
 
 #endif

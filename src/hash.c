@@ -30,17 +30,34 @@ uint64_t fl_hash_random64(void)
     return v;
 }
 
+/* Payloads up to this size are hashed in one call over a copy on the stack: xxh3's streaming
+ * state took ~780 instructions per event, three updates and a digest (callgrind, step/64).
+ * XXH3 defines its streaming result to equal the one-shot hash of the concatenation, so both
+ * paths give the same (stored) hashes; test_event checks it. */
+#define HASH_ONE_SHOT_MAX 2048
+
 void fl_hash_payload(const void *a, size_t alen, const void *b, size_t blen, uint8_t out[16])
 {
     XXH3_state_t st;
     XXH128_canonical_t c;
+    XXH128_hash_t h;
+    unsigned char buf[HASH_ONE_SHOT_MAX];
 
-    XXH3_INITSTATE(&st);
-    XXH3_128bits_reset(&st);
-    XXH3_128bits_update(&st, a, alen);
-    XXH3_128bits_update(&st, "", 1);
-    XXH3_128bits_update(&st, b, blen);
-    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&st));
+    if (alen < sizeof buf && blen <= sizeof buf - alen - 1) {
+        memcpy(buf, a, alen);
+        buf[alen] = '\0';
+        if (blen)
+            memcpy(buf + alen + 1, b, blen);
+        h = XXH3_128bits(buf, alen + 1 + blen);
+    } else {
+        XXH3_INITSTATE(&st);
+        XXH3_128bits_reset(&st);
+        XXH3_128bits_update(&st, a, alen);
+        XXH3_128bits_update(&st, "", 1);
+        XXH3_128bits_update(&st, b, blen);
+        h = XXH3_128bits_digest(&st);
+    }
+    XXH128_canonicalFromHash(&c, h);
     memcpy(out, c.digest, 16);
 }
 

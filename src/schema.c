@@ -18,46 +18,50 @@ static const char *const human_reasons[] = {"sast_blocked", "validation_failed",
                                             NULL};
 static const char *const human_resolutions[] = {"RESOLVED", "IGNORED", NULL};
 
-#define ID(n, req) {n, FL_FK_ID, req, NULL, 0, 0}
-#define TEXT(n, req) {n, FL_FK_TEXT, req, NULL, 0, 0}
-#define ENUM(n, req, v) {n, FL_FK_ENUM, req, v, 0, 0}
-#define INT(n, req, lo, hi) {n, FL_FK_INT, req, NULL, lo, hi}
+/* Names are string literals, so their lengths are sizeof - 1. */
+#define NAME(n) n, sizeof n - 1
+#define ID(n, req) {NAME(n), FL_FK_ID, req, NULL, 0, 0}
+#define TEXT(n, req) {NAME(n), FL_FK_TEXT, req, NULL, 0, 0}
+#define STEP(n, req) {NAME(n), FL_FK_STEP, req, NULL, 0, 0}
+#define JSON(n, req) {NAME(n), FL_FK_JSON, req, NULL, 0, 0}
+#define ENUM(n, req, v) {NAME(n), FL_FK_ENUM, req, v, 0, 0}
+#define INT(n, req, lo, hi) {NAME(n), FL_FK_INT, req, NULL, lo, hi}
 #define ITER INT("iteration_num", 1, 1, INT32_MAX)
 
 const struct fl_event_def fl_event_defs[FL_EV_COUNT] = {
-    [FL_EV_FLOW_REGISTERED] = {"flow_registered", 0, 7,
+    [FL_EV_FLOW_REGISTERED] = {NAME("flow_registered"), 0, 7,
         {ID("flow_id", 1), TEXT("flow_name", 1), TEXT("server", 0), TEXT("nifi_xml_path", 0),
          TEXT("description", 0), ENUM("priority", 0, priorities), TEXT("owner", 0)}},
-    [FL_EV_FLOW_UPDATED] = {"flow_updated", 0, 7,
+    [FL_EV_FLOW_UPDATED] = {NAME("flow_updated"), 0, 7,
         {ID("flow_id", 1), TEXT("flow_name", 0), TEXT("server", 0), TEXT("nifi_xml_path", 0),
          TEXT("description", 0), ENUM("priority", 0, priorities), TEXT("owner", 0)}},
-    [FL_EV_FLOW_STATUS] = {"flow_status", 0, 2,
+    [FL_EV_FLOW_STATUS] = {NAME("flow_status"), 0, 2,
         {ID("flow_id", 1), ENUM("migration_status", 1, flow_statuses)}},
-    [FL_EV_RUN_STARTED] = {"run_started", 0, 6,
+    [FL_EV_RUN_STARTED] = {NAME("run_started"), 0, 6,
         {ID("run_id", 1), ID("flow_id", 1), ID("job_id", 0), ID("job_run_id", 0),
          ENUM("status", 0, run_start_statuses), TEXT("triggered_by", 0)}},
-    [FL_EV_RUN_STATUS] = {"run_status", 1, 9,
+    [FL_EV_RUN_STATUS] = {NAME("run_status"), 1, 9,
         {ID("run_id", 1), ENUM("status", 1, run_statuses), ID("job_id", 0), ID("job_run_id", 0),
          TEXT("status_message", 0), TEXT("error_message", 0),
          INT("progress_percentage", 0, 0, 100), INT("validation_percentage", 0, 0, 100),
          ENUM("flow_status", 0, flow_statuses)}},
-    [FL_EV_ITERATION_STEP] = {"iteration_step", 1, 6,
-        {ID("run_id", 1), ITER, {"step", FL_FK_STEP, 1, NULL, 0, 0},
+    [FL_EV_ITERATION_STEP] = {NAME("iteration_step"), 1, 6,
+        {ID("run_id", 1), ITER, STEP("step", 1),
          ENUM("step_status", 1, step_statuses), TEXT("summary", 0), TEXT("error", 0)}},
-    [FL_EV_PATCH] = {"patch", 1, 5,
+    [FL_EV_PATCH] = {NAME("patch"), 1, 5,
         {ID("run_id", 1), ITER, ID("artifact_ref", 1), TEXT("patch_summary", 0),
          TEXT("diff_ref", 0)}},
-    [FL_EV_SCAN_VERDICT] = {"scan_verdict", 1, 5,
+    [FL_EV_SCAN_VERDICT] = {NAME("scan_verdict"), 1, 5,
         {ID("run_id", 1), ITER, ID("artifact_ref", 1), ENUM("scan_status", 1, scan_statuses),
-         {"findings_json", FL_FK_JSON, 0, NULL, 0, 0}}},
-    [FL_EV_EXEC_RESULT] = {"exec_result", 1, 7,
+         JSON("findings_json", 0)}},
+    [FL_EV_EXEC_RESULT] = {NAME("exec_result"), 1, 7,
         {ID("run_id", 1), ITER, ENUM("job_type", 1, job_types), ENUM("status", 1, exec_statuses),
          INT("runtime_s", 0, 0, INT64_MAX), TEXT("error", 0), TEXT("logs_ref", 0)}},
-    [FL_EV_HUMAN_REQUEST] = {"human_request", 1, 4,
+    [FL_EV_HUMAN_REQUEST] = {NAME("human_request"), 1, 4,
         {ID("run_id", 1), ITER, ENUM("reason", 1, human_reasons), TEXT("instructions", 0)}},
-    [FL_EV_HUMAN_RESOLUTION] = {"human_resolution", 1, 3,
+    [FL_EV_HUMAN_RESOLUTION] = {NAME("human_resolution"), 1, 3,
         {ID("run_id", 1), ITER, ENUM("status", 1, human_resolutions)}},
-    [FL_EV_FLOW_ROLLBACK] = {"flow_rollback", 0, 3,
+    [FL_EV_FLOW_ROLLBACK] = {NAME("flow_rollback"), 0, 3,
         {ID("flow_id", 1), INT("to_seq", 1, 1, INT64_MAX), TEXT("reason", 1)}},
 };
 
@@ -99,15 +103,18 @@ const struct fl_table_def fl_table_defs[FL_T_LAST + 1] = {
         {[FC_HU_RUN] = FL_IDX_BY_FLOW}},
 };
 
+/* The first byte rules out most names before strlen and memcmp (b may be NULL if blen is 0). */
 static int name_eq(const char *a, const char *b, size_t blen)
 {
-    return strlen(a) == blen && memcmp(a, b, blen) == 0;
+    if (blen == 0)
+        return a[0] == '\0';
+    return a[0] == b[0] && strlen(a) == blen && memcmp(a, b, blen) == 0;
 }
 
 int fl_event_type_from_name(const char *name, size_t len)
 {
     for (int t = 0; t < FL_EV_COUNT; t++)
-        if (name_eq(fl_event_defs[t].name, name, len))
+        if (fl_event_defs[t].name_len == len && memcmp(fl_event_defs[t].name, name, len) == 0)
             return t;
     return -1;
 }

@@ -46,6 +46,7 @@ enum fl_field_kind {
 
 struct fl_field_def {
     const char *name;
+    size_t len; /* strlen(name): a key is matched by its length first */
     enum fl_field_kind kind;
     int required;
     const char *const *enum_values; /* NULL-terminated, for FL_FK_ENUM */
@@ -54,6 +55,7 @@ struct fl_field_def {
 
 struct fl_event_def {
     const char *name;
+    size_t name_len;
     int run_level; /* 1: addressed by run_id (its flow found through the run) */
     size_t nfields;
     struct fl_field_def fields[FL_MAX_FIELDS];

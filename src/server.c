@@ -440,6 +440,11 @@ int server_start(struct server *srv, const struct config *cfg)
         return FL_EINTERNAL;
     }
     srv->job_ready = 1;
+    if (!msgpack_zone_init(&srv->zone, MSGPACK_ZONE_CHUNK_SIZE)) {
+        fl_errorf("cannot allocate the request decoder's memory");
+        return FL_EINTERNAL;
+    }
+    srv->zone_ready = 1;
     if ((rc = server_events(srv)) != 0 || (cfg->listen && (rc = server_listen_tcp(srv)) != 0) ||
         (cfg->unix_path && (rc = server_listen_unix(srv)) != 0) ||
         (cfg->port_file && cfg->listen && (rc = server_write_port_file(srv)) != 0))
@@ -483,6 +488,8 @@ void server_free(struct server *srv)
         commit_free(&srv->commit);
     if (srv->job_ready)
         job_free(&srv->job);
+    if (srv->zone_ready)
+        msgpack_zone_destroy(&srv->zone);
     if (srv->tcp)
         evconnlistener_free(srv->tcp);
     if (srv->local)

@@ -27,6 +27,11 @@ struct server {
     int commit_ready; /* commit_init succeeded */
     struct job job;   /* verify and backup, on a thread of their own */
     int job_ready;
+    /* The decoded objects of the request being served: the loop serves one frame at a time,
+     * and nothing it hands on borrows from them (conn.h, conn_req), so one zone cleared after
+     * each frame does for every connection. */
+    msgpack_zone zone;
+    int zone_ready;
     struct evconnlistener *tcp;
     struct evconnlistener *local; /* the Unix socket */
     int unix_bound;               /* we created cfg->unix_path: unlink it at exit */

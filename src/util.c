@@ -94,12 +94,16 @@ bool fl_utf8_valid(const char *str, size_t len)
         uint32_t cp;
 
         if (c < 0x80) {
-            /* ASCII, the usual case, eight bytes a step (400 ASCII bytes: ~500 ns before,
-             * ~33 ns so; bench/RESULTS.md, set J) */
-            uint64_t w;
-            while (i + 8 <= len && (memcpy(&w, s + i, 8), (w & 0x8080808080808080ull) == 0))
+            /* ASCII, the usual case, 32 then eight bytes a step (400 ASCII bytes: ~500 ns
+             * byte by byte, ~33 ns eight a step; bench/RESULTS.md, set J), then the tail
+             * here rather than once around the outer loop per byte */
+            uint64_t w[4];
+            while (i + 32 <= len && (memcpy(w, s + i, 32),
+                                     ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ull) == 0))
+                i += 32;
+            while (i + 8 <= len && (memcpy(w, s + i, 8), (w[0] & 0x8080808080808080ull) == 0))
                 i += 8;
-            if (i < len && s[i] < 0x80)
+            while (i < len && s[i] < 0x80)
                 i++;
             continue;
         } else if ((c & 0xE0) == 0xC0) {

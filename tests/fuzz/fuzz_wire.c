@@ -4,7 +4,9 @@
  * Beyond "no crash, no leak, no UB", it checks three properties:
  * - fl_wire_check is a sound pre-filter: what it accepts, msgpack-c decodes completely;
  * - a decoded object re-packs to bytes that decode again to the same bytes (a fixed point);
- * - fl_wire_get finds every string key of a decoded map (the first occurrence). */
+ * - fl_wire_get finds every string key of a decoded map (the first occurrence);
+ * - fl_wire_decode_in, into one zone kept across inputs as the server keeps it, gives the same
+ *   answer and the same object as fl_wire_decode. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,33 @@ static void repack(const msgpack_object *o, msgpack_sbuffer *sb)
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_object(&pk, *o);
+}
+
+/* The server's decoder (fl_wire_decode_in, one zone cleared after each frame) agrees with
+ * fl_wire_decode: the same return code and message, and an object that packs the same. */
+static void check_zone_decode(const uint8_t *data, size_t size, int rc, const struct fl_error *e,
+                              const msgpack_object *o)
+{
+    static msgpack_zone zone;
+    static int zone_ok;
+    struct fl_error e2;
+    msgpack_object o2;
+    msgpack_sbuffer a, b;
+
+    if (!zone_ok && !(zone_ok = msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE)))
+        fail("out of memory", NULL);
+    fl_error_clear(&e2);
+    if (fl_wire_decode_in(data, size, &zone, &o2, &e2) != rc || strcmp(e->msg, e2.msg) != 0)
+        fail("fl_wire_decode_in does not answer as fl_wire_decode", &e2);
+    if (rc == 0) {
+        repack(o, &a);
+        repack(&o2, &b);
+        if (a.size != b.size || memcmp(a.data, b.data, a.size) != 0)
+            fail("fl_wire_decode_in decodes another object than fl_wire_decode", NULL);
+        msgpack_sbuffer_destroy(&a);
+        msgpack_sbuffer_destroy(&b);
+    }
+    msgpack_zone_clear(&zone);
 }
 
 /* Every string key (without NUL) of map is found by fl_wire_get, and at its first position. */
@@ -77,6 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     checked = fl_wire_check(data, size, &err) == 0;
     fl_error_clear(&err);
     rc = fl_wire_decode(data, size, &u, &err);
+    check_zone_decode(data, size, rc, &err, &u.data);
     if (rc != 0) {
         if (rc != FL_EBAD_REQUEST || err.code != rc || !err.msg[0])
             fail("a rejected frame must be bad_request with a message", &err);

@@ -35,9 +35,10 @@ static void answered(struct commit_item *it, void *arg)
 /* One append of n flow registrations with 400-byte names, as the server would queue it. */
 static struct commit_item *big_append(int from, int n)
 {
-    struct commit_item *it = commit_item_new((size_t)n);
+    struct commit_item *it = commit_item_new(NULL, (size_t)n);
     msgpack_sbuffer sb;
     msgpack_packer pk;
+    msgpack_unpacked up;
     json_t *arr = json_array();
     struct fl_error e;
     size_t off = 0;
@@ -58,15 +59,16 @@ static struct commit_item *big_append(int from, int n)
     json_decref(arr);
     size_t len = sb.size;
     it->frame = (uint8_t *)msgpack_sbuffer_release(&sb);
-    msgpack_unpacked_init(&it->msg);
-    assert_int_equal(msgpack_unpack_next(&it->msg, (const char *)it->frame, len, &off),
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, (const char *)it->frame, len, &off),
                      MSGPACK_UNPACK_SUCCESS);
     for (int i = 0; i < n; i++) {
         fl_error_clear(&e);
-        if (fl_event_parse(&it->msg.data.via.array.ptr[i], NULL, &it->events[i], &e) != 0)
+        if (fl_event_parse(&up.data.via.array.ptr[i], NULL, &it->events[i], &e) != 0)
             fail_msg("parse: %s", e.msg);
         it->app.n++;
     }
+    msgpack_unpacked_destroy(&up); /* as the server does: the events borrow from the frame only */
     snprintf(it->tenant, sizeof it->tenant, "%s", T);
     it->app.tenant.len = strlen(T);
     return it;

@@ -10,7 +10,10 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
+#include <xxhash.h>
+
 #include "event.h"
+#include "hash.h"
 #include "util.h"
 #include "wire.h"
 
@@ -81,10 +84,11 @@ static void test_bad_utf8(void **state)
     assert_false(fl_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
     assert_false(fl_utf8_valid("\xf4\x90\x80\x80", 4));  /* > U+10FFFF */
     assert_false(fl_utf8_valid("\xe2\x82", 2));          /* truncated */
-    /* ASCII goes eight bytes a step: a sequence, good or bad, at every offset and length */
-    for (size_t len = 1; len <= 40; len++) {
+    /* ASCII goes 32 and eight bytes a step: a sequence, good or bad, at every offset and
+     * length */
+    for (size_t len = 1; len <= 100; len++) {
         for (size_t at = 0; at < len; at++) {
-            char b[48];
+            char b[104];
             memset(b, 'a', sizeof b);
             b[at] = (char)0xC0; /* never valid */
             assert_false(fl_utf8_valid(b, len));
@@ -232,6 +236,123 @@ static void test_packers_match_msgpack_c(void **state)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* fl_hash_payload is xxh3-128 of a, a NUL and b, as a stream: whether it hashes a copy in one
+ * call (small payloads) or streams, the (stored) hashes must be these. */
+static void test_payload_hash(void **state)
+{
+    static unsigned char data[5000];
+    const char *types[] = {"", "patch", "human_resolution"};
+    uint8_t got[16];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (unsigned char)(i * 131 + 7);
+    for (size_t t = 0; t < 3; t++) {
+        for (size_t n = 0; n < sizeof data; n += n < 300 ? 1 : 37) {
+            XXH3_state_t *st = XXH3_createState();
+            XXH128_canonical_t c;
+
+            assert_non_null(st);
+            assert_int_equal(XXH3_128bits_reset(st), XXH_OK);
+            assert_int_equal(XXH3_128bits_update(st, types[t], strlen(types[t])), XXH_OK);
+            assert_int_equal(XXH3_128bits_update(st, "", 1), XXH_OK);
+            assert_int_equal(XXH3_128bits_update(st, data, n), XXH_OK);
+            XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+            XXH3_freeState(st);
+            fl_hash_payload(types[t], strlen(types[t]), data, n, got);
+            assert_memory_equal(got, c.digest, 16);
+        }
+    }
+}
+
+/* The schema's stored name lengths are the names' lengths (keys are matched by them). */
+static void test_schema_lengths(void **state)
+{
+    (void)state;
+    for (int t = 0; t < FL_EV_COUNT; t++) {
+        const struct fl_event_def *d = &fl_event_defs[t];
+        assert_int_equal(d->name_len, strlen(d->name));
+        assert_int_equal(fl_event_type_from_name(d->name, d->name_len), t);
+        for (size_t i = 0; i < d->nfields; i++)
+            assert_int_equal(d->fields[i].len, strlen(d->fields[i].name));
+    }
+    assert_int_equal(fl_event_type_from_name("patc", 4), -1);
+    assert_int_equal(fl_event_type_from_name("", 0), -1);
+    assert_int_equal(fl_event_type_from_name(NULL, 0), -1);
+}
+
+/* fl_wire_put_ts against msgpack_pack_timestamp of the same instant (sec, nsec as the reply
+ * packing did before it packed in place). */
+static void check_ts(msgpack_sbuffer *sb, msgpack_packer *pk, int64_t us)
+{
+    msgpack_timestamp t;
+    int64_t sec = us / 1000000, rem = us % 1000000;
+    uint8_t b[FL_WIRE_TS_MAX + 1];
+    size_t n;
+
+    if (rem < 0) {
+        rem += 1000000;
+        sec -= 1;
+    }
+    t.tv_sec = sec;
+    t.tv_nsec = (uint32_t)(rem * 1000);
+    sb->size = 0;
+    msgpack_pack_timestamp(pk, &t);
+    n = fl_wire_put_ts(b, us);
+    assert_true(n <= FL_WIRE_TS_MAX);
+    assert_int_equal(n, sb->size);
+    assert_memory_equal(b, sb->data, n);
+    sb->size = 0;
+    fl_wire_pack_ts(pk, us);
+    assert_int_equal(n, sb->size);
+    assert_memory_equal(b, sb->data, n);
+}
+
+/* The in-place reply packers write what msgpack-c's packer would. */
+static void test_put_matches_msgpack_c(void **state)
+{
+    const int64_t edges[] = {0, 1, 999999, 1000000, 4294967295LL * 1000000, 4294967296LL * 1000000,
+                             (1LL << 34) * 1000000 - 1, (1LL << 34) * 1000000, INT64_MAX,
+                             INT64_MIN, -1, -1000000, -1000001, 1733337600123456LL};
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    uint64_t x = 88172645463325252ull;
+    uint8_t b[FL_WIRE_OK_HEAD_MAX];
+    char *p;
+
+    (void)state;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+        for (int64_t d = -1; d <= 1; d++)
+            check_ts(&sb, &pk, (edges[i] == INT64_MAX && d > 0) || (edges[i] == INT64_MIN && d < 0)
+                                   ? edges[i] : edges[i] + d);
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t id = x >> (x & 63);
+        int64_t us = (int64_t)(id & INT64_MAX);
+        check_ts(&sb, &pk, (x & 64) ? -us : us);
+        sb.size = 0;
+        msgpack_pack_map(&pk, 3);
+        fl_wire_pack_cstr(&pk, "id");
+        msgpack_pack_uint64(&pk, id);
+        fl_wire_pack_cstr(&pk, "ok");
+        msgpack_pack_true(&pk);
+        fl_wire_pack_cstr(&pk, "result");
+        assert_int_equal(fl_wire_put_ok_head(b, id), sb.size);
+        assert_memory_equal(b, sb.data, sb.size);
+    }
+    sb.size = 0;
+    assert_non_null(p = fl_wire_reserve(&sb, 100000));
+    assert_ptr_equal(p, sb.data);
+    assert_true(sb.alloc >= 100000);
+    sb.size = 99990;
+    assert_non_null(p = fl_wire_reserve(&sb, 10));
+    assert_ptr_equal(p, sb.data + 99990);
+    assert_null(fl_wire_reserve(&sb, SIZE_MAX - 10));
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* A scan_verdict whose findings_json is the n bytes at j. */
 static int parse_findings(const char *j, size_t n, struct fl_error *e)
 {
@@ -318,6 +439,9 @@ int main(void)
         cmocka_unit_test(test_wire_check_hostile),
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_packers_match_msgpack_c),
+        cmocka_unit_test(test_put_matches_msgpack_c),
+        cmocka_unit_test(test_schema_lengths),
+        cmocka_unit_test(test_payload_hash),
         cmocka_unit_test(test_findings_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
