@@ -463,7 +463,8 @@ static void script_not_a_reply(int fd)
         put(fd, "\0\0\0\x02\x92\x01", 6); /* an array */
 }
 
-/* Connect to a fake running script; one ping must fail with code; then stay failed. */
+/* Connect to a fake running script; one ping must fail with code; then stay failed (automatic
+ * reconnect off: the fake is gone, the reconnect tests try that). */
 static void broken(script_fn script, int code)
 {
     struct fake f;
@@ -471,6 +472,7 @@ static void broken(script_fn script, int code)
     fake_start(&f, script);
     flc_client *c = flc_connect(f.addr, "tok", NULL);
     assert_int_equal(flc_errcode(c), 0);
+    flc_set_reconnect(c, 0);
     assert_null(flc_ping(c));
     assert_int_equal(flc_errcode(c), code);
     assert_true(flc_fd(c) < 0);
