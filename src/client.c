@@ -55,7 +55,9 @@ int client_seterr(flc_client *c, int code, const char *fmt, ...)
     return code;
 }
 
-/* The handle's current error becomes final: close the socket; later calls repeat the error. */
+/* The handle's current error closes the connection: later calls repeat it, or reconnect. An open
+ * subscription ends with it, and is never renewed behind the caller's back: flc_sub_next says
+ * so (RECONNECTING in flowlog.h). */
 static int mark_dead(flc_client *c)
 {
     c->dead = 1;
@@ -63,6 +65,10 @@ static int mark_dead(flc_client *c)
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
+    if (c->sub == SUB_OPEN) {
+        c->sub = SUB_LOST;
+        memcpy(c->sub_why, c->err.msg, sizeof c->sub_why);
+    }
     return c->err.code;
 }
 
@@ -74,7 +80,23 @@ int client_fatal(flc_client *c, int code, const char *fmt, ...)
     va_start(ap, fmt);
     client_vseterr(c, code, fmt, ap);
     va_end(ap);
+    c->peer_closed = 0;
     return mark_dead(c);
+}
+
+/* The server closed the connection (end of stream, a reset): a failure the request in hand did
+ * not cause, so one a new connection may cure. */
+static int peer_gone(flc_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int peer_gone(flc_client *c, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    client_vseterr(c, FLC_ECONNECTION, fmt, ap);
+    va_end(ap);
+    (void)mark_dead(c);
+    c->peer_closed = 1;
+    return c->err.code;
 }
 
 /* The local codes have their own names; the server's are the contract's (err.c). */
@@ -243,13 +265,12 @@ static int ms_left(int64_t deadline)
 
 /* ---- bytes in ---- */
 
-/* Read what the socket has (at most one chunk) into rbuf. 0, or a fatal code on EOF/error. */
-static int recv_some(flc_client *c, size_t *got)
+/* Read what the socket has (at most one chunk) into rbuf. 1 if bytes came, 0 if none were
+ * there, or a fatal code on EOF/error. */
+static int recv_some(flc_client *c)
 {
     ssize_t n;
 
-    if (got)
-        *got = 0;
     if (c->rpos == c->rbuf.len) {
         c->rpos = c->rbuf.len = 0;
     } else if (c->rpos > READ_CHUNK && c->rpos > c->rbuf.len / 2) {
@@ -264,14 +285,15 @@ static int recv_some(flc_client *c, size_t *got)
     while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;
+    if (n < 0 && errno == ECONNRESET)
+        return peer_gone(c, "the server reset the connection");
     if (n < 0)
         return client_fatal(c, FLC_ECONNECTION, "receive failed: %s", strerror(errno));
     if (n == 0)
-        return client_fatal(c, FLC_ECONNECTION, "the server closed the connection");
+        return peer_gone(c, "the server closed the connection");
     c->rbuf.len += (size_t)n;
-    if (got)
-        *got = (size_t)n;
-    return 0;
+    c->heard_ms = now_ms();
+    return 1;
 }
 
 /* Read the "id" and the kind of a decoded frame. */
@@ -348,11 +370,10 @@ static int frame_read(flc_client *c, int64_t deadline, struct frame **out)
             return c->err.code;
         }
         if (!tried) {
-            size_t got;
             tried = 1;
-            if ((rc = recv_some(c, &got)) != 0)
+            if ((rc = recv_some(c)) < 0)
                 return rc;
-            if (got)
+            if (rc > 0)
                 continue;
         }
         struct pollfd p = {.fd = c->fd, .events = POLLIN};
@@ -363,7 +384,7 @@ static int frame_read(flc_client *c, int64_t deadline, struct frame **out)
             return client_fatal(c, FLC_ECONNECTION, "poll failed: %s", strerror(errno));
         if (rc == 0)
             return client_seterr(c, FLC_ETIMEOUT, "no reply from the server in time");
-        if ((rc = recv_some(c, NULL)) != 0)
+        if ((rc = recv_some(c)) < 0)
             return rc;
     }
 }
@@ -393,6 +414,8 @@ static int send_failed(flc_client *c, int err)
             return rc; /* an "id": nil error: the server's reason */
     if (c->dead)
         return c->err.code;
+    if (err == EPIPE || err == ECONNRESET)
+        return peer_gone(c, "send failed: %s", strerror(err));
     return client_fatal(c, FLC_ECONNECTION, "send failed: %s", strerror(err));
 }
 
@@ -432,7 +455,7 @@ static int send_all(flc_client *c, const char *buf, size_t len)
         if (p.revents & POLLIN) {
             /* An end of stream while sending: the server may have said why just before
              * (too_large for an over-long frame): report that, not the close. */
-            if ((rc = recv_some(c, NULL)) != 0)
+            if ((rc = recv_some(c)) < 0)
                 return send_failed(c, ECONNRESET);
         }
         if (p.revents & (POLLOUT | POLLERR | POLLHUP))
@@ -472,6 +495,8 @@ void client_pack_kv_u64(flc_client *c, const char *key, uint64_t val)
     msgpack_pack_uint64(&c->pk, val);
 }
 
+static int req_write(flc_client *c);
+
 /* Finish the frame and send it. */
 int client_req_send(flc_client *c)
 {
@@ -480,7 +505,7 @@ int client_req_send(flc_client *c)
     if (fl_wire_frame_end(&c->wbuf, 0, c->max_frame) != 0)
         return client_seterr(c, FLC_ETOO_LARGE, "request of %zu bytes exceeds the frame limit %zu",
                       c->wbuf.size - FL_FRAME_HDR, c->max_frame);
-    return send_all(c, c->wbuf.data, c->wbuf.size);
+    return req_write(c);
 }
 
 /* A str object's bytes: msgpack-c gives an empty str a NULL pointer at times. */
@@ -516,12 +541,15 @@ static int error_from_reply(flc_client *c, const msgpack_object *reply)
 static int frame_route(flc_client *c, struct frame *f, enum want kind, uint64_t id)
 {
     if (f->id_nil) {
-        (void)error_from_reply(c, client_frame_obj(f));
+        int rc = error_from_reply(c, client_frame_obj(f));
         client_frame_free(f);
-        return mark_dead(c);
+        (void)mark_dead(c);
+        /* unavailable: idle, shutting down, overloaded; the others blame what we sent */
+        c->peer_closed = rc == FLC_EUNAVAILABLE;
+        return rc;
     }
     if (f->is_push) {
-        if (c->subscribed && f->id == c->sub_id)
+        if ((c->sub == SUB_OPENING || c->sub == SUB_OPEN) && f->id == c->sub_id)
             fq_push(&c->pushes, f);
         else
             client_frame_free(f); /* a push still in flight after unsubscribe */
@@ -531,7 +559,7 @@ static int frame_route(flc_client *c, struct frame *f, enum want kind, uint64_t 
         return 1;
     if (pending_find(c, f->id) >= 0)
         fq_push(&c->replies, f);
-    else if (c->subscribed && f->id == c->sub_id)
+    else if (c->sub == SUB_OPEN && f->id == c->sub_id)
         fq_push(&c->pushes, f); /* the subscription ended with an error */
     else
         client_frame_free(f); /* the late reply of a call that timed out */
@@ -563,14 +591,158 @@ int client_wait_for(flc_client *c, enum want kind, uint64_t id, int timeout_ms,
     return 0;
 }
 
+/* ---- reconnecting (RECONNECTING in flowlog.h) ---- */
+
+#define PROBE_CHUNKS 16
+/* Below the shortest --idle-timeout (1 s): see conn_probe. */
+#define CLIENT_PROBE_QUIET_MS 250
+
+static int conn_again(flc_client *c, const char *why);
+
+/* Has the server closed the connection since we last read (the idle close, a restart)? Route
+ * the frames already buffered as a wait would (the idle close may have come in one read with
+ * the previous reply), so that the server's reason is found before the end of stream behind
+ * it; then, if always or if the server has been quiet for CLIENT_PROBE_QUIET_MS, read what has
+ * arrived, without waiting. 0 if the connection is still open (a server still sending after a few
+ * chunks is), else the code of the close.
+ * Why only when quiet: that read was one system call more per request, and nearly always found
+ * nothing. The idle close comes only after at least a second (--idle-timeout) without a request,
+ * so it is still found before the write. A close in the last moments of a busy connection (a
+ * restart) is found while writing or while waiting for the reply instead, where the rule of
+ * RECONNECTING applies. */
+static int conn_probe(flc_client *c, int always)
+{
+    struct frame *f;
+    int rc;
+
+    for (int i = 0; i < PROBE_CHUNKS; i++) {
+        while ((rc = frame_take(c, &f)) == 1)
+            if ((rc = frame_route(c, f, WANT_PUSH, 0)) < 0)
+                return rc;
+        if (rc < 0)
+            return rc;
+        if (i == 0 && !always && now_ms() - c->heard_ms < CLIENT_PROBE_QUIET_MS)
+            return 0;
+        if ((rc = recv_some(c)) <= 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Is str object o equal to s? */
+static int mp_is(const msgpack_object *o, const char *s)
+{
+    return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
+           memcmp(mp_str(o), s, o->via.str.size) == 0;
+}
+
+/* Requests whose repetition changes nothing: the server only reads for them. */
+static int op_is_read(const msgpack_object *op)
+{
+    static const char *const reads[] = {"ping",    "log",   "timeline", "subscribe", "state",
+                                        "history", "table", "verify",   "stats"};
+
+    for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++)
+        if (mp_is(op, reads[i]))
+            return 1;
+    return 0;
+}
+
+/* Why the request in wbuf must not go on a new connection: NULL if it may. Not written: none of
+ * it reached the server, so any request may, except an unsubscribe (its subscription ended with
+ * the old connection). Written, reply lost: only a read, or an append whose every event has an
+ * event_id (a repeat is answered as a duplicate with the original seq). Read off the request
+ * itself, so that every operation, present or future, gets the rule from this one place. */
+static const char *resend_refusal(const flc_client *c, int written)
+{
+    msgpack_unpacked u;
+    struct fl_error e;
+    const msgpack_object *op, *evs;
+    const char *no = NULL;
+
+    fl_error_clear(&e);
+    if (fl_wire_decode(c->wbuf.data + FL_FRAME_HDR, c->wbuf.size - FL_FRAME_HDR, &u, &e) != 0) {
+        msgpack_unpacked_destroy(&u);
+        return "it could not be read back (out of memory?)";
+    }
+    op = fl_wire_get(&u.data, "op");
+    evs = fl_wire_get(&u.data, "events");
+    if (mp_is(op, "unsubscribe"))
+        no = "its subscription ended with the connection";
+    else if (!written || op_is_read(op))
+        no = NULL;
+    else if (!mp_is(op, "append") || !evs || evs->type != MSGPACK_OBJECT_ARRAY)
+        no = "it is not a read";
+    else
+        for (uint32_t i = 0; i < evs->via.array.size && !no; i++) {
+            const msgpack_object *eid = fl_wire_get(&evs->via.array.ptr[i], "event_id");
+            if (!eid || eid->type != MSGPACK_OBJECT_STR || eid->via.str.size == 0)
+                no = "an event without an event_id would be appended twice";
+        }
+    msgpack_unpacked_destroy(&u);
+    return no;
+}
+
+/* When the connection closed under the request in wbuf. */
+enum stage {
+    BEFORE,  /* before any of it was written: found closed, or closed by an earlier call */
+    WRITING, /* while writing it: the server acts on whole frames only, so not on this one */
+    WRITTEN, /* after all of it was written, before its reply came */
+};
+
+/* The connection closed under the request in wbuf: connect again and return 0 if the rule of
+ * RECONNECTING in flowlog.h lets the request go on a new connection. Otherwise keep the error (a
+ * lost reply not sent again says that the outcome is unknown) and return its code. */
+static int reconnect_for(flc_client *c, enum stage at)
+{
+    struct fl_error why = c->err;
+    const char *no;
+
+    /* A close the server made because of our request (too_large, ...) would only repeat. */
+    if (!c->reconnect || !c->helloed || (at != BEFORE && !c->peer_closed))
+        return c->err.code;
+    no = resend_refusal(c, at == WRITTEN);
+    if (no && at == WRITTEN)
+        return client_seterr(c, FLC_ECONNECTION,
+                             "the connection closed before the reply came (%s): the request may "
+                             "or may not have been applied; it was not sent again, as %s",
+                             why.msg, no);
+    if (no || c->reconnected)
+        return c->err.code;
+    c->reconnected = 1;
+    return conn_again(c, why.msg);
+}
+
+/* Write the request in wbuf; if the connection is known closed, or found closed now or while
+ * writing, write it to a new one (nothing of it reached the old one). */
+static int req_write(flc_client *c)
+{
+    int rc;
+
+    if (!c->dead)
+        (void)conn_probe(c, 0);
+    if (c->dead) {
+        c->err = c->dead_err;
+        if ((rc = reconnect_for(c, BEFORE)) != 0)
+            return rc;
+    }
+    if ((rc = send_all(c, c->wbuf.data, c->wbuf.size)) == 0)
+        return 0;
+    if ((rc = reconnect_for(c, WRITING)) != 0)
+        return rc;
+    return send_all(c, c->wbuf.data, c->wbuf.size);
+}
+
 /* ---- the call cycle ---- */
 
-/* Start a call: release the previous result; a dead handle repeats its error. */
+/* Start a call: release the previous result; a dead handle repeats its error unless it may
+ * reconnect (the call's request then goes on a new connection). */
 int client_call_begin(flc_client *c)
 {
     client_frame_free(c->cur);
     c->cur = NULL;
-    if (c->dead) {
+    c->reconnected = 0;
+    if (c->dead && !(c->reconnect && c->helloed)) {
         c->err = c->dead_err;
         return c->err.code;
     }
@@ -608,14 +780,19 @@ const msgpack_object *client_reply_result(flc_client *c, struct frame *f)
     return client_reply_take(c, f, &res) == 0 ? res : NULL;
 }
 
-/* Send the request built in wbuf and wait for its reply. */
+/* Send the request built in wbuf and wait for its reply; a lost reply makes it sent again on a
+ * new connection only if that is harmless (reconnect_for says). */
 const msgpack_object *client_call_finish(flc_client *c, uint64_t id)
 {
     struct frame *f = NULL;
+    int rc;
 
-    if (client_req_send(c) != 0 || client_wait_for(c, WANT_ID, id, -1, &f) != 0)
+    if ((rc = client_req_send(c)) != 0)
         return NULL;
-    return client_reply_result(c, f);
+    rc = client_wait_for(c, WANT_ID, id, -1, &f);
+    if (rc != 0 && c->dead && reconnect_for(c, WRITTEN) == 0 && (rc = req_write(c)) == 0)
+        rc = client_wait_for(c, WANT_ID, id, -1, &f);
+    return rc == 0 ? client_reply_result(c, f) : NULL;
 }
 
 /* ---- connecting ---- */
@@ -743,53 +920,212 @@ static char *hello_str(const msgpack_object *res, const char *key)
     return strndup(mp_str(o), o->via.str.size);
 }
 
-/* Say hello and keep what the server says about us. */
-static int handshake(flc_client *c, const char *token, const char *tenant)
+/* Keep the hello's answer for key in *slot. flowlog.h promises these strings for the handle's
+ * lifetime: after a reconnect an unchanged one stays, a changed one is retired, not freed. */
+static int hello_keep(flc_client *c, char **slot, const msgpack_object *res, const char *key)
 {
-    const msgpack_object *res;
-    int saved = c->timeout_ms;
+    char *s = hello_str(res, key), **r;
 
-    msgpack_sbuffer_clear(&c->wbuf);
-    (void)fl_wire_frame_begin(&c->wbuf);
-    msgpack_pack_map(&c->pk, tenant ? 5 : 4);
-    client_pack_kv_u64(c, "id", 0);
-    client_pack_kv_str(c, "op", "hello");
-    client_pack_kv_u64(c, "version", FLC_PROTOCOL_VERSION);
-    client_pack_kv_str(c, "token", token);
-    if (tenant)
-        client_pack_kv_str(c, "tenant", tenant);
-    c->timeout_ms = CONNECT_TIMEOUT_MS;
-    res = client_call_finish(c, 0);
-    c->timeout_ms = saved;
-    if (!res) {
-        if (c->err.code == FLC_ETIMEOUT)
-            return client_fatal(c, FLC_ECONNECTION, "no answer to the handshake in %d ms",
-                         CONNECT_TIMEOUT_MS);
-        return c->err.code;
+    if (!s)
+        return -1;
+    if (*slot && strcmp(*slot, s) == 0) {
+        free(s);
+        return 0;
     }
-    free(c->tenant);
-    free(c->role);
-    free(c->server_name);
-    c->tenant = hello_str(res, "tenant");
-    c->role = hello_str(res, "role");
-    c->server_name = hello_str(res, "server");
-    if (!c->tenant || !c->role || !c->server_name)
-        return client_fatal(c, FLC_ENOMEM, "out of memory");
+    if (*slot) {
+        if (!(r = realloc(c->retired, (c->nretired + 1) * sizeof *r))) {
+            free(s);
+            return -1;
+        }
+        c->retired = r;
+        c->retired[c->nretired++] = *slot;
+    }
+    *slot = s;
     return 0;
+}
+
+/* Pack the hello into sb (a frame). */
+static void hello_pack(const flc_client *c, msgpack_sbuffer *sb)
+{
+    msgpack_packer pk;
+
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    (void)fl_wire_frame_begin(sb);
+    msgpack_pack_map(&pk, c->want_tenant ? 5 : 4);
+    fl_wire_pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, 0);
+    fl_wire_pack_cstr(&pk, "op");
+    fl_wire_pack_cstr(&pk, "hello");
+    fl_wire_pack_cstr(&pk, "version");
+    msgpack_pack_uint64(&pk, FLC_PROTOCOL_VERSION);
+    fl_wire_pack_cstr(&pk, "token");
+    fl_wire_pack_cstr(&pk, c->token);
+    if (c->want_tenant) {
+        fl_wire_pack_cstr(&pk, "tenant");
+        fl_wire_pack_cstr(&pk, c->want_tenant);
+    }
+}
+
+/* Say hello and keep what the server says about us. The hello is built apart from wbuf, which
+ * may hold the request a reconnect is made for. A reconnect must land in the same tenant: the
+ * caller's appends would otherwise go elsewhere without a word. */
+static int handshake(flc_client *c)
+{
+    msgpack_sbuffer sb;
+    struct frame *f = NULL;
+    const msgpack_object *res = NULL;
+    char *tenant = NULL;
+    int saved = c->timeout_ms, rc;
+
+    msgpack_sbuffer_init(&sb);
+    hello_pack(c, &sb);
+    c->timeout_ms = CONNECT_TIMEOUT_MS;
+    if (!sb.data || fl_wire_frame_end(&sb, 0, c->max_frame) != 0)
+        rc = client_seterr(c, FLC_ENOMEM, "out of memory building the hello");
+    else if ((rc = send_all(c, sb.data, sb.size)) == 0 &&
+             (rc = client_wait_for(c, WANT_ID, 0, -1, &f)) == 0 &&
+             (rc = client_reply_take(c, f, &res)) == 0 && !res)
+        rc = c->err.code; /* refused: the server's reason is on the handle */
+    c->timeout_ms = saved;
+    if (sb.data)
+        explicit_bzero(sb.data, sb.size); /* the token */
+    msgpack_sbuffer_destroy(&sb);
+    if (rc == FLC_ETIMEOUT)
+        rc = client_fatal(c, FLC_ECONNECTION, "no answer to the handshake in %d ms",
+                          CONNECT_TIMEOUT_MS);
+    if (rc == 0 && c->tenant) {
+        if (!(tenant = hello_str(res, "tenant")))
+            rc = client_fatal(c, FLC_ENOMEM, "out of memory");
+        else if (strcmp(tenant, c->tenant) != 0)
+            rc = client_fatal(c, FLC_ECONNECTION,
+                              "connected again, the server now puts this token in tenant \"%s\", "
+                              "not \"%s\": not going on",
+                              tenant, c->tenant);
+        free(tenant);
+    }
+    if (rc == 0 && (hello_keep(c, &c->tenant, res, "tenant") != 0 ||
+                    hello_keep(c, &c->role, res, "role") != 0 ||
+                    hello_keep(c, &c->server_name, res, "server") != 0))
+        rc = client_fatal(c, FLC_ENOMEM, "out of memory");
+    client_frame_free(c->cur); /* the hello reply: not a result the caller asked for */
+    c->cur = NULL;
+    return rc;
+}
+
+/* Connect to c->server and say hello: the way in of flc_connect and of every reconnect. 0, or
+ * a code (the handle is then dead). */
+static int conn_open(flc_client *c)
+{
+    int64_t deadline = now_ms() + CONNECT_TIMEOUT_MS;
+    int rc;
+
+    if (strncmp(c->server, "unix:", 5) == 0)
+        rc = connect_unix(c, c->server + 5, deadline);
+    else
+        rc = connect_tcp(c, c->server, deadline);
+    if (rc == 0)
+        rc = handshake(c);
+    if (rc != 0 && !c->dead)
+        (void)mark_dead(c); /* e.g. a usage error or a refused handshake: of no further use */
+    if (rc == 0)
+        c->helloed = 1;
+    return rc;
+}
+
+/* qsort order of request ids. */
+static int id_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Is a reply to id queued? */
+static int reply_queued(const flc_client *c, uint64_t id)
+{
+    for (const struct frame *f = c->replies.head; f; f = f->next)
+        if (f->id == id)
+            return 1;
+    return 0;
+}
+
+/* The connection is going: the *_send requests it has not answered never will be. They move
+ * from pending to lost, in sending order (ids grow), for flc_reply_next to report one by one;
+ * those whose replies came stay pending, their replies queued. */
+static int pending_lose(flc_client *c)
+{
+    size_t keep = 0, first;
+
+    if (c->lost_next == c->nlost)
+        c->lost_next = c->nlost = 0;
+    if (c->nlost + c->npending > c->cap_lost) {
+        size_t cap = c->nlost + c->npending;
+        uint64_t *p = realloc(c->lost, cap * sizeof *p);
+        if (!p)
+            return client_seterr(c, FLC_ENOMEM, "out of memory");
+        c->lost = p;
+        c->cap_lost = cap;
+    }
+    first = c->nlost;
+    for (size_t i = 0; i < c->npending; i++) {
+        if (reply_queued(c, c->pending[i]))
+            c->pending[keep++] = c->pending[i];
+        else
+            c->lost[c->nlost++] = c->pending[i];
+    }
+    c->npending = keep;
+    if (c->nlost > first) /* c->lost may still be NULL: qsort must not see it */
+        qsort(c->lost + first, c->nlost - first, sizeof *c->lost, id_cmp);
+    return 0;
+}
+
+/* Replace the connection by a new one to the same server, with the same token and tenant; why:
+ * the close that calls for it (NULL: flc_reconnect). What the old one carried ends with it:
+ * replies already received stay queued, *_send requests still unanswered become lost, an open
+ * subscription is lost (RECONNECTING in flowlog.h). 0, or a code: the handle is then dead, why
+ * and the failure in its message. */
+static int conn_again(flc_client *c, const char *why)
+{
+    struct fl_error e;
+    int rc;
+
+    if (!c->dead) /* replies that did arrive are handed out, not reported lost */
+        (void)conn_probe(c, 1);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->rpos = c->rbuf.len = 0; /* part of a frame of the old connection: nothing on the new one */
+    client_fq_clear(&c->pushes);
+    if (c->sub == SUB_OPEN) {
+        c->sub = SUB_LOST;
+        snprintf(c->sub_why, sizeof c->sub_why, "flc_reconnect replaced the connection");
+    }
+    if (pending_lose(c) != 0)
+        return mark_dead(c);
+    c->dead = 0;
+    c->peer_closed = 0;
+    fl_error_clear(&c->err);
+    if ((rc = conn_open(c)) == 0)
+        return 0;
+    if (why) {
+        e = c->err;
+        client_seterr(c, e.code, "%s; connecting again failed: %s", why, e.msg);
+        c->dead_err = c->err;
+    }
+    return rc;
 }
 
 /* hiredis-style: always a handle (NULL only without memory), the failure kept on it. */
 flc_client *flc_connect(const char *server, const char *token, const char *tenant)
 {
     flc_client *c = calloc(1, sizeof *c);
-    int64_t deadline = now_ms() + CONNECT_TIMEOUT_MS;
-    int rc;
 
     if (!c)
         return NULL;
     c->fd = -1;
     c->max_frame = DEFAULT_MAX_FRAME;
     c->next_id = 1;
+    c->reconnect = 1;
     fl_error_clear(&c->err);
     msgpack_sbuffer_init(&c->wbuf);
     msgpack_packer_init(&c->pk, &c->wbuf, msgpack_sbuffer_write);
@@ -798,15 +1134,38 @@ flc_client *flc_connect(const char *server, const char *token, const char *tenan
         (void)mark_dead(c);
         return c;
     }
-    if (strncmp(server, "unix:", 5) == 0)
-        rc = connect_unix(c, server + 5, deadline);
-    else
-        rc = connect_tcp(c, server, deadline);
-    if (rc == 0)
-        rc = handshake(c, token, tenant);
-    if (rc != 0 && !c->dead)
-        (void)mark_dead(c); /* e.g. a usage error or a refused handshake: of no further use */
+    /* Kept for connecting again (flc_reconnect, automatic reconnect). */
+    c->server = strdup(server);
+    c->token = strdup(token);
+    c->want_tenant = tenant ? strdup(tenant) : NULL;
+    if (!c->server || !c->token || (tenant && !c->want_tenant)) {
+        free(c->server);
+        free(c->token);
+        free(c->want_tenant);
+        c->server = c->token = c->want_tenant = NULL;
+        client_seterr(c, FLC_ENOMEM, "out of memory");
+        (void)mark_dead(c);
+        return c;
+    }
+    (void)conn_open(c);
     return c;
+}
+
+/* Explicit, so also on a handle whose connection is fine, or whose first connect failed. */
+int flc_reconnect(flc_client *c)
+{
+    client_frame_free(c->cur);
+    c->cur = NULL;
+    fl_error_clear(&c->err);
+    if (!c->server)
+        return client_seterr(c, FLC_EUSAGE,
+                             "this handle has no server to connect to (flc_connect failed first)");
+    return conn_again(c, NULL);
+}
+
+void flc_set_reconnect(flc_client *c, int on)
+{
+    c->reconnect = on != 0;
 }
 
 /* Results are borrowed from the handle, so they go with it. */
@@ -822,6 +1181,15 @@ void flc_free(flc_client *c)
     fl_buf_free(&c->rbuf);
     msgpack_sbuffer_destroy(&c->wbuf);
     free(c->pending);
+    free(c->lost);
+    free(c->server);
+    if (c->token)
+        explicit_bzero(c->token, strlen(c->token));
+    free(c->token);
+    free(c->want_tenant);
+    for (size_t i = 0; i < c->nretired; i++)
+        free(c->retired[i]);
+    free(c->retired);
     free(c->tenant);
     free(c->role);
     free(c->server_name);
@@ -840,7 +1208,8 @@ void flc_set_max_frame(flc_client *c, size_t bytes)
     c->max_frame = bytes > UINT32_MAX ? UINT32_MAX : bytes;
 }
 
-/* For callers that poll several sources (the CLI's pipelined append waits on stdin too). */
+/* For callers that poll several sources (the CLI's pipelined append waits on stdin too); a new
+ * connection has a new socket, so callers ask again before each poll. */
 int flc_fd(const flc_client *c)
 {
     return c->fd;

@@ -25,16 +25,35 @@ struct fqueue {
     struct frame *head, *tail;
 };
 
+/* Where the handle's one subscription stands. */
+enum sub_state {
+    SUB_NONE,
+    SUB_OPENING, /* subscribe sent, its reply not yet in: pushes may already come */
+    SUB_OPEN,
+    SUB_LOST, /* its connection closed: flc_sub_next says so until subscribe or unsubscribe */
+};
+
 struct flc_client {
     int fd;
-    int dead; /* after a connection-level failure every call repeats dead_err... */
-    struct fl_error dead_err; /* ...once the replies already received are handed out */
+    int dead; /* the connection is closed: calls repeat dead_err, or reconnect (RECONNECTING in */
+    struct fl_error dead_err; /* flowlog.h), once the replies already received are handed out */
+    int peer_closed; /* the server closed it (end of stream, reset, "unavailable" with id nil),
+                        not for anything in our request */
     int timeout_ms;
     size_t max_frame;
     uint64_t next_id;
     struct fl_error err;
 
+    char *server, *token, *want_tenant; /* flc_connect's arguments, for connecting again */
+    int reconnect;   /* automatic reconnect (flc_set_reconnect) */
+    int helloed;     /* a handshake succeeded once: only then does the handle reconnect itself */
+    int reconnected; /* this call has connected again already: at most once per call */
+    int64_t heard_ms; /* when bytes last came from the server (monotonic): conn_probe reads the
+                         socket before a request only after CLIENT_PROBE_QUIET_MS without any */
+
     char *tenant, *role, *server_name;
+    char **retired; /* hello strings replaced by a reconnect: handed out before, so kept */
+    size_t nretired;
 
     struct fl_buf rbuf; /* bytes received, from rpos on not yet framed */
     size_t rpos;
@@ -46,17 +65,22 @@ struct flc_client {
 
     uint64_t *pending; /* ids sent with *_send, reply not yet handed out */
     size_t npending, cap_pending;
+    uint64_t *lost; /* ids sent with *_send on a connection that closed before their replies */
+    size_t nlost, lost_next, cap_lost; /* came: flc_reply_next reports lost[lost_next..nlost) */
 
-    int subscribed;
+    enum sub_state sub;
     uint64_t sub_id;
+    char sub_why[FL_ERR_MSG_MAX]; /* SUB_LOST: why its connection closed */
 };
 
 /* What a wait is waiting for. */
 enum want { WANT_ID, WANT_PENDING, WANT_PUSH };
 
-/* Start a call: release the previous result; a dead handle repeats its error. */
+/* Start a call: release the previous result; a dead handle repeats its error unless it may
+ * reconnect (the call's request then goes on a new connection). */
 int client_call_begin(flc_client *c);
-/* Send the request built in wbuf and wait for its reply. */
+/* Send the request built in wbuf and wait for its reply; a lost reply makes it sent again on a
+ * new connection only if that is harmless (RECONNECTING in flowlog.h). */
 const msgpack_object *client_call_finish(flc_client *c, uint64_t id);
 /* Free every frame of q. */
 void client_fq_clear(struct fqueue *q);
@@ -79,7 +103,8 @@ const msgpack_object *client_reply_result(flc_client *c, struct frame *f);
 int client_reply_take(flc_client *c, struct frame *f, const msgpack_object **res);
 /* Start building request {"id", "op", ...} with nargs further keys; returns its id. */
 uint64_t client_req_begin(flc_client *c, const char *op, uint32_t nargs);
-/* Finish the frame and send it. */
+/* Finish the frame and send it, on a new connection if the old one turns out closed before all
+ * of it was written (RECONNECTING in flowlog.h). */
 int client_req_send(flc_client *c);
 /* Wait for what kind/id names, taking queued frames first. 0 with *out, or a code. */
 int client_wait_for(flc_client *c, enum want kind, uint64_t id, int timeout_ms,

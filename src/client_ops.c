@@ -298,10 +298,11 @@ uint64_t flc_ping_send(flc_client *c)
     return send_pending(c, client_req_begin(c, "ping", 0));
 }
 
-/* Replies already received but not yet handed out count as pending. */
+/* Replies already received but not yet handed out count as pending, as do requests whose
+ * connection closed before their replies came (until flc_reply_next reported them). */
 size_t flc_pending(const flc_client *c)
 {
-    return c->npending;
+    return c->npending + (c->nlost - c->lost_next);
 }
 
 /* Arrival order, not sending order: the server answers reads at once, appends after commit. */
@@ -318,6 +319,18 @@ int flc_reply_next(flc_client *c, int timeout_ms, uint64_t *id, const msgpack_ob
         c->err = c->dead_err;
     else
         fl_error_clear(&c->err);
+    /* Replies that did come first, then the requests whose replies never will (lost when the
+     * handle connected again). */
+    if (!c->replies.head && c->lost_next < c->nlost) {
+        *id = c->lost[c->lost_next++];
+        if (c->lost_next == c->nlost)
+            c->lost_next = c->nlost = 0;
+        client_seterr(c, FLC_ECONNECTION,
+                      "no reply to request %llu: its connection closed before the reply came; "
+                      "it may or may not have been applied, and was not sent again",
+                      (unsigned long long)*id);
+        return 1;
+    }
     if (c->npending == 0)
         return c->dead ? c->err.code : 0;
     rc = client_wait_for(c, WANT_PENDING, 0, timeout_ms, &f);
@@ -345,20 +358,23 @@ int flc_subscribe(flc_client *c, const struct flc_query *q)
 
     if ((rc = client_call_begin(c)) != 0)
         return rc;
-    if (c->subscribed)
+    if (c->sub == SUB_OPEN)
         return client_seterr(c, FLC_EUSAGE, "this handle already has a subscription");
     if (!q)
         q = &none;
     id = client_req_begin(c, "subscribe", query_nargs(q, 0));
     pack_query(c, q, 0);
-    /* Pushes may follow the reply at once: route them to the queue from now on. */
-    c->subscribed = 1;
+    /* Pushes may follow the reply at once: route them to the queue from now on. A lost
+     * subscription is replaced. */
+    client_fq_clear(&c->pushes);
+    c->sub = SUB_OPENING;
     c->sub_id = id;
     if (!client_call_finish(c, id)) {
-        c->subscribed = 0;
+        c->sub = SUB_NONE;
         client_fq_clear(&c->pushes);
         return c->err.code;
     }
+    c->sub = SUB_OPEN;
     return 0;
 }
 
@@ -370,7 +386,15 @@ const msgpack_object *flc_sub_next(flc_client *c, int timeout_ms)
 
     if (client_call_begin(c) != 0)
         return NULL;
-    if (!c->subscribed) {
+    /* Never renewed behind the caller's back: only the caller knows where it stands. */
+    if (c->sub == SUB_LOST) {
+        client_seterr(c, FLC_ECONNECTION,
+                      "the subscription ended with its connection (%s); subscribe again with "
+                      "from = the last batch's next",
+                      c->sub_why);
+        return NULL;
+    }
+    if (c->sub != SUB_OPEN) {
         client_seterr(c, FLC_EUSAGE, "no subscription on this handle");
         return NULL;
     }
@@ -384,14 +408,15 @@ const msgpack_object *flc_sub_next(flc_client *c, int timeout_ms)
         return res;
     }
     /* A reply to the subscribe id after its acknowledgement: the subscription ended. */
-    c->subscribed = 0;
+    c->sub = SUB_NONE;
     res = client_reply_result(c, f);
     if (res)
         (void)client_seterr(c, FLC_EPROTOCOL, "protocol error: a second reply to the subscription");
     return NULL;
 }
 
-/* Queued pushes are dropped at once; late ones are dropped on arrival (frame_route). */
+/* Queued pushes are dropped at once; late ones are dropped on arrival (frame_route). Never
+ * reconnects: a subscription whose connection closed is over already. */
 int flc_unsubscribe(flc_client *c)
 {
     uint64_t id;
@@ -399,11 +424,15 @@ int flc_unsubscribe(flc_client *c)
 
     if ((rc = client_call_begin(c)) != 0)
         return rc;
-    if (!c->subscribed)
+    if (c->sub == SUB_LOST) {
+        c->sub = SUB_NONE;
+        return 0;
+    }
+    if (c->sub != SUB_OPEN)
         return client_seterr(c, FLC_EUSAGE, "no subscription on this handle");
     id = client_req_begin(c, "unsubscribe", 1);
     client_pack_kv_u64(c, "sub", c->sub_id);
-    c->subscribed = 0;
+    c->sub = SUB_NONE;
     client_fq_clear(&c->pushes);
     if (!client_call_finish(c, id))
         return c->err.code;

@@ -26,8 +26,39 @@
  * of the contract), flc_errname() its stable name, flc_errmsg() a message for people,
  * flc_errindex() the failing event's position in an append (or -1) and flc_errversion() a flow's
  * actual version with FLC_ECONFLICT (or -1). A call that succeeds clears the error. After a
- * connection-level failure (FLC_ECONNECTION, FLC_EPROTOCOL) the handle is dead: every further
- * call fails the same way; free it and connect again.
+ * connection-level failure (FLC_ECONNECTION, FLC_EPROTOCOL, an error the server sends with
+ * "id": nil) the connection is closed; the next call that sends a request connects again
+ * (RECONNECTING). With automatic reconnect off, or on a handle whose flc_connect failed, every
+ * further call fails the same way until flc_reconnect succeeds.
+ *
+ * RECONNECTING. The server closes connections idle for its --idle-timeout (with "unavailable",
+ * "id": nil), and all of them when it restarts. A handle recovers by itself, at most once per
+ * call, for calls that send a request (not flc_reply_next, flc_sub_next, flc_unsubscribe):
+ *   - A connection already closed (an earlier call failed on it), or found closed when the call
+ *     is about to write its request (it first reads, without waiting, what has arrived: the idle
+ *     close, an end of stream), is replaced: connect again to the same server with the same
+ *     token and tenant, say hello, then send. Nothing of the request reached the old connection,
+ *     so this is safe for every request.
+ *   - The server closes (end of stream, a reset, "unavailable" with "id": nil) while the request
+ *     is being written: the server acts on whole frames only, so this one was not acted on; it
+ *     is sent on a new connection.
+ *   - The server closes after all of the request was written, before its reply came: it may have
+ *     been applied. It is sent again on a new connection only if a second copy changes nothing:
+ *     reads (ping, log, timeline, state*, history, table, verify, stats, subscribe) and appends
+ *     in which every event has an event_id (the server answers a repeat as a duplicate, with the
+ *     original seq). Any other append, and backup, fail with FLC_ECONNECTION and a message that
+ *     the outcome is unknown (look with a read, or give every event an event_id).
+ * A close the server makes because of the request (too_large, bad_request, ...) is reported,
+ * never retried. If connecting again fails, the call fails (FLC_ECONNECTION, or the server's
+ * refusal of the hello), naming the close and the failure; the next call tries again. A server
+ * that now puts the token in another tenant is refused (FLC_ECONNECTION).
+ * What the old connection carried ends with it. Replies that arrived before the close are still
+ * handed out; each *_send request whose reply did not arrive is never sent again: flc_reply_next
+ * returns it with result NULL and FLC_ECONNECTION (outcome unknown), after the replies that did
+ * arrive. A subscription is never renewed behind the caller's back: flc_sub_next reports the
+ * close, then FLC_ECONNECTION until flc_subscribe (from = the last batch's next: nothing is
+ * missed or repeated) or flc_unsubscribe (which then just forgets it and returns 0).
+ * flc_set_reconnect(c, 0) turns all this off; flc_reconnect replaces the connection on demand.
  *
  * THREADS. A handle belongs to one thread at a time. Handles are independent; the library has
  * no global state.
@@ -85,16 +116,27 @@ typedef struct flc_client flc_client;
 flc_client *flc_connect(const char *server, const char *token, const char *tenant);
 /* Close the connection and free everything, results included. Accepts NULL. */
 void flc_free(flc_client *c);
+/* Connect again now, to the same server with the same token and tenant (RECONNECTING): closes the
+ * current connection if open, drops what it carried (unanswered *_send requests and an open
+ * subscription are then reported as flc_reply_next and flc_sub_next say), and says hello.
+ * Works whether or not automatic reconnect is on, also on a handle whose flc_connect failed to
+ * reach the server. Returns 0, or a code with the error on the handle (which is then dead). */
+int flc_reconnect(flc_client *c);
+/* Automatic reconnect (RECONNECTING) on (on != 0, the default) or off. */
+void flc_set_reconnect(flc_client *c, int on);
 /* Give up any later wait for the server after ms milliseconds (FLC_ETIMEOUT; the request stays
  * outstanding and its reply is still matched later); 0 waits for ever (the default). */
 void flc_set_timeout(flc_client *c, int ms);
 /* Refuse reply frames larger than bytes (default 64 MiB) instead of buffering them. */
 void flc_set_max_frame(flc_client *c, size_t bytes);
-/* The socket, e.g. for poll(); never read or write it yourself. -1 if not connected. */
+/* The socket, e.g. for poll(); never read or write it yourself. -1 if not connected. Each new
+ * connection has a new socket: ask again after any call that may reconnect. */
 int flc_fd(const flc_client *c);
 
 /* What the handshake said: the tenant acted for, the role ("reader", "writer", "admin") and the
- * server's name ("flowlog 0.1.0"). Valid for the handle's lifetime; "" before a handshake. */
+ * server's name ("flowlog 0.1.0"). Valid for the handle's lifetime (a reconnect may change the
+ * role and the name returned later, never the strings returned before); "" before a
+ * handshake. */
 const char *flc_tenant(const flc_client *c);
 const char *flc_role(const flc_client *c);
 const char *flc_server_name(const flc_client *c);
@@ -185,14 +227,17 @@ uint64_t flc_ping_send(flc_client *c);
 size_t flc_pending(const flc_client *c);
 /* Wait up to timeout_ms (-1: the handle's timeout; 0: do not wait) for the next reply to a
  * request sent with *_send. Returns 1 with *id set: *result is the result, or NULL when the
- * server refused that request (its error is then on the handle). Returns 0 when nothing arrived
- * in time (or nothing is pending), or a negative code on a connection failure. */
+ * server refused that request or the connection closed before its reply came (the error is then
+ * on the handle; FLC_ECONNECTION for a lost reply, see RECONNECTING). Returns 0 when nothing
+ * arrived in time (or nothing is pending), or a negative code on a connection failure (the
+ * requests still pending are reported lost once a later call connects again). */
 int flc_reply_next(flc_client *c, int timeout_ms, uint64_t *id, const msgpack_object **result);
 
 /* ---- subscriptions ---- */
 
 /* Subscribe (q->limit is ignored). One subscription per handle; other calls may be made while it
- * is open. Returns 0 or a negative code. */
+ * is open. It ends with its connection, and is not renewed by a reconnect (RECONNECTING).
+ * Returns 0 or a negative code. */
 int flc_subscribe(flc_client *c, const struct flc_query *q);
 /* Wait up to timeout_ms (-1: the handle's timeout) for the next batch of pushed events:
  * {"events": [...], "next": SEQ, "head": SEQ}. NULL with FLC_ETIMEOUT when none came in time

@@ -1,13 +1,17 @@
 /* test_client.c: libflowlog against a scripted fake server on a Unix socket: the handshake,
  * replies out of order, pushes interleaved with replies, frames split into single bytes,
- * timeouts and late replies, and every way a server can break the connection. */
+ * timeouts and late replies, every way a server can break the connection, and reconnecting
+ * after the server closed it (RECONNECTING in flowlog.h). */
+#include <poll.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -20,6 +24,7 @@
 /* A fake server: a child process that accepts one connection and runs a script. */
 struct fake {
     pid_t pid;
+    int tcp; /* listen on 127.0.0.1 instead of a Unix socket (set before starting) */
     char addr[128];
 };
 
@@ -54,13 +59,18 @@ static void put(int fd, const void *p, size_t n)
         _exit(3);
 }
 
-/* Send sb's bytes as one frame. */
+/* Send sb's bytes as one frame, in one write: a client that sees it readable has all of it. */
 static void send_sb(int fd, const msgpack_sbuffer *sb)
 {
-    uint8_t hdr[4] = {(uint8_t)(sb->size >> 24), (uint8_t)(sb->size >> 16),
-                      (uint8_t)(sb->size >> 8), (uint8_t)sb->size};
-    put(fd, hdr, 4);
-    put(fd, sb->data, sb->size);
+    uint8_t *buf = malloc(4 + sb->size);
+
+    if (!buf)
+        _exit(3);
+    buf[0] = (uint8_t)(sb->size >> 24), buf[1] = (uint8_t)(sb->size >> 16);
+    buf[2] = (uint8_t)(sb->size >> 8), buf[3] = (uint8_t)sb->size;
+    memcpy(buf + 4, sb->data, sb->size);
+    put(fd, buf, 4 + sb->size);
+    free(buf);
 }
 
 /* Pack a string. */
@@ -100,14 +110,13 @@ static void send_ok(int fd, uint64_t id)
     msgpack_sbuffer_destroy(&sb);
 }
 
-/* Send an error reply (id < 0: nil). */
-static void send_err(int fd, int64_t id, const char *code, int64_t index, int64_t version)
+/* Pack an error reply (id < 0: nil) into sb. */
+static void pack_err(msgpack_sbuffer *sb, int64_t id, const char *code, int64_t index,
+                     int64_t version)
 {
-    msgpack_sbuffer sb;
     msgpack_packer pk;
 
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     head(&pk, id, 0, 3);
     s(&pk, "error");
     msgpack_pack_map(&pk, 4);
@@ -117,12 +126,22 @@ static void send_err(int fd, int64_t id, const char *code, int64_t index, int64_
     index >= 0 ? msgpack_pack_int64(&pk, index) : msgpack_pack_nil(&pk);
     s(&pk, "version");
     version >= 0 ? msgpack_pack_int64(&pk, version) : msgpack_pack_nil(&pk);
+}
+
+/* Send an error reply (id < 0: nil). */
+static void send_err(int fd, int64_t id, const char *code, int64_t index, int64_t version)
+{
+    msgpack_sbuffer sb;
+
+    msgpack_sbuffer_init(&sb);
+    pack_err(&sb, id, code, index, version);
     send_sb(fd, &sb);
     msgpack_sbuffer_destroy(&sb);
 }
 
-/* Send the hello reply; slow: one byte per write, so the client must reassemble. */
-static void send_hello(int fd, int slow)
+/* Send the hello reply; slow: one byte per write, so the client must reassemble; with_idle:
+ * flowlogd's idle close in the same write (the client reads both at once). */
+static void send_hello_ex(int fd, int slow, int with_idle)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -140,6 +159,14 @@ static void send_hello(int fd, int slow)
     size_t n = sb.size - 4;
     sb.data[0] = (char)(n >> 24), sb.data[1] = (char)(n >> 16);
     sb.data[2] = (char)(n >> 8), sb.data[3] = (char)n;
+    if (with_idle) {
+        size_t at = sb.size;
+        msgpack_sbuffer_write(&sb, "\0\0\0\0", 4);
+        pack_err(&sb, -1, "unavailable", -1, -1);
+        n = sb.size - at - 4;
+        sb.data[at] = (char)(n >> 24), sb.data[at + 1] = (char)(n >> 16);
+        sb.data[at + 2] = (char)(n >> 8), sb.data[at + 3] = (char)n;
+    }
     for (size_t i = 0; slow && i < sb.size; i++) {
         put(fd, sb.data + i, 1);
         usleep(200); /* make the kernel deliver the bytes in separate reads */
@@ -147,6 +174,11 @@ static void send_hello(int fd, int slow)
     if (!slow)
         put(fd, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
+}
+
+static void send_hello(int fd, int slow)
+{
+    send_hello_ex(fd, slow, 0);
 }
 
 /* Send a push for subscription sub with one event of seq. */
@@ -170,27 +202,99 @@ static void send_push(int fd, uint64_t sub, uint64_t seq)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* Hellos answered by this fake server (in the child). */
+static int hellos;
+
 /* Read the hello and accept it. */
 static void hello(int fd)
 {
     if (read_frame(fd) != 0)
         _exit(2);
     send_hello(fd, 0);
+    hellos++;
 }
 
-/* Start the fake server running script; returns its address in f->addr. */
-static void fake_start(struct fake *f, script_fn script)
+/* Read one request frame and tell its id and op. 0, or -1 on EOF or a frame that is not one. */
+static int read_req(int fd, uint64_t *id, char *op, size_t opsz)
+{
+    uint8_t hdr[4], *buf;
+    size_t len, got = 0;
+    msgpack_unpacked u;
+    int rc = -1;
+
+    for (size_t n = 0; n < 4;) {
+        ssize_t r = read(fd, hdr + n, 4 - n);
+        if (r <= 0)
+            return -1;
+        n += (size_t)r;
+    }
+    len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+    if (!(buf = malloc(len ? len : 1)))
+        return -1;
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got);
+        if (r <= 0) {
+            free(buf);
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, (const char *)buf, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP) {
+        const msgpack_object_map *m = &u.data.via.map;
+        *id = 0;
+        op[0] = '\0';
+        for (uint32_t i = 0; i < m->size; i++) {
+            const msgpack_object *k = &m->ptr[i].key, *v = &m->ptr[i].val;
+            if (k->type != MSGPACK_OBJECT_STR)
+                continue;
+            if (k->via.str.size == 2 && !memcmp(k->via.str.ptr, "id", 2) &&
+                v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                *id = v->via.u64;
+            if (k->via.str.size == 2 && !memcmp(k->via.str.ptr, "op", 2) &&
+                v->type == MSGPACK_OBJECT_STR && v->via.str.size < opsz) {
+                memcpy(op, v->via.str.ptr, v->via.str.size);
+                op[v->via.str.size] = '\0';
+            }
+        }
+        rc = 0;
+    }
+    msgpack_unpacked_destroy(&u);
+    free(buf);
+    return rc;
+}
+
+/* Bind a listening socket at a fresh path (or a port: f->tcp); its address goes to f->addr. */
+static int fake_listen(struct fake *f)
 {
     static int n;
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    int lfd = socket(f->tcp ? AF_INET : AF_UNIX, SOCK_STREAM, 0);
 
     assert_true(lfd >= 0);
+    if (f->tcp) {
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof sin;
+        assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+        assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+        assert_int_equal(listen(lfd, 1), 0);
+        snprintf(f->addr, sizeof f->addr, "127.0.0.1:%d", ntohs(sin.sin_port));
+        return lfd;
+    }
     snprintf(sun.sun_path, sizeof sun.sun_path, "/tmp/flc-test-%d-%d.sock", (int)getpid(), n++);
     unlink(sun.sun_path);
     assert_int_equal(bind(lfd, (struct sockaddr *)&sun, sizeof sun), 0);
     assert_int_equal(listen(lfd, 1), 0);
     snprintf(f->addr, sizeof f->addr, "unix:%s", sun.sun_path);
+    return lfd;
+}
+
+/* Start the fake server running script; returns its address in f->addr. */
+static void fake_start(struct fake *f, script_fn script)
+{
+    int lfd = fake_listen(f);
+
     f->pid = fork();
     assert_true(f->pid >= 0);
     if (f->pid == 0) {
@@ -204,13 +308,50 @@ static void fake_start(struct fake *f, script_fn script)
     close(lfd);
 }
 
-/* Wait for the fake server and remove its socket. */
-static void fake_stop(struct fake *f)
+/* Wait for the fake server and remove its socket. Its exit status, or -1. */
+static int fake_stop(struct fake *f)
 {
     int st;
 
-    waitpid(f->pid, &st, 0);
-    unlink(f->addr + 5);
+    if (waitpid(f->pid, &st, 0) != f->pid)
+        return -1;
+    if (!f->tcp)
+        unlink(f->addr + 5);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A fake server for reconnects: up to nconns connections one after the other (each awaited for
+ * at most 5 s), script(fd, k) on the k-th. It exits with 10 + the hellos it answered, so that a
+ * test can count connections; a script exits with 4 on a request it did not expect. */
+typedef void (*script_k_fn)(int fd, int k);
+
+static void fake_start_n(struct fake *f, script_k_fn script, int nconns)
+{
+    int lfd = fake_listen(f);
+
+    f->pid = fork();
+    assert_true(f->pid >= 0);
+    if (f->pid == 0) {
+        signal(SIGPIPE, SIG_IGN); /* a client gone early: put's exit 3, not a silent death */
+        for (int k = 0; k < nconns; k++) {
+            struct pollfd p = {.fd = lfd, .events = POLLIN};
+            if (poll(&p, 1, 5000) != 1)
+                break;
+            int fd = accept(lfd, NULL, NULL);
+            if (fd < 0)
+                _exit(1);
+            script(fd, k);
+            close(fd);
+        }
+        _exit(10 + hellos);
+    }
+    close(lfd);
+}
+
+/* The connections a reconnect fake server saw with a hello, once it is done. */
+static int fake_hellos(struct fake *f)
+{
+    return fake_stop(f) - 10;
 }
 
 /* ---- scripts and tests ---- */
@@ -227,7 +368,7 @@ static void script_slow_hello(int fd)
 
 static void test_hello_split_bytes(void **state)
 {
-    struct fake f;
+    struct fake f = {0};
     fake_start(&f, script_slow_hello);
     flc_client *c = flc_connect(f.addr, "tok", NULL);
     assert_non_null(c);
@@ -248,7 +389,7 @@ static void script_refuse(int fd)
 
 static void test_hello_refused(void **state)
 {
-    struct fake f;
+    struct fake f = {0};
     fake_start(&f, script_refuse);
     flc_client *c = flc_connect(f.addr, "wrong", NULL);
     assert_int_equal(flc_errcode(c), FLC_EUNAUTHENTICATED);
@@ -286,7 +427,7 @@ static void script_out_of_order(int fd)
 
 static void test_out_of_order(void **state)
 {
-    struct fake f;
+    struct fake f = {0};
     uint64_t ids[3], id;
     const msgpack_object *res;
 
@@ -321,7 +462,7 @@ static void script_sync_among_pipelined(int fd)
 
 static void test_sync_among_pipelined(void **state)
 {
-    struct fake f;
+    struct fake f = {0};
     uint64_t id;
     const msgpack_object *res;
     msgpack_sbuffer sb;
@@ -383,7 +524,7 @@ static uint64_t push_seq(const msgpack_object *r)
 
 static void test_pushes_between_replies(void **state)
 {
-    struct fake f;
+    struct fake f = {0};
     struct flc_query q = {.from = 10};
     const msgpack_object *r;
 
@@ -414,7 +555,7 @@ static void script_late(int fd)
 
 static void test_timeout_then_late_reply(void **state)
 {
-    struct fake f;
+    struct fake f = {0};
 
     fake_start(&f, script_late);
     flc_client *c = flc_connect(f.addr, "tok", NULL);
@@ -463,14 +604,16 @@ static void script_not_a_reply(int fd)
         put(fd, "\0\0\0\x02\x92\x01", 6); /* an array */
 }
 
-/* Connect to a fake running script; one ping must fail with code; then stay failed. */
+/* Connect to a fake running script; one ping must fail with code; then stay failed (automatic
+ * reconnect off: the fake is gone, the reconnect tests try that). */
 static void broken(script_fn script, int code)
 {
-    struct fake f;
+    struct fake f = {0};
 
     fake_start(&f, script);
     flc_client *c = flc_connect(f.addr, "tok", NULL);
     assert_int_equal(flc_errcode(c), 0);
+    flc_set_reconnect(c, 0);
     assert_null(flc_ping(c));
     assert_int_equal(flc_errcode(c), code);
     assert_true(flc_fd(c) < 0);
@@ -500,7 +643,7 @@ static void script_answer_then_close(int fd)
 
 static void test_replies_before_a_failure_are_kept(void **state)
 {
-    struct fake f;
+    struct fake f = {0};
     uint64_t id;
     const msgpack_object *res;
 
@@ -517,7 +660,7 @@ static void test_replies_before_a_failure_are_kept(void **state)
 
 static void test_usage_errors(void **state)
 {
-    struct fake f;
+    struct fake f = {0};
     struct flc_event bad = {"\x82\xa1", 2}; /* a map header without its pairs */
 
     fake_start(&f, script_slow_hello);
@@ -538,6 +681,445 @@ static void test_usage_errors(void **state)
     flc_free(NULL);
 }
 
+/* ---- reconnecting ---- */
+
+/* Wait until the fake server has closed the handle's connection (what a long pause does). */
+static void wait_closed(flc_client *c)
+{
+    struct pollfd p = {.fd = flc_fd(c), .events = POLLRDHUP};
+
+    assert_true(p.fd >= 0);
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_true(p.revents & (POLLRDHUP | POLLHUP));
+}
+
+/* One packed event {"type", "data": {}, "event_id"?} into sb (cleared first). */
+static struct flc_event event(msgpack_sbuffer *sb, const char *event_id)
+{
+    msgpack_packer pk;
+
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, event_id ? 3 : 2);
+    s(&pk, "type"), s(&pk, "flow_registered");
+    s(&pk, "data"), msgpack_pack_map(&pk, 0);
+    if (event_id)
+        s(&pk, "event_id"), s(&pk, event_id);
+    return (struct flc_event){sb->data, sb->size};
+}
+
+/* Send {"id": id, "ok": true, "result": {"sub": id}}. */
+static void send_sub_ack(int fd, uint64_t id)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    head(&pk, (int64_t)id, 1, 3);
+    s(&pk, "result"), msgpack_pack_map(&pk, 1);
+    s(&pk, "sub"), msgpack_pack_uint64(&pk, id);
+    send_sb(fd, &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* The op the second connection must see first (set before the fake starts). */
+static const char *expect_op;
+
+/* Read a request of op expect_op and answer it {}; anything else: exit 4. */
+static void answer_expected(int fd)
+{
+    uint64_t id;
+    char op[32];
+
+    if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, expect_op) != 0)
+        _exit(4);
+    send_ok(fd, id);
+}
+
+/* flowlogd's idle close some time after the hello ("unavailable", "id": nil, then the close:
+ * not in one read with the hello reply, as in life); the next connection gets one request of
+ * expect_op. 300 ms: past the quiet time after which the library looks for a close before
+ * writing (conn_probe), as every real idle close (--idle-timeout is at least 1 s) is. */
+static void script_idle_then(int fd, int k)
+{
+    hello(fd);
+    if (k == 0) {
+        usleep(300 * 1000);
+        send_err(fd, -1, "unavailable", -1, -1);
+    } else {
+        answer_expected(fd);
+    }
+}
+
+/* A read after the idle close goes on a new connection: the caller sees nothing of it. */
+static void test_idle_close_then_read(void **state)
+{
+    struct fake f = {0};
+
+    expect_op = "log";
+    fake_start_n(&f, script_idle_then, 2);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    assert_int_equal(flc_errcode(c), 0);
+    wait_closed(c);
+    assert_non_null(flc_log(c, NULL));
+    assert_int_equal(flc_errcode(c), 0);
+    assert_true(flc_fd(c) >= 0);
+    flc_free(c);
+    assert_int_equal(fake_hellos(&f), 2);
+}
+
+/* Found closed before it was written: even an append without event_ids goes on a new one. Over
+ * TCP, where writing to a closed connection succeeds: the handle must look before it writes. */
+static void test_idle_close_then_append_without_event_id(void **state)
+{
+    struct fake f = {.tcp = 1};
+    msgpack_sbuffer sb;
+
+    expect_op = "append";
+    msgpack_sbuffer_init(&sb);
+    fake_start_n(&f, script_idle_then, 2);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    wait_closed(c);
+    struct flc_event ev = event(&sb, NULL);
+    assert_non_null(flc_append(c, &ev, 1));
+    flc_free(c);
+    msgpack_sbuffer_destroy(&sb);
+    assert_int_equal(fake_hellos(&f), 2);
+}
+
+/* Id of the request the first connection took (in the child). */
+static uint64_t first_id;
+/* script_lost_reply says why it closes, as flowlogd's idle close does ("unavailable", id nil). */
+static int lost_says_why;
+
+/* The first connection takes one request and closes without replying (a crash after reading
+ * it, or with lost_says_why the idle close just as the request came); the second must get the
+ * same request (same id) if expect_op says so, else its op. */
+static void script_lost_reply(int fd, int k)
+{
+    uint64_t id;
+    char op[32];
+
+    hello(fd);
+    if (read_req(fd, &id, op, sizeof op) != 0)
+        _exit(4);
+    if (k == 0) {
+        first_id = id;
+        if (lost_says_why)
+            send_err(fd, -1, "unavailable", -1, -1);
+        return;
+    }
+    if (strcmp(op, expect_op) != 0 || (strcmp(op, "ping") != 0 && id != first_id))
+        _exit(4);
+    send_ok(fd, id);
+}
+
+/* Written, reply lost: an append whose every event has an event_id is sent again. */
+static void test_lost_reply_append_with_event_ids_resent(void **state)
+{
+    struct fake f = {0};
+    msgpack_sbuffer sb1, sb2;
+
+    expect_op = "append";
+    msgpack_sbuffer_init(&sb1);
+    msgpack_sbuffer_init(&sb2);
+    fake_start_n(&f, script_lost_reply, 2);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    struct flc_event evs[2] = {event(&sb1, "e-1"), event(&sb2, "e-2")};
+    assert_non_null(flc_append(c, evs, 2));
+    assert_int_equal(flc_errcode(c), 0);
+    flc_free(c);
+    msgpack_sbuffer_destroy(&sb1);
+    msgpack_sbuffer_destroy(&sb2);
+    assert_int_equal(fake_hellos(&f), 2);
+}
+
+/* Written, reply lost to the idle close: a read is sent again. */
+static void test_lost_reply_read_resent(void **state)
+{
+    struct fake f = {0};
+
+    expect_op = "state";
+    lost_says_why = 1;
+    fake_start_n(&f, script_lost_reply, 2);
+    lost_says_why = 0;
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    assert_non_null(flc_state(c, "f-1"));
+    flc_free(c);
+    assert_int_equal(fake_hellos(&f), 2);
+}
+
+/* Written, reply lost: an append with an event lacking an event_id is not sent again (the
+ * second connection sees the next call's ping first); its outcome is reported unknown. */
+static void test_lost_reply_append_without_event_id_not_resent(void **state)
+{
+    struct fake f = {0};
+    msgpack_sbuffer sb1, sb2;
+
+    expect_op = "ping";
+    msgpack_sbuffer_init(&sb1);
+    msgpack_sbuffer_init(&sb2);
+    fake_start_n(&f, script_lost_reply, 2);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    struct flc_event evs[2] = {event(&sb1, "e-1"), event(&sb2, NULL)};
+    assert_null(flc_append(c, evs, 2));
+    assert_int_equal(flc_errcode(c), FLC_ECONNECTION);
+    assert_non_null(strstr(flc_errmsg(c), "may or may not have been applied"));
+    assert_non_null(strstr(flc_errmsg(c), "event_id"));
+    assert_non_null(flc_ping(c)); /* the next call connects again */
+    flc_free(c);
+    msgpack_sbuffer_destroy(&sb1);
+    msgpack_sbuffer_destroy(&sb2);
+    assert_int_equal(fake_hellos(&f), 2);
+}
+
+/* First connection: subscribe acknowledged, two pipelined pings read, the first answered, then
+ * the client leaves it; second: a ping answered. */
+static void script_explicit(int fd, int k)
+{
+    uint64_t id;
+    char op[32];
+
+    hello(fd);
+    if (k == 0) {
+        if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, "subscribe") != 0)
+            _exit(4);
+        send_sub_ack(fd, id);
+        if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, "ping") != 0)
+            _exit(4);
+        send_ok(fd, id);
+        if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, "ping") != 0)
+            _exit(4);
+        if (read_frame(fd) == 0) /* nothing more: the client went to a new connection */
+            _exit(4);
+        return;
+    }
+    expect_op = "ping";
+    answer_expected(fd);
+}
+
+/* flc_reconnect on a live connection: what it carried is reported, not silently dropped. */
+static void test_explicit_reconnect(void **state)
+{
+    struct fake f = {0};
+    uint64_t id;
+    const msgpack_object *res;
+
+    fake_start_n(&f, script_explicit, 2);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    const char *tenant = flc_tenant(c);
+    assert_int_equal(flc_subscribe(c, NULL), 0);
+    assert_int_equal(flc_ping_send(c), 2);
+    struct pollfd p = {.fd = flc_fd(c), .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1); /* the reply to 2 has arrived, not been read */
+    assert_int_equal(flc_ping_send(c), 3);
+    assert_int_equal(flc_reconnect(c), 0);
+    assert_int_equal(flc_errcode(c), 0);
+    assert_ptr_equal(flc_tenant(c), tenant); /* the same strings stay valid */
+    assert_int_equal(flc_pending(c), 2);
+    assert_int_equal(flc_reply_next(c, 0, &id, &res), 1); /* kept: it did arrive */
+    assert_int_equal(id, 2);
+    assert_non_null(res);
+    assert_int_equal(flc_reply_next(c, 0, &id, &res), 1);
+    assert_int_equal(id, 3);
+    assert_null(res);
+    assert_int_equal(flc_errcode(c), FLC_ECONNECTION);
+    assert_non_null(strstr(flc_errmsg(c), "may or may not have been applied"));
+    assert_int_equal(flc_pending(c), 0);
+    assert_null(flc_sub_next(c, 0));
+    assert_int_equal(flc_errcode(c), FLC_ECONNECTION);
+    assert_non_null(strstr(flc_errmsg(c), "subscribe again"));
+    assert_non_null(flc_ping(c));
+    assert_int_equal(flc_unsubscribe(c), 0); /* the lost subscription is forgotten */
+    assert_null(flc_sub_next(c, 0));
+    assert_int_equal(flc_errcode(c), FLC_EUSAGE);
+    flc_free(c);
+    assert_int_equal(fake_hellos(&f), 2);
+}
+
+/* Automatic reconnect off: the idle close is reported, and again, until flc_reconnect. */
+static void test_reconnect_off(void **state)
+{
+    struct fake f = {0};
+
+    expect_op = "ping";
+    fake_start_n(&f, script_idle_then, 2);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    flc_set_reconnect(c, 0);
+    wait_closed(c);
+    assert_null(flc_ping(c));
+    assert_int_equal(flc_errcode(c), FLC_EUNAVAILABLE);
+    assert_true(flc_fd(c) < 0);
+    assert_null(flc_ping(c));
+    assert_int_equal(flc_errcode(c), FLC_EUNAVAILABLE);
+    assert_int_equal(flc_reconnect(c), 0);
+    assert_non_null(flc_ping(c));
+    flc_free(c);
+    assert_int_equal(fake_hellos(&f), 2);
+}
+
+/* The hello reply and the idle close in one read: the close's reason is what is reported. */
+static void script_idle_with_hello(int fd, int k)
+{
+    (void)k;
+    if (read_frame(fd) != 0)
+        _exit(2);
+    send_hello_ex(fd, 0, 1);
+    hellos++;
+}
+
+static void test_idle_close_with_hello_reply(void **state)
+{
+    struct fake f = {.tcp = 1};
+
+    fake_start_n(&f, script_idle_with_hello, 1);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    assert_int_equal(flc_errcode(c), 0);
+    flc_set_reconnect(c, 0);
+    wait_closed(c);
+    assert_null(flc_ping(c));
+    assert_int_equal(flc_errcode(c), FLC_EUNAVAILABLE);
+    flc_free(c);
+    assert_int_equal(fake_hellos(&f), 1);
+}
+
+/* The server is gone: the call fails with the close and the failed connect in its message; the
+ * next call tries again. */
+static void test_reconnect_fails(void **state)
+{
+    struct fake f = {0};
+
+    fake_start_n(&f, script_idle_then, 1);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    wait_closed(c);
+    assert_int_equal(fake_hellos(&f), 1); /* gone, its socket too */
+    assert_null(flc_ping(c));
+    assert_int_equal(flc_errcode(c), FLC_ECONNECTION);
+    assert_non_null(strstr(flc_errmsg(c), "scripted failure")); /* the idle close's message */
+    assert_non_null(strstr(flc_errmsg(c), "connecting again failed: cannot connect"));
+    assert_true(flc_fd(c) < 0);
+    assert_null(flc_ping(c));
+    assert_int_equal(flc_errcode(c), FLC_ECONNECTION);
+    assert_non_null(strstr(flc_errmsg(c), "cannot connect"));
+    assert_int_equal(flc_reconnect(c), FLC_ECONNECTION);
+    assert_non_null(strstr(flc_errmsg(c), "cannot connect"));
+    flc_free(c);
+}
+
+/* A subscription acknowledged, one push, then the close (a restart); the next connection takes
+ * a subscribe. */
+static void script_sub_close(int fd, int k)
+{
+    uint64_t id;
+    char op[32];
+
+    hello(fd);
+    if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, "subscribe") != 0)
+        _exit(4);
+    send_sub_ack(fd, id);
+    if (k == 0)
+        send_push(fd, id, 5);
+}
+
+/* A subscriber is told its subscription ended, and is not resubscribed behind its back. */
+static void test_subscription_not_renewed(void **state)
+{
+    struct fake f = {0};
+    const msgpack_object *r;
+
+    fake_start_n(&f, script_sub_close, 2);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    assert_int_equal(flc_subscribe(c, &(struct flc_query){.from = 5}), 0);
+    assert_non_null(r = flc_sub_next(c, -1));
+    assert_int_equal(push_seq(r), 5);
+    assert_null(flc_sub_next(c, -1));
+    assert_int_equal(flc_errcode(c), FLC_ECONNECTION); /* the close itself */
+    assert_null(flc_sub_next(c, -1));
+    assert_int_equal(flc_errcode(c), FLC_ECONNECTION);
+    assert_non_null(strstr(flc_errmsg(c), "subscribe again"));
+    assert_true(flc_fd(c) < 0); /* no new connection behind the caller's back */
+    assert_int_equal(flc_subscribe(c, &(struct flc_query){.from = 6}), 0);
+    assert_true(flc_fd(c) >= 0);
+    flc_free(c);
+    assert_int_equal(fake_hellos(&f), 2);
+}
+
+/* Two pipelined pings, one answered, then the close; the next connection answers a ping. */
+static void script_answer_one_then_close(int fd, int k)
+{
+    hello(fd);
+    if (k == 0) {
+        if (read_frame(fd) != 0 || read_frame(fd) != 0)
+            _exit(2);
+        send_ok(fd, 1);
+        return;
+    }
+    expect_op = "ping";
+    answer_expected(fd);
+}
+
+/* A pipelined request whose reply the close took is reported lost once the handle reconnected. */
+static void test_pipelined_lost_after_reconnect(void **state)
+{
+    struct fake f = {0};
+    uint64_t id;
+    const msgpack_object *res;
+
+    fake_start_n(&f, script_answer_one_then_close, 2);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    assert_int_equal(flc_ping_send(c), 1);
+    assert_int_equal(flc_ping_send(c), 2);
+    assert_int_equal(flc_reply_next(c, -1, &id, &res), 1);
+    assert_int_equal(id, 1);
+    assert_int_equal(flc_reply_next(c, -1, &id, &res), FLC_ECONNECTION);
+    assert_int_equal(flc_pending(c), 1);
+    assert_non_null(flc_ping(c)); /* id 3, on a new connection */
+    assert_int_equal(flc_pending(c), 1);
+    assert_int_equal(flc_reply_next(c, 0, &id, &res), 1);
+    assert_int_equal(id, 2);
+    assert_null(res);
+    assert_int_equal(flc_errcode(c), FLC_ECONNECTION);
+    assert_int_equal(flc_pending(c), 0);
+    assert_int_equal(flc_reply_next(c, 0, &id, &res), 0);
+    flc_free(c);
+    assert_int_equal(fake_hellos(&f), 2);
+}
+
+/* The first hello is refused (say, a token not yet in the server's tokens file); the second
+ * connection is accepted and answers a ping. */
+static void script_refuse_then_accept(int fd, int k)
+{
+    if (k == 0) {
+        script_refuse(fd);
+        return;
+    }
+    hello(fd);
+    expect_op = "ping";
+    answer_expected(fd);
+}
+
+/* A handle whose flc_connect failed never reconnects by itself (nothing says the failure is
+ * over); flc_reconnect can. */
+static void test_reconnect_after_failed_connect(void **state)
+{
+    struct fake f = {0};
+
+    fake_start_n(&f, script_refuse_then_accept, 2);
+    flc_client *c = flc_connect(f.addr, "tok", NULL);
+    assert_int_equal(flc_errcode(c), FLC_EUNAUTHENTICATED);
+    assert_null(flc_ping(c));
+    assert_int_equal(flc_errcode(c), FLC_EUNAUTHENTICATED);
+    assert_int_equal(flc_reconnect(c), 0);
+    assert_string_equal(flc_tenant(c), "acme:eng");
+    assert_non_null(flc_ping(c));
+    flc_free(c);
+    assert_int_equal(fake_hellos(&f), 1);
+    c = flc_connect(NULL, "t", NULL);
+    assert_int_equal(flc_reconnect(c), FLC_EUSAGE);
+    flc_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -551,6 +1133,18 @@ int main(void)
         cmocka_unit_test(test_broken_servers),
         cmocka_unit_test(test_replies_before_a_failure_are_kept),
         cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_idle_close_then_read),
+        cmocka_unit_test(test_idle_close_then_append_without_event_id),
+        cmocka_unit_test(test_lost_reply_append_with_event_ids_resent),
+        cmocka_unit_test(test_lost_reply_read_resent),
+        cmocka_unit_test(test_lost_reply_append_without_event_id_not_resent),
+        cmocka_unit_test(test_explicit_reconnect),
+        cmocka_unit_test(test_reconnect_off),
+        cmocka_unit_test(test_idle_close_with_hello_reply),
+        cmocka_unit_test(test_reconnect_fails),
+        cmocka_unit_test(test_subscription_not_renewed),
+        cmocka_unit_test(test_pipelined_lost_after_reconnect),
+        cmocka_unit_test(test_reconnect_after_failed_connect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
