@@ -35,8 +35,8 @@
  * "id": nil), and all of them when it restarts. A handle recovers by itself, at most once per
  * call, for calls that send a request (not flc_reply_next, flc_sub_next, flc_unsubscribe):
  *   - A connection already closed (an earlier call failed on it), or found closed when the call
- *     is about to write its request (it first reads, without waiting, what has arrived: the idle
- *     close, an end of stream), is replaced: connect again to the same server with the same
+ *     is about to write its request (after 250 ms without anything from the server it first
+ *     reads, without waiting, what has arrived: the idle close, an end of stream), is replaced: connect again to the same server with the same
  *     token and tenant, say hello, then send. Nothing of the request reached the old connection,
  *     so this is safe for every request.
  *   - The server closes (end of stream, a reset, "unavailable" with "id": nil) while the request
