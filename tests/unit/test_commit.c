@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "commit.h"
+#include "store_int.h"
 #include "testutil.h"
 
 #define T "acme:eng-2026"
@@ -77,7 +78,10 @@ static struct commit_item *big_append(int from, int n)
 static void test_lone_append_during_verify(void **state)
 {
     char *dir = tu_tmpdir();
-    struct fl_store_opts o = {.dir = dir, .nosync = 1, .map_size = 64 * 1024};
+    /* 1 MiB: the first append fits, the second (~1.5 MB) must grow the map. A map that grows
+     * during the first (a smaller one: growths add at least 64 MiB) would leave the second
+     * nothing to wait for. */
+    struct fl_store_opts o = {.dir = dir, .nosync = 1, .map_size = 1024 * 1024};
     struct outcomes h = {0};
     struct event_base *base = event_base_new();
     struct fl_store *s;
@@ -109,6 +113,7 @@ static void test_lone_append_during_verify(void **state)
         event_base_loop(base, EVLOOP_ONCE);
     assert_int_equal(h.failed, 0);
     assert_int_equal(fl_store_head(s), head0 + 1000);
+    assert_true(s->map_growths >= 1); /* it did wait for a growth */
     assert_true(json_is_true(json_object_get(report, "ok")));
     assert_int_equal(tu_int(report, "head_seq"), head0);
     json_decref(report);

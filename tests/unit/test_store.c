@@ -902,7 +902,10 @@ static void *growing_appends(void *arg)
 static void test_verify_beside_commits(void **state)
 {
     char *dir = tu_tmpdir();
-    struct fl_store_opts o = {.dir = dir, .nosync = 1, .map_size = 64 * 1024};
+    /* 1 MiB: room for the first 300 rows and the two small appends; the 1,200 rows after must
+     * grow the map. (A growth before the verify would add at least 64 MiB and leave them none
+     * to wait for.) */
+    struct fl_store_opts o = {.dir = dir, .nosync = 1, .map_size = 1024 * 1024};
     struct grower g = {.mu = PTHREAD_MUTEX_INITIALIZER};
     struct tu_held h;
     struct fl_store *s;
@@ -914,11 +917,12 @@ static void test_verify_beside_commits(void **state)
     alarm(60);
     assert_int_equal(fl_store_open(&s, &o, &e), 0);
     g.s = s;
-    /* Grown once before the verify: the map has room for the two small appends below. */
     assert_null(big_rows(s, 0, 300));
     ok(s, REG("f1"));
     ok(s, START("r1", "f1"));
     uint64_t head0 = fl_store_head(s);
+    uint64_t growths0 = s->map_growths;
+    assert_int_equal(growths0, 0); /* so the appends below have a growth to wait for */
     tu_held_start(&h, s);
 
     ok(s, REG("f2")); /* the verify holds its snapshot: commits go on */
@@ -943,6 +947,7 @@ static void test_verify_beside_commits(void **state)
     assert_int_equal(tu_int(report, "head_seq"), head0); /* the snapshot's, not later */
     json_decref(report);
     assert_int_equal(fl_store_head(s), head0 + 2 + 1200);
+    assert_true(s->map_growths > growths0); /* the appends that waited did grow the map */
     tu_verify_ok(s);
     alarm(0);
     fl_store_close(s);
