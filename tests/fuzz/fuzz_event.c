@@ -1,7 +1,8 @@
 /* fuzz_event.c: libFuzzer target for event form validation (src/event.c), what the server runs
  * on every event of an append before anything touches the store.
  *
- * The input is one msgpack object, decoded with fl_wire_decode as the server does: an event map,
+ * The input is one msgpack object, decoded with fl_wire_decode (the server's fl_wire_decode_in
+ * decodes the same, which fuzz_wire checks): an event map,
  * or a request map whose "events" array holds events. Each event is parsed with fl_event_parse.
  * An accepted event's canonical data must itself be accepted, both checked and trusted (as the
  * log's replay does), and canonicalise to the same bytes and payload hash. */

@@ -726,15 +726,21 @@ static void send_sub_ack(int fd, uint64_t id)
 /* The op the second connection must see first (set before the fake starts). */
 static const char *expect_op;
 
-/* Read a request of op expect_op and answer it {}; anything else: exit 4. */
-static void answer_expected(int fd)
+/* Read a request of op want and return its id; anything else: exit 4. */
+static uint64_t read_op(int fd, const char *want)
 {
     uint64_t id;
     char op[32];
 
-    if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, expect_op) != 0)
+    if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, want) != 0)
         _exit(4);
-    send_ok(fd, id);
+    return id;
+}
+
+/* Read a request of op expect_op and answer it {}; anything else: exit 4. */
+static void answer_expected(int fd)
+{
+    send_ok(fd, read_op(fd, expect_op));
 }
 
 /* flowlogd's idle close some time after the hello ("unavailable", "id": nil, then the close:
@@ -878,25 +884,16 @@ static void test_lost_reply_append_without_event_id_not_resent(void **state)
  * the client leaves it; second: a ping answered. */
 static void script_explicit(int fd, int k)
 {
-    uint64_t id;
-    char op[32];
-
     hello(fd);
     if (k == 0) {
-        if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, "subscribe") != 0)
-            _exit(4);
-        send_sub_ack(fd, id);
-        if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, "ping") != 0)
-            _exit(4);
-        send_ok(fd, id);
-        if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, "ping") != 0)
-            _exit(4);
+        send_sub_ack(fd, read_op(fd, "subscribe"));
+        send_ok(fd, read_op(fd, "ping"));
+        (void)read_op(fd, "ping");
         if (read_frame(fd) == 0) /* nothing more: the client went to a new connection */
             _exit(4);
         return;
     }
-    expect_op = "ping";
-    answer_expected(fd);
+    send_ok(fd, read_op(fd, "ping"));
 }
 
 /* flc_reconnect on a live connection: what it carried is reported, not silently dropped. */
@@ -1012,11 +1009,9 @@ static void test_reconnect_fails(void **state)
 static void script_sub_close(int fd, int k)
 {
     uint64_t id;
-    char op[32];
 
     hello(fd);
-    if (read_req(fd, &id, op, sizeof op) != 0 || strcmp(op, "subscribe") != 0)
-        _exit(4);
+    id = read_op(fd, "subscribe");
     send_sub_ack(fd, id);
     if (k == 0)
         send_push(fd, id, 5);
@@ -1055,8 +1050,7 @@ static void script_answer_one_then_close(int fd, int k)
         send_ok(fd, 1);
         return;
     }
-    expect_op = "ping";
-    answer_expected(fd);
+    send_ok(fd, read_op(fd, "ping"));
 }
 
 /* A pipelined request whose reply the close took is reported lost once the handle reconnected. */
@@ -1095,8 +1089,7 @@ static void script_refuse_then_accept(int fd, int k)
         return;
     }
     hello(fd);
-    expect_op = "ping";
-    answer_expected(fd);
+    send_ok(fd, read_op(fd, "ping"));
 }
 
 /* A handle whose flc_connect failed never reconnects by itself (nothing says the failure is
