@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "diag.h"
@@ -34,6 +35,14 @@ static int job_run_backup(struct job *j, msgpack_packer *pk)
     return 0;
 }
 
+static void job_hold(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
 static void *job_thread(void *arg)
 {
     struct job *j = arg;
@@ -56,6 +65,8 @@ static void *job_thread(void *arg)
             j->rc = job_run_backup(j, &pk);
         else
             j->rc = fl_store_verify(j->store, &pk, &j->err);
+        if (j->hold_ms)
+            job_hold(j->hold_ms);
         j->us = fl_now_us() - j->t0;
         pthread_mutex_lock(&j->mu);
         j->queued = 0;
@@ -96,6 +107,27 @@ static void job_done_cb(evutil_socket_t fd, short what, void *arg)
     job_collect(arg);
 }
 
+static int job_hold_ms(unsigned *ms)
+{
+    const char *v = getenv("FLOWLOGD_TEST_JOB_HOLD_MS");
+    char *end;
+    unsigned long n;
+
+    *ms = 0;
+    if (!v || !*v)
+        return 0;
+    errno = 0;
+    n = strtoul(v, &end, 10);
+    if (errno || *end || n > 60000) {
+        fl_errorf("FLOWLOGD_TEST_JOB_HOLD_MS=%s: expected milliseconds, 0 to 60000", v);
+        return -1;
+    }
+    fl_warn("FLOWLOGD_TEST_JOB_HOLD_MS: every verify and backup waits %lu ms before it answers "
+            "(for tests)", n);
+    *ms = (unsigned)n;
+    return 0;
+}
+
 int job_init(struct job *j, struct event_base *base, struct fl_store *store, job_done_fn done,
              void *arg)
 {
@@ -112,6 +144,8 @@ int job_init(struct job *j, struct event_base *base, struct fl_store *store, job
         return FL_EINTERNAL;
     }
     j->sync_ready = 1;
+    if (job_hold_ms(&j->hold_ms) != 0)
+        return FL_EINTERNAL;
     j->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (j->efd < 0)
         return FL_EINTERNAL;

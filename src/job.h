@@ -46,9 +46,13 @@ struct job {
     msgpack_sbuffer out;
     int rc;
     struct fl_error err;
+    unsigned hold_ms; /* FLOWLOGD_TEST_JOB_HOLD_MS (tests only): how long a job waits before it answers */
 };
 
-/* Prepare j on base. Returns 0 or FL_EINTERNAL. */
+/* Prepare j on base. Returns 0 or FL_EINTERNAL. For tests, the environment variable
+ * FLOWLOGD_TEST_JOB_HOLD_MS (0..60000) makes every job wait that long after its work, before it
+ * answers: a test can then check what is served while a job runs without racing a job that the
+ * machine happens to finish fast (as git's GIT_TEST_* variables do). */
 int job_init(struct job *j, struct event_base *base, struct fl_store *store, job_done_fn done,
              void *arg);
 /* Wait for a running job (its result is dropped), stop the thread, free everything. */
