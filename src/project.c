@@ -175,6 +175,12 @@ static void pc_free(struct fl_pcache **cp)
     *cp = NULL;
 }
 
+void fl_project_begin(struct fl_ptx *x, MDB_txn *txn)
+{
+    x->txn = txn;
+    memset(x->cur, 0, sizeof x->cur);
+}
+
 void fl_project_forget(struct fl_ptx *x)
 {
     pc_free(&x->cache);
@@ -351,7 +357,7 @@ struct apply {
     /* One event reads and writes a few keys close together: its flow's current rows, the end
      * of its flow's stream, one idempotency key. A cursor left on the right leaf page finds the
      * next key there without a search from the root (mdb_cursor_set), so each group gets its
-     * own cursor, opened on first use and closed by fl_project_apply. */
+     * own cursor, opened on first use; fl_project_apply keeps them in x for the next event. */
     MDB_cursor *rows, *stream, *idem;
     int plain; /* use mdb_put/mdb_del, no cursors (a rollback's many deletes and puts) */
 
@@ -1345,7 +1351,12 @@ int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_eve
     a.seq = seq;
     a.ts = ts;
     a.err = err;
+    a.rows = x->cur[0];
+    a.stream = x->cur[1];
+    a.idem = x->cur[2];
     rc = apply(&a, dup);
-    close_cursors(&a);
+    x->cur[0] = a.rows;
+    x->cur[1] = a.stream;
+    x->cur[2] = a.idem;
     return rc;
 }

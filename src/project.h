@@ -37,6 +37,9 @@ int fl_row_decode(int table, const void *p, size_t len, struct fl_row *r);
 int fl_project_apply(struct fl_ptx *x, struct fl_str tenant, const struct fl_event *ev,
                      uint64_t seq, int64_t ts, struct fl_ack *dup, struct fl_error *err);
 
+/* x now works in txn, a write transaction just begun (its previous one, if any, has ended). */
+void fl_project_begin(struct fl_ptx *x, MDB_txn *txn);
+
 /* Drop x's lookup cache (store_int.h) and its memory. Call it when x's transaction ends (commit
  * or abort), and whenever changes made through x may be undone: after a failed append,
  * before redoing a group. A cache entry outliving the state it was read from would

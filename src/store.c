@@ -530,7 +530,7 @@ static int recovery_frame(void *arg, uint64_t off, const uint8_t *rec, size_t le
             r->x.mdb_rc = rc;
             return RECOVER_MDB;
         }
-        r->x.txn = r->txn;
+        fl_project_begin(&r->x, r->txn);
         r->x.mdb_rc = 0;
         r->x.names = r->s->names;
         r->x.replay = 1;
@@ -1464,7 +1464,7 @@ static int store_commit(struct fl_store *s, struct fl_append **apps, size_t n, i
             fl_store_mdb_error(rc, "begin write", &e);
             goto fail;
         }
-        x.txn = txn;
+        fl_project_begin(&x, txn);
         x.tainted = 0;
         x.names = s->names;
         s->seed_count++;
@@ -1875,7 +1875,7 @@ static int rebuild_chunk(struct fl_store *s, struct fl_ptx *x, uint64_t seq, uin
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0 ||
         (rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &rtxn)) != 0)
         goto out;
-    x->txn = txn;
+    fl_project_begin(x, txn);
     x->mdb_rc = 0;
     x->names = s->names;
     x->replay = 1;

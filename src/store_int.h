@@ -141,7 +141,7 @@ struct fl_store {
 
 /* A write context for the projection code: one transaction and its databases. */
 struct fl_ptx {
-    MDB_txn *txn;
+    MDB_txn *txn;        /* set by fl_project_begin only (it forgets the cursors below) */
     const struct fl_dbs *db;
     int mdb_rc;          /* first LMDB failure seen (the transaction is then unusable) */
     int replay;          /* the events come from the log or the journal (rebuild and
@@ -164,6 +164,11 @@ struct fl_ptx {
      * NULL for none, and always for a scratch store (verify), whose names are not the live
      * store's. */
     const struct fl_pcache *names;
+    /* The projection's cursors in txn (rows, stream, idempotency keys), opened by the first
+     * event that needs each and kept for the next ones: an open costs a malloc and a free.
+     * LMDB closes a write transaction's cursors when it ends, so fl_project_begin drops these
+     * pointers without closing them. */
+    MDB_cursor *cur[3];
 };
 
 /* A simple region allocator: everything is freed at once by fl_arena_reset. */

@@ -275,7 +275,7 @@ again:
     for (uint64_t seq = 1; seq <= r->head_seq; seq += CHUNK) {
         uint64_t to = seq + CHUNK - 1 < r->head_seq ? seq + CHUNK - 1 : r->head_seq;
         struct fl_error re; /* the reason goes into the report, whatever err is */
-        x.txn = txn;
+        fl_project_begin(&x, txn);
         x.mdb_rc = 0;
         fl_error_clear(&re);
         if (fl_store_replay(s, live, &x, seq, to, NULL, &re) != 0) {
