@@ -198,35 +198,6 @@ static void test_bad_last_record_is_cut(void **state)
 /* A crash between the journal flush and the LMDB commit: the journal holds records LMDB does
  * not. Made here by pairing an older LMDB file (a backup) with a newer journal; the open
  * applies the missing records, in a map too small for them (growth during recovery). */
-/* One counter of fl_store_stats. */
-static uint64_t stat_u64(struct fl_store *s, const char *name)
-{
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_unpacked u;
-    struct fl_error e;
-    uint64_t v = UINT64_MAX;
-
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    assert_int_equal(fl_store_stats(s, &pk, &e), 0);
-    msgpack_unpacked_init(&u);
-    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
-    assert_int_equal(u.data.type, MSGPACK_OBJECT_MAP);
-    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-        const msgpack_object_kv *kv = &u.data.via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(name) &&
-            memcmp(kv->key.via.str.ptr, name, strlen(name)) == 0 &&
-            kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            v = kv->val.via.u64;
-    }
-    msgpack_unpacked_destroy(&u);
-    msgpack_sbuffer_destroy(&sb);
-    if (v == UINT64_MAX)
-        fail_msg("stats has no counter %s", name);
-    return v;
-}
-
 static void test_journal_ahead_is_applied(void **state)
 {
     char *dir = tu_tmpdir(), *bak = path_in(dir, "bak"), *data = path_in(dir, "data");
@@ -252,7 +223,7 @@ static void test_journal_ahead_is_applied(void **state)
     assert_int_equal(fl_store_head(s), want_head);
     /* The records applied were copied in, never flushed by this store: open flushes them
      * before anything is read (nothing else flushes the journal until an append). */
-    assert_true(stat_u64(s, "journal_flushes") >= 1);
+    assert_true(tu_stat_u64(s, "journal_flushes") >= 1);
     char *got = snapshot(s, &lb);
     assert_int_equal(la, lb);
     assert_memory_equal(want, got, la);

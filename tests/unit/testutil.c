@@ -464,3 +464,34 @@ uint64_t tu_seed(void)
     const char *env = getenv("FLOWLOG_SEED");
     return env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
 }
+
+uint64_t tu_stat_u64(struct fl_store *s, const char *name)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_unpacked u;
+    struct fl_error e;
+    uint64_t v = UINT64_MAX;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    tu_require(fl_store_stats(s, &pk, &e) == 0, "fl_store_stats failed");
+    msgpack_unpacked_init(&u);
+    tu_require(msgpack_unpack_next(&u, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS &&
+                   u.data.type == MSGPACK_OBJECT_MAP,
+               "fl_store_stats packed no map");
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+        const msgpack_object_kv *kv = &u.data.via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(name) &&
+            memcmp(kv->key.via.str.ptr, name, strlen(name)) == 0 &&
+            kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            v = kv->val.via.u64;
+    }
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    if (v == UINT64_MAX) {
+        fprintf(stderr, "test helper: stats has no counter %s\n", name);
+        abort();
+    }
+    return v;
+}

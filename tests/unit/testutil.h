@@ -69,6 +69,8 @@ json_t *tu_table(struct fl_store *s, const char *tenant, const char *table, cons
 json_t *tu_verify(struct fl_store *s);
 /* Run verify and abort, printing its problems, unless it passes. */
 void tu_verify_ok(struct fl_store *s);
+/* One counter of fl_store_stats (fails the test when there is no such counter). */
+uint64_t tu_stat_u64(struct fl_store *s, const char *name);
 
 /* A verify on a thread of its own, held right after it took its snapshot (through
  * fl_store_debug_verify_hook): tu_held_start returns once it holds; tu_held_finish lets it go,
