@@ -35,12 +35,17 @@ static int job_run_backup(struct job *j, msgpack_packer *pk)
     return 0;
 }
 
-static void job_hold(unsigned ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+#define JOB_GATE_POLL_MS 10
+#define JOB_GATE_MAX_MS 60000
 
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
+/* Wait while the test gate (FLOWLOGD_TEST_JOB_GATE) exists, JOB_GATE_MAX_MS at the most. */
+static void job_hold(const char *gate)
+{
+    struct timespec ts = {0, JOB_GATE_POLL_MS * 1000000L};
+
+    for (int waited = 0; waited < JOB_GATE_MAX_MS && access(gate, F_OK) == 0;
+         waited += JOB_GATE_POLL_MS)
+        nanosleep(&ts, NULL);
 }
 
 static void *job_thread(void *arg)
@@ -65,8 +70,8 @@ static void *job_thread(void *arg)
             j->rc = job_run_backup(j, &pk);
         else
             j->rc = fl_store_verify(j->store, &pk, &j->err);
-        if (j->hold_ms)
-            job_hold(j->hold_ms);
+        if (j->gate)
+            job_hold(j->gate);
         j->us = fl_now_us() - j->t0;
         pthread_mutex_lock(&j->mu);
         j->queued = 0;
@@ -107,24 +112,21 @@ static void job_done_cb(evutil_socket_t fd, short what, void *arg)
     job_collect(arg);
 }
 
-static int job_hold_ms(unsigned *ms)
+/* The test gate's path (job.h), or NULL; -1 when it is set but not an absolute path. */
+static int job_gate(const char **gate)
 {
-    const char *v = getenv("FLOWLOGD_TEST_JOB_HOLD_MS");
-    char *end;
-    unsigned long n;
+    const char *v = getenv("FLOWLOGD_TEST_JOB_GATE");
 
-    *ms = 0;
+    *gate = NULL;
     if (!v || !*v)
         return 0;
-    errno = 0;
-    n = strtoul(v, &end, 10);
-    if (errno || *end || n > 60000) {
-        fl_errorf("FLOWLOGD_TEST_JOB_HOLD_MS=%s: expected milliseconds, 0 to 60000", v);
+    if (v[0] != '/') {
+        fl_errorf("FLOWLOGD_TEST_JOB_GATE=%s: expected an absolute path", v);
         return -1;
     }
-    fl_warn("FLOWLOGD_TEST_JOB_HOLD_MS: every verify and backup waits %lu ms before it answers "
-            "(for tests)", n);
-    *ms = (unsigned)n;
+    fl_warn("FLOWLOGD_TEST_JOB_GATE: every verify and backup waits, after its work, while %s "
+            "exists (for tests)", v);
+    *gate = v;
     return 0;
 }
 
@@ -144,7 +146,7 @@ int job_init(struct job *j, struct event_base *base, struct fl_store *store, job
         return FL_EINTERNAL;
     }
     j->sync_ready = 1;
-    if (job_hold_ms(&j->hold_ms) != 0)
+    if (job_gate(&j->gate) != 0)
         return FL_EINTERNAL;
     j->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (j->efd < 0)

@@ -46,13 +46,14 @@ struct job {
     msgpack_sbuffer out;
     int rc;
     struct fl_error err;
-    unsigned hold_ms; /* FLOWLOGD_TEST_JOB_HOLD_MS (tests only): how long a job waits before it answers */
+    const char *gate; /* FLOWLOGD_TEST_JOB_GATE (tests only), or NULL */
 };
 
 /* Prepare j on base. Returns 0 or FL_EINTERNAL. For tests, the environment variable
- * FLOWLOGD_TEST_JOB_HOLD_MS (0..60000) makes every job wait that long after its work, before it
- * answers: a test can then check what is served while a job runs without racing a job that the
- * machine happens to finish fast (as git's GIT_TEST_* variables do). */
+ * FLOWLOGD_TEST_JOB_GATE=PATH (absolute) makes every job wait, after its work and before it
+ * answers, while the file PATH exists (60 s at the most): a test can then check what is served
+ * while a job runs, for as long as its commands take, and let the job go by removing the file
+ * (as git's GIT_TEST_* variables do). A timed hold raced the commands on a slow machine. */
 int job_init(struct job *j, struct event_base *base, struct fl_store *store, job_done_fn done,
              void *arg);
 /* Wait for a running job (its result is dropped), stop the thread, free everything. */

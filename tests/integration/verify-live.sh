@@ -2,15 +2,17 @@
 # verify-live.sh: verify and backup run beside the server's work, each from a snapshot of its
 # own. While the verify of a 20,000-event store runs, a second verify and a backup are refused
 # with unavailable, pings and appends are answered before the verify is, and the report is of
-# the store as the verify began. The server holds every job 2.5 s after its work
-# (FLOWLOGD_TEST_JOB_HOLD_MS), so that "while it runs" does not depend on how fast this machine
-# verifies against how fast it starts the commands below. A backup taken while a writer appends is a store that verifies
-# and holds exactly the events up to the head it reports. Before, both ran on the event loop and
+# the store as the verify began. The server holds every job after its work while a gate file
+# exists (FLOWLOGD_TEST_JOB_GATE), so that "while it runs" lasts until the commands below are
+# done, however slowly this machine starts them (a hold of 2.5 s did not always last: each
+# command start here took up to 1.5 s while the verify ran). A backup taken while a writer
+# appends is a store that verifies and holds exactly the events up to the head it reports. Before, both ran on the event loop and
 # every client waited for them.
 . "$top_srcdir/tests/integration/lib.sh"
 
 plan 13
-FLOWLOGD_TEST_JOB_HOLD_MS=2500 start_server main || exit 1
+GATE=$WORK/job-gate
+FLOWLOGD_TEST_JOB_GATE=$GATE start_server main || exit 1
 DATA=$WORK/main/data
 N=20
 
@@ -32,9 +34,10 @@ done
 check "loaded $((N * 1000)) events" test "$loaded" -eq $((N * 1000))
 
 ms() { date +%s%3N; }
+touch "$GATE"
 ( fl verify >"$WORK/verify.out"; echo $? >"$WORK/verify.rc"; ms >"$WORK/verify.done" ) &
 vpid=$!
-# the verify reaches the server and starts (it then runs, held, for 2.5 s)
+# the verify reaches the server and starts (it then runs, and waits at the gate)
 wait_until 20 grep -q "verify started" "$WORK/main/server.log" || diag "no verify started in the log"
 
 out=$(ev flow_registered '{"flow_id": "during", "flow_name": "during.xml"}' | fl append); st=$?
@@ -47,6 +50,7 @@ out=$(fl backup during-verify); st=$?
 expect_error "a backup while the verify runs: unavailable" unavailable "$out" $st
 out=$(fl ping); st=$?
 check "ping answered while the verify runs" test $st -eq 0
+rm -f "$GATE"
 wait $vpid
 done_at=$(cat "$WORK/verify.done")
 check "the append was answered before the verify ($appended ms < $done_at ms)" \
@@ -86,8 +90,8 @@ out=$(fl verify)
 expect_json "the store itself: every event of the writer after the verify's" "$out" \
     "d['ok'] is True and d['head_seq'] == $((N * 1000 + 1 + L))"
 
-# ---- the test hold itself: a value that is not milliseconds stops the server at start ----
-FLOWLOGD_TEST_JOB_HOLD_MS=soon "$FLOWLOGD" --data "$WORK/hold-data" --listen 127.0.0.1:0 \
+# ---- the test gate itself: a path that is not absolute stops the server at start ----
+FLOWLOGD_TEST_JOB_GATE=gate "$FLOWLOGD" --data "$WORK/hold-data" --listen 127.0.0.1:0 \
     --sync none >"$WORK/hold.log" 2>&1; st=$?
-check "FLOWLOGD_TEST_JOB_HOLD_MS=soon: flowlogd refuses to start, naming the variable" \
-    sh -c "test $st -ne 0 && grep -q 'FLOWLOGD_TEST_JOB_HOLD_MS=soon: expected milliseconds' '$WORK/hold.log'"
+check "FLOWLOGD_TEST_JOB_GATE=gate: flowlogd refuses to start, naming the variable" \
+    sh -c "test $st -ne 0 && grep -q 'FLOWLOGD_TEST_JOB_GATE=gate: expected an absolute path' '$WORK/hold.log'"
