@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 
@@ -23,9 +24,15 @@
 #define CONN_PUSH_BYTES (256u * 1024)
 /* While replies are in flight, the idle check looks this often whether the peer takes them. */
 #define CONN_LOOK_MS 1000
+/* Input is read CONN_READ_CHUNK bytes at a time (a request is usually far smaller; the
+ * buffer's chain is freed when its frames are drained), and at most CONN_READ_MAX per turn of
+ * the loop, so that one busy client cannot hold the loop (libevent's own reads took 4 KiB). */
+#define CONN_READ_CHUNK (16u * 1024)
+#define CONN_READ_MAX (64u * 1024)
 
 static void conn_process_input(struct conn *c);
 static void conn_set_closing(struct conn *c);
+static void conn_reading(struct conn *c, int on);
 
 /* Name the peer for diagnostics (never anything secret). */
 static void conn_describe(struct conn *c, const struct sockaddr *sa, int salen)
@@ -107,7 +114,7 @@ static void conn_check_output(struct conn *c)
 
     if (!c->paused && len > c->srv->cfg->max_output) {
         c->paused = 1;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_reading(c, 0);
         fl_debug("conn %llu: output above %llu bytes: reading paused", (unsigned long long)c->id,
                  (unsigned long long)c->srv->cfg->max_output);
     }
@@ -241,12 +248,6 @@ void conn_fail(struct conn *c, int64_t id, int code, const char *fmt, ...)
     conn_set_closing(c);
 }
 
-/* Ask libevent to call back only once n bytes are buffered (a header, then a whole frame). */
-static void conn_want(struct conn *c, size_t n)
-{
-    bufferevent_setwatermark(c->bev, EV_READ, n, 0);
-}
-
 /* Decode one frame and serve it. Takes buf. */
 static void conn_handle_frame(struct conn *c, uint8_t *buf, size_t len)
 {
@@ -318,15 +319,13 @@ static int conn_take_frame(struct evbuffer *in, uint8_t *buf, uint32_t len)
 /* Take one whole frame from the input if there is one: 1 served, 0 need more, -1 closing. */
 static int conn_next_frame(struct conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     size_t avail = evbuffer_get_length(in), max = c->srv->cfg->max_frame;
     uint8_t hdr[FL_FRAME_HDR], *buf;
     uint32_t len;
 
-    if (avail < FL_FRAME_HDR) {
-        conn_want(c, FL_FRAME_HDR);
+    if (avail < FL_FRAME_HDR)
         return 0;
-    }
     if (evbuffer_copyout(in, hdr, FL_FRAME_HDR) != FL_FRAME_HDR) {
         conn_fail(c, -1, FL_EINTERNAL, "cannot read a frame header");
         return -1;
@@ -343,10 +342,8 @@ static int conn_next_frame(struct conn *c)
                   c->state == CONN_HELLO ? " before hello" : "");
         return -1;
     }
-    if (avail - FL_FRAME_HDR < len) {
-        conn_want(c, FL_FRAME_HDR + (size_t)len);
+    if (avail - FL_FRAME_HDR < len)
         return 0;
-    }
     buf = malloc(len);
     if (!buf) {
         conn_fail(c, -1, FL_EUNAVAILABLE, "server out of memory; retry later");
@@ -378,7 +375,7 @@ static void conn_resume(struct conn *c)
 {
     c->paused = 0;
     if (!c->eof && c->state != CONN_CLOSING)
-        bufferevent_enable(c->bev, EV_READ);
+        conn_reading(c, 1);
     fl_debug("conn %llu: output drained: reading resumed", (unsigned long long)c->id);
     conn_process_input(c);
 }
@@ -431,7 +428,7 @@ static void conn_pump_subs(struct conn *c)
 static void conn_linger(struct conn *c)
 {
     struct timeval tv = {CONN_LINGER_S, 0};
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     evutil_socket_t fd = bufferevent_getfd(c->bev);
 
     c->lingering = 1;
@@ -440,10 +437,12 @@ static void conn_linger(struct conn *c)
         return;
     }
     evbuffer_drain(in, evbuffer_get_length(in));
-    bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
-    if (bufferevent_enable(c->bev, EV_READ) != 0)
+    /* The read event's timeout, restarted by every read, ends the wait (conn_recv_cb). */
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    if (event_add(c->rev, &tv) != 0)
         conn_free(c);
+    else
+        c->reading = 1;
 }
 
 /* Close c if it is closing and owes nothing more: no append waiting, nothing left to write. */
@@ -458,14 +457,14 @@ static void conn_maybe_free(struct conn *c)
 static void conn_set_closing(struct conn *c)
 {
     struct timeval tv = {CONN_CLOSE_TIMEOUT_S, 0};
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     struct sub *s;
 
     if (c->state == CONN_CLOSING)
         return;
     c->state = CONN_CLOSING;
     evtimer_del(c->timer); /* from now on only the write timeout below applies */
-    bufferevent_disable(c->bev, EV_READ);
+    conn_reading(c, 0);
     evbuffer_drain(in, evbuffer_get_length(in));
     while ((s = TAILQ_FIRST(&c->subs)) != NULL)
         conn_sub_remove(c, s);
@@ -474,17 +473,98 @@ static void conn_set_closing(struct conn *c)
     bufferevent_set_timeouts(c->bev, NULL, &tv);
 }
 
-/* libevent: input reached the read low watermark. */
-static void conn_read_cb(struct bufferevent *bev, void *arg)
+/* Read once from the socket into the input buffer: the bytes read, 0 at EOF, -1 with errno
+ * (EAGAIN: nothing there now). One readv, where libevent's evbuffer_read makes an ioctl
+ * (FIONREAD) before each: a system call per request saved (bench/RESULTS.md set N). */
+static ssize_t conn_recv(struct conn *c)
+{
+    struct evbuffer *in = c->in;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    struct evbuffer_iovec v[2];
+    ssize_t n;
+    int nv;
+
+    if (fd < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    if ((nv = evbuffer_reserve_space(in, CONN_READ_CHUNK, v, 2)) < 1) {
+        errno = ENOMEM;
+        return -1;
+    }
+    do
+        n = readv(fd, v, nv); /* evbuffer_iovec is struct iovec here (event2/buffer.h) */
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+        int saved = errno;
+        evbuffer_commit_space(in, v, 0);
+        errno = saved;
+        return n;
+    }
+    size_t left = (size_t)n;
+    for (int i = 0; i < nv; i++) {
+        if (v[i].iov_len > left)
+            v[i].iov_len = left;
+        left -= v[i].iov_len;
+    }
+    if (evbuffer_commit_space(in, v, nv) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return n;
+}
+
+/* Start or stop watching the socket for input. */
+static void conn_reading(struct conn *c, int on)
+{
+    if (on && !c->reading) {
+        if (event_add(c->rev, NULL) == 0)
+            c->reading = 1;
+        else
+            fl_warn("conn %llu: cannot watch its socket", (unsigned long long)c->id);
+    } else if (!on && c->reading) {
+        event_del(c->rev);
+        c->reading = 0;
+    }
+}
+
+/* libevent: the socket has input (or, lingering, the linger time ran out). */
+static void conn_recv_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
+    ssize_t n;
 
-    if (c->lingering) {
-        struct evbuffer *in = bufferevent_get_input(bev);
-        evbuffer_drain(in, evbuffer_get_length(in));
+    (void)fd;
+    if (what & EV_TIMEOUT) { /* only conn_linger sets a timeout */
+        conn_free(c);
         return;
     }
-    conn_process_input(c);
+    /* Read again while a read filled its chunk: more is likely waiting. */
+    size_t got = 0;
+    while ((n = conn_recv(c)) >= (ssize_t)CONN_READ_CHUNK && (got += (size_t)n) < CONN_READ_MAX)
+        ;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (got == 0)
+            return;
+        n = 1; /* the earlier reads brought something */
+    }
+    if (c->lingering) { /* discard what comes until the peer's EOF */
+        struct evbuffer *in = c->in;
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (n <= 0)
+            conn_free(c);
+        return;
+    }
+    if (n < 0) {
+        fl_debug("conn %llu (%s): %s", (unsigned long long)c->id, c->peer, strerror(errno));
+        conn_free(c);
+        return;
+    }
+    if (n == 0) {
+        c->eof = 1;
+        conn_reading(c, 0);
+    }
+    conn_process_input(c); /* after an EOF too: what came before it is still served */
     conn_maybe_free(c);
 }
 
@@ -504,7 +584,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     conn_maybe_free(c);
 }
 
-/* libevent: EOF, error or timeout on the socket. */
+/* libevent: the bufferevent met an error or an EOF writing, or its write timeout (set only in
+ * CLOSING). Reading errors and EOF are conn_recv_cb's. */
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
@@ -642,9 +723,17 @@ int conn_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, 
     conn_describe(c, sa, salen);
     conn_tune_socket(fd, sa ? sa->sa_family : AF_UNIX);
     c->active_ms = conn_now_ms();
+    /* The bufferevent writes; reading is conn_recv's, on an event of its own (the bufferevent's
+     * reading stays disabled, as it starts). */
     c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = c->bev ? evtimer_new(srv->base, conn_timer_cb, c) : NULL;
-    if (!c->bev || !c->timer) {
+    c->rev = c->timer ? event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_recv_cb, c) : NULL;
+    c->in = c->rev ? evbuffer_new() : NULL;
+    if (!c->bev || !c->timer || !c->rev || !c->in) {
+        if (c->rev)
+            event_free(c->rev);
+        if (c->timer)
+            event_free(c->timer);
         if (c->bev)
             bufferevent_free(c->bev); /* closes fd */
         else
@@ -652,14 +741,14 @@ int conn_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, 
         free(c);
         return FL_EINTERNAL;
     }
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    conn_want(c, FL_FRAME_HDR);
+    bufferevent_setcb(c->bev, NULL, conn_write_cb, conn_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, conn_out_low(c), 0);
     TAILQ_INSERT_TAIL(&srv->conns, c, link);
     srv->nconns++;
     srv->conns_total++;
     conn_timer_arm(c, (int64_t)srv->cfg->hello_timeout * 1000);
-    if (bufferevent_enable(c->bev, EV_READ) != 0) {
+    conn_reading(c, 1);
+    if (!c->reading) {
         conn_free(c);
         return FL_EINTERNAL;
     }
@@ -691,6 +780,8 @@ void conn_free(struct conn *c)
     srv->nconns--;
     fl_debug("conn %llu (%s): closed", (unsigned long long)c->id, c->peer);
     event_free(c->timer);
+    event_free(c->rev); /* before the bufferevent closes the socket */
+    evbuffer_free(c->in);
     bufferevent_free(c->bev);
     msgpack_sbuffer_destroy(&c->sb);
     free(c);
@@ -702,14 +793,13 @@ void conn_free(struct conn *c)
  * more, so that "finish what was received" includes requests not yet read by the loop. */
 static void conn_drain_socket(struct conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    struct evbuffer *in = c->in;
     size_t cap = 2 * (size_t)c->srv->cfg->max_frame + (size_t)c->srv->cfg->max_output;
 
-    if (fd < 0 || c->eof)
+    if (c->eof)
         return;
     while (evbuffer_get_length(in) < cap) {
-        int n = evbuffer_read(in, fd, 64 * 1024);
+        ssize_t n = conn_recv(c);
         if (n == 0)
             c->eof = 1;
         if (n <= 0) /* 0: EOF; < 0: EAGAIN (nothing more now) or an error */
@@ -720,7 +810,7 @@ static void conn_drain_socket(struct conn *c)
 void conn_shutdown(struct conn *c)
 {
     if (c->state != CONN_CLOSING) {
-        bufferevent_disable(c->bev, EV_READ);
+        conn_reading(c, 0);
         conn_drain_socket(c);
         conn_process_input(c); /* in shutdown it serves every whole frame, paused or not */
         conn_set_closing(c);

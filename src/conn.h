@@ -50,7 +50,10 @@ enum conn_state { CONN_HELLO, CONN_READY, CONN_CLOSING };
 
 struct conn {
     struct server *srv;
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* writes, and reports write errors and EOF seen writing */
+    struct event *rev;       /* the socket's input (conn.c conn_recv: not the bufferevent's) */
+    struct evbuffer *in;     /* what was read and not yet taken as frames */
+    int reading;             /* rev is added */
     enum conn_state state;
     uint64_t id;
     char peer[96];
