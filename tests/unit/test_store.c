@@ -886,6 +886,19 @@ static const char *big_rows(struct fl_store *s, int from, int to)
     return NULL;
 }
 
+/* A store (not synced) in dir, with big_rows [0, rows). */
+static struct fl_store *big_store(const char *dir, int rows)
+{
+    struct fl_store_opts o = {.dir = dir, .nosync = 1};
+    struct fl_store *s;
+    struct fl_error e;
+
+    if (fl_store_open(&s, &o, &e) != 0)
+        fail_msg("open %s: %s", dir, e.msg);
+    assert_null(big_rows(s, 0, rows));
+    return s;
+}
+
 static void *growing_appends(void *arg)
 {
     struct grower *h = arg;
@@ -1121,14 +1134,11 @@ static void test_rebuild(void **state)
 static void test_rebuild_reuses_pages(void **state)
 {
     char *dir = tu_tmpdir();
-    struct fl_store_opts o = {.dir = dir, .nosync = 1};
-    struct fl_store *s;
+    struct fl_store *s = big_store(dir, 3000);
     struct fl_error e;
     uint64_t n = 0;
 
     (void)state;
-    assert_int_equal(fl_store_open(&s, &o, &e), 0);
-    assert_null(big_rows(s, 0, 3000));
     uint64_t before = tu_stat_u64(s, "pages_used");
     for (int round = 0; round < 3; round++) {
         assert_int_equal(fl_store_rebuild(s, &n, &e), 0);
@@ -1156,13 +1166,11 @@ static void test_rebuild_after_reopen(void **state)
 {
     char *dir = tu_tmpdir();
     struct fl_store_opts o = {.dir = dir, .nosync = 1};
-    struct fl_store *s;
+    struct fl_store *s = big_store(dir, 3000);
     struct fl_error e;
     uint64_t n = 0;
 
     (void)state;
-    assert_int_equal(fl_store_open(&s, &o, &e), 0);
-    assert_null(big_rows(s, 0, 3000));
     fl_store_close(s);
     assert_int_equal(fl_store_open(&s, &o, &e), 0);
     if (fl_store_rebuild(s, &n, &e) != 0)
