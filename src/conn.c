@@ -541,21 +541,19 @@ static void conn_recv_cb(evutil_socket_t fd, short what, void *arg)
     }
     /* Read again while a read filled its chunk: more is likely waiting. */
     size_t got = 0;
-    while ((n = conn_recv(c)) >= (ssize_t)CONN_READ_CHUNK && (got += (size_t)n) < CONN_READ_MAX)
+    while ((n = conn_recv(c)) > 0 && (got += (size_t)n) < CONN_READ_MAX &&
+           n >= (ssize_t)CONN_READ_CHUNK)
         ;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (got == 0)
-            return;
-        n = 1; /* the earlier reads brought something */
-    }
+    int again = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK); /* nothing more now */
+    if (again && got == 0)
+        return;
     if (c->lingering) { /* discard what comes until the peer's EOF */
-        struct evbuffer *in = c->in;
-        evbuffer_drain(in, evbuffer_get_length(in));
-        if (n <= 0)
+        evbuffer_drain(c->in, evbuffer_get_length(c->in));
+        if (n <= 0 && !again)
             conn_free(c);
         return;
     }
-    if (n < 0) {
+    if (n < 0 && !again) {
         fl_debug("conn %llu (%s): %s", (unsigned long long)c->id, c->peer, strerror(errno));
         conn_free(c);
         return;

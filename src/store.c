@@ -1905,7 +1905,7 @@ out:
  * reader's snapshot is newer than T, and the rebuild's log reader begins on the newest
  * snapshot: the drop's own, without this commit. Its first chunk then took every page new
  * from the end of the map, each first touch a page fault, instead of the dropped projections'
- * pages, still mapped (store-bench rebuild x1.12: bench/RESULTS.md set N). */
+ * pages, still mapped (store-bench rebuild x1.11: bench/RESULTS.md set N). */
 static int release_dropped(struct fl_store *s)
 {
     MDB_txn *txn;
@@ -1920,9 +1920,10 @@ static int release_dropped(struct fl_store *s)
     return mdb_txn_commit(txn);
 }
 
-/* Drop every projection and set the rebuild's mark, in one commit. The commit writes the list
- * of the pages it freed, which needs new pages of its own: in a map no larger than the data (a
- * store just reopened) that is MDB_MAP_FULL, and the caller grows the map and comes back. */
+/* Drop every projection and set the rebuild's mark, in one commit (then release_dropped's).
+ * The commit writes the list of the pages it freed, which needs new pages of its own: in a map
+ * no larger than the data (a store just reopened) that is MDB_MAP_FULL, and the caller grows
+ * the map and comes back. */
 static int drop_projections(struct fl_store *s)
 {
     MDB_txn *txn;

@@ -6,8 +6,8 @@
 # exists (FLOWLOGD_TEST_JOB_GATE), so that "while it runs" lasts until the commands below are
 # done, however slowly this machine starts them (a hold of 2.5 s did not always last: each
 # command start here took up to 1.5 s while the verify ran). A backup taken while a writer
-# appends is a store that verifies and holds exactly the events up to the head it reports. Before, both ran on the event loop and
-# every client waited for them.
+# appends is a store that verifies and holds exactly the events up to the head it reports.
+# Before, both ran on the event loop and every client waited for them.
 . "$top_srcdir/tests/integration/lib.sh"
 
 plan 13
