@@ -1333,8 +1333,11 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, struct fl_append *a,
     if (rc >= 0)
         return 0;
     int wrote = g->seq != saved.seq || !is_refusal(a->err.code);
-    /* The cache may hold what the failed append wrote. */
-    fl_project_forget(x);
+    /* The cache may hold what the failed append wrote, and the redo starts without it. A
+     * refusal wrote nothing: what the cache holds is still the transaction's (the versions the
+     * appends before it moved on among them: test_group_refusal_keeps_versions). */
+    if (wrote)
+        fl_project_forget(x);
     fl_journal_unstage(s->journal, staged);
     *g = saved;
     if (!x->mdb_rc && wrote)
@@ -2058,6 +2061,10 @@ static int store_backup(struct fl_store *s, const char *dir, uint64_t *bytes, ui
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     /* The copy never takes LMDB's writer lock, so it cannot deadlock with a commit. */
     rc = mdb_env_copy2(s->env, dir, MDB_CP_COMPACT);
+    /* LMDB creates the copy 0666 less the umask; it holds every tenant's data, like the
+     * store's own files (0600). */
+    if (rc == 0 && chmod(path, 0600) != 0)
+        rc = errno;
     if (rc == 0)
         rc = copy_position(dir, head, &jend);
     if (rc != 0) {

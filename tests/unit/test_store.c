@@ -276,11 +276,16 @@ static void test_form_errors(void **state)
     memset(big, 'x', 257);
     big[257] = '\0';
     assert_int_equal(tu_appendf(f->s, T, NULL, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"%s\",\"flow_name\":\"n\"}}", big), FL_EBAD_REQUEST);
-    /* a 64 KiB + 1 text is too large; exactly 64 KiB is fine */
+    /* a 64 KiB + 1 text is refused (bad_request: CONTRACT.md 2); exactly 64 KiB is fine */
     char *text = malloc(65538);
     memset(text, 'y', 65537);
     text[65537] = '\0';
-    assert_int_equal(tu_appendf(f->s, T, NULL, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"%s\"}}", text), FL_ETOO_LARGE);
+    assert_int_equal(
+        tu_appendf(
+            f->s, T, NULL,
+            "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"%s\"}}",
+            text),
+        FL_EBAD_REQUEST);
     text[65536] = '\0';
     assert_int_equal(tu_appendf(f->s, T, NULL, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"a\",\"flow_name\":\"%s\",\"server\":null}}", text), 0);
     free(text);
@@ -466,6 +471,44 @@ static void test_group_after_failed_append(void **state)
         "[{\"type\":\"flow_updated\",\"expected_version\":5,\"data\":{\"flow_id\":\"c1\","
         "\"owner\":\"z\"}}," START("cr3", "c1") "]"}, codes, seqs);
     assert_int_equal(codes[0], FL_EALREADY_EXISTS);
+    tu_verify_ok(f->s);
+}
+
+/* An append refused at its first event wrote nothing and leaves the group as it was: the
+ * versions the appends before it moved on in this transaction still count for the appends
+ * after it (the transaction's cache once went with the refusal, and the flow's version came
+ * back from the last commit's: 2 where the stream held 3, a conflict on the right
+ * expected_version, and verify failing). */
+static void test_group_refusal_keeps_versions(void **state)
+{
+    struct tu_fx *f = *state;
+    const char *const tenants[5] = {T, T, T, T, T};
+    const char *const texts[5] = {
+        "[{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"kv\",\"owner\":\"x\"}}]",
+        "[{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"nosuch\"}}]",
+        "[{\"type\":\"flow_updated\",\"expected_version\":2,\"data\":{\"flow_id\":\"kv\","
+        "\"owner\":\"y\"}}]",
+        "[{\"type\":\"flow_status\",\"expected_version\":9,\"data\":{\"flow_id\":\"kv\","
+        "\"migration_status\":\"DONE\"}}]",
+        "[{\"type\":\"flow_updated\",\"expected_version\":3,\"data\":{\"flow_id\":\"kv\","
+        "\"owner\":\"z\"}}]",
+    };
+    int codes[5];
+    uint64_t seqs[5];
+
+    tu_commit_group(f->s, 1, tenants, (const char *const[]){"[" REG("kv") "]"}, codes, seqs);
+    assert_int_equal(codes[0], 0);
+    tu_commit_group(f->s, 5, tenants, texts, codes, seqs);
+    assert_int_equal(codes[0], 0);
+    assert_int_equal(codes[1], FL_ENOT_FOUND);
+    assert_int_equal(codes[2], 0);
+    assert_int_equal(codes[3], FL_ECONFLICT);
+    assert_int_equal(codes[4], 0);
+    json_t *st = tu_state(f->s, T, "kv", 0, NULL);
+    assert_non_null(st);
+    assert_int_equal(tu_int(st, "version"), 4);
+    assert_string_equal(tu_str(st, "migration_flows/0/owner"), "z");
+    json_decref(st);
     tu_verify_ok(f->s);
 }
 
@@ -1376,7 +1419,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batches, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_group_outcomes, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_nul_heavy_ids, tu_fx_setup, tu_fx_teardown),
-        cmocka_unit_test_setup_teardown(test_group_after_failed_append, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_group_refusal_keeps_versions, tu_fx_setup,
+                                        tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_group_after_failed_append, tu_fx_setup,
+                                        tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_names_across_groups, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test(test_names_failed_group),
         cmocka_unit_test(test_names_failed_flush),
