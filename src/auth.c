@@ -105,8 +105,8 @@ static int auth_parse_line(struct auth *a, const char *f[4], const size_t flen[4
             lineno, nf > 3 ? "more than " : "", nf > 3 ? 3 : nf, nf == 1 ? "" : "s");
     if (!auth_token_valid(f[0], flen[0]))
         return fl_error_set(err, FL_EBAD_REQUEST,
-                            "%s:%u: a token must be 1..%d printable ASCII characters", origin,
-                            lineno, AUTH_TOKEN_MAX);
+                            "%s:%u: a token must be 1..%d printable ASCII characters, no spaces",
+                            origin, lineno, AUTH_TOKEN_MAX);
     /* The messages below never quote the field: if the columns are out of order, it may be
      * the token. */
     if (!(flen[1] == 1 && f[1][0] == '*') && !auth_tenant_valid(f[1], flen[1]))
@@ -310,10 +310,11 @@ int auth_load_admin_token(struct auth *a, const char *dir, int *created, struct 
         return rc;
     tlen = strcspn(text, "\r\n");
     if (!auth_token_valid(text, tlen)) {
-        rc = fl_error_set(err, FL_EBAD_REQUEST,
-                          "%s must hold one token (1..%d printable ASCII characters) on its first "
-                          "line; delete it to have a new one made",
-                          path, AUTH_TOKEN_MAX);
+        rc = fl_error_set(
+            err, FL_EBAD_REQUEST,
+            "%s must hold one token (1..%d printable ASCII characters, no spaces) on its first "
+            "line; delete it to have a new one made",
+            path, AUTH_TOKEN_MAX);
     } else if (auth_add(a, text, tlen, AUTH_DEFAULT_TENANT, strlen(AUTH_DEFAULT_TENANT),
                         AUTH_ADMIN) != 0) {
         rc = fl_error_set(err, FL_EINTERNAL, "out of memory");

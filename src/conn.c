@@ -805,14 +805,45 @@ static void conn_drain_socket(struct conn *c)
     }
 }
 
-void conn_shutdown(struct conn *c)
+void conn_shutdown_serve(struct conn *c)
 {
     if (c->state != CONN_CLOSING) {
         conn_reading(c, 0);
         conn_drain_socket(c);
         conn_process_input(c); /* in shutdown it serves every whole frame, paused or not */
-        conn_set_closing(c);
     }
+    conn_maybe_free(c);
+}
+
+/* A subscriber learns that its stream ends here and where to pick it up again (a blocked one
+ * may be behind the head); every client learns why its connection closes (PROTOCOL.md 9). A
+ * connection waiting for a verify or backup gets that answer instead of the notice. */
+void conn_shutdown_close(struct conn *c)
+{
+    struct fl_error err;
+    struct sub *s;
+
+    if (c->state == CONN_CLOSING) {
+        conn_maybe_free(c);
+        return;
+    }
+    while ((s = TAILQ_FIRST(&c->subs)) != NULL) {
+        fl_error_clear(&err);
+        fl_error_set(&err, FL_EUNAVAILABLE,
+                     "the server is shutting down; subscribe again from seq %llu",
+                     (unsigned long long)s->next);
+        conn_reply_error(c, (int64_t)s->id, &err);
+        if (c->state == CONN_CLOSING) /* the output's hard cap closed it */
+            break;
+        conn_sub_remove(c, s);
+    }
+    if (c->state != CONN_CLOSING && c->state != CONN_HELLO && !c->in_job) {
+        fl_error_clear(&err);
+        fl_error_set(&err, FL_EUNAVAILABLE, "the server is shutting down; connect again later");
+        conn_reply_error(c, -1, &err);
+    }
+    if (c->state != CONN_CLOSING)
+        conn_set_closing(c);
     conn_maybe_free(c);
 }
 

@@ -104,8 +104,12 @@ struct conn_req {
 int conn_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, int salen);
 /* Free now, whatever is pending (server teardown). */
 void conn_free(struct conn *c);
-/* Shutdown: serve the requests already received, then close once they are answered. */
-void conn_shutdown(struct conn *c);
+/* Shutdown, in two steps around the last commit: serve the requests already received; then,
+ * once the commit has answered them and fed the subscriptions, end each subscription and the
+ * connection with `unavailable` (the subscription's says where to resume) and close once
+ * everything is written. */
+void conn_shutdown_serve(struct conn *c);
+void conn_shutdown_close(struct conn *c);
 /* Commit callbacks (commit.h): answer one append; continue every subscription. */
 void conn_append_done(struct commit_item *it, void *arg);
 void conn_after_commit(void *arg);

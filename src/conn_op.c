@@ -390,7 +390,10 @@ static int op_table(struct conn *c, struct conn_req *r, struct fl_error *err)
  * at a time. Admin only: it reads every record. */
 static int op_verify(struct conn *c, struct conn_req *r, struct fl_error *err)
 {
-    int rc = job_verify(&c->srv->job, c, r->id, err);
+    /* CONTRACT.md 5: store-wide for an operator (whether or not it named a tenant); a tenant's
+     * admin is told about its own records only. */
+    struct fl_str scope = c->is_operator ? (struct fl_str){"", 0} : conn_tenant(c);
+    int rc = job_verify(&c->srv->job, c, r->id, scope, err);
 
     if (rc == 0) {
         c->in_job = 1;
@@ -455,16 +458,55 @@ static void pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v)
     msgpack_pack_uint64(pk, v);
 }
 
+/* A tenant admin's stats: its own connections and subscriptions, and what every tenant sees
+ * anyway (the head seq is in every acknowledgement). The counters of all tenants together
+ * would tell one tenant how busy the others are: they are an operator's (CONTRACT.md 5). */
+static int op_stats_tenant(struct conn *c, struct conn_req *r)
+{
+    const struct server *srv = c->srv;
+    msgpack_packer *pk = &c->pk;
+    uint64_t conns = 0, subs = 0;
+    const struct conn *o;
+    size_t off;
+
+    TAILQ_FOREACH(o, &srv->conns, link)
+    if (o->state == CONN_READY && o->tenant_len == c->tenant_len &&
+        memcmp(o->tenant, c->tenant, c->tenant_len) == 0) {
+        conns++;
+        subs += o->nsubs;
+    }
+    off = conn_reply_begin(c);
+    fl_wire_pack_ok_head(pk, r->id);
+    msgpack_pack_map(pk, 7);
+    fl_wire_pack_cstr(pk, "scope");
+    fl_wire_pack_cstr(pk, "tenant");
+    fl_wire_pack_cstr(pk, "tenant");
+    fl_wire_pack_strn(pk, c->tenant, c->tenant_len);
+    pack_kv_u64(pk, "connections", conns);
+    pack_kv_u64(pk, "subscribers", subs);
+    pack_kv_u64(pk, "head_seq", fl_store_head(srv->store));
+    pack_kv_u64(pk, "uptime_s", (uint64_t)((fl_now_us() - srv->started_us) / 1000000));
+    fl_wire_pack_cstr(pk, "sync");
+    fl_wire_pack_cstr(pk, srv->cfg->sync ? "full" : "none");
+    conn_reply_end(c, off, r->id);
+    return 0;
+}
+
 static int op_stats(struct conn *c, struct conn_req *r, struct fl_error *err)
 {
     const struct server *srv = c->srv;
     const struct commit_stats *cs = &srv->commit.stats;
     msgpack_packer *pk = &c->pk;
-    size_t off = conn_reply_begin(c);
+    size_t off;
     int rc;
 
+    if (!c->is_operator)
+        return op_stats_tenant(c, r);
+    off = conn_reply_begin(c);
     fl_wire_pack_ok_head(pk, r->id);
-    msgpack_pack_map(pk, 20);
+    msgpack_pack_map(pk, 21);
+    fl_wire_pack_cstr(pk, "scope");
+    fl_wire_pack_cstr(pk, "store");
     pack_kv_u64(pk, "connections", srv->nconns);
     pack_kv_u64(pk, "connections_total", srv->conns_total);
     pack_kv_u64(pk, "connections_refused", srv->conns_refused);
@@ -674,13 +716,16 @@ static int op_check_perm(const struct conn *c, const struct op_def *d, struct fl
         return 0;
     if (d->tenant && c->tenant_len == 0)
         return fl_error_set(err, FL_EFORBIDDEN,
-                            "this operator connection names no tenant; send \"tenant\" in hello "
-                            "to use %s (without one only ping, verify and stats are allowed)",
+                            "this operator connection names no tenant: name one in hello "
+                            "(\"tenant\"; the CLI's --tenant T) to use %s; without one only "
+                            "ping, verify, stats and backup are allowed",
                             d->name);
     if (c->role < need[d->perm])
-        return fl_error_set(err, FL_EFORBIDDEN, "%s needs a%s %s token; this token's role is %s",
+        return fl_error_set(err, FL_EFORBIDDEN, "%s needs a%s %s token%s; this token's role is %s",
                             d->name, need[d->perm] == AUTH_ADMIN ? "n" : "",
-                            auth_role_name(need[d->perm]), auth_role_name(c->role));
+                            auth_role_name(need[d->perm]),
+                            d->fn == op_append ? " (an admin token for flow_rollback)" : "",
+                            auth_role_name(c->role));
     return 0;
 }
 
@@ -697,10 +742,12 @@ void conn_op_dispatch(struct conn *c, struct conn_req *r)
         return;
     }
     if (!d) {
-        rc = fl_error_set(&err, FL_EBAD_REQUEST,
-                          "unknown op \"%.*s\" (ops: hello, ping, append, log, timeline, "
-                          "subscribe, unsubscribe, state, history, table, verify, stats)",
-                          (int)(r->op_len > 64 ? 64 : r->op_len), r->op);
+        char ops[160] = "";
+        for (size_t i = 0; i < OP_COUNT; i++)
+            snprintf(ops + strlen(ops), sizeof ops - strlen(ops), "%s%s", i ? ", " : "",
+                     op_table_defs[i].name);
+        rc = fl_error_set(&err, FL_EBAD_REQUEST, "unknown op \"%.*s\" (ops: %s)",
+                          (int)(r->op_len > 64 ? 64 : r->op_len), r->op, ops);
         goto fail;
     }
     if ((rc = op_check_keys(d, r, &err)) != 0 || (rc = op_check_perm(c, d, &err)) != 0 ||

@@ -160,10 +160,11 @@ static int check_string(const struct fl_field_def *f, const msgpack_object *o, s
     case FL_FK_JSON: hi = FL_JSON_MAX; break;
     default: break;
     }
+    /* bad_request, as CONTRACT.md 2 says of strings over their limit; too_large is for the
+     * event, the batch and the frame. */
     if (len < lo || len > hi)
-        return fl_error_set(err, len > hi && f->kind != FL_FK_ID && f->kind != FL_FK_STEP
-                                     ? FL_ETOO_LARGE : FL_EBAD_REQUEST,
-                            "data.%s: must be %zu..%zu bytes, got %zu", f->name, lo, hi, len);
+        return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: must be %zu..%zu bytes, got %zu",
+                            f->name, lo, hi, len);
     if (!trusted && !fl_utf8_valid(p, len))
         return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: is not valid UTF-8", f->name);
     /* Ids become B-tree keys, in which a NUL byte takes two bytes (util.h, keystr): counting
@@ -206,6 +207,10 @@ static int check_field(const struct fl_field_def *f, const msgpack_object *o, st
     }
     if (f->kind == FL_FK_INT) {
         int64_t i;
+        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && mp_int(o, &i) != 0)
+            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: %llu is outside %lld..%lld",
+                                f->name, (unsigned long long)o->via.u64, (long long)f->min,
+                                (long long)f->max);
         if (mp_int(o, &i) != 0)
             return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: must be an integer, got %s",
                                 f->name, mp_type_name(o));
@@ -225,36 +230,40 @@ static int check_field(const struct fl_field_def *f, const msgpack_object *o, st
     return 0;
 }
 
-/* Pack the set fields in schema order: the one canonical form of a data object. */
-static int encode_canonical(struct fl_event *ev, struct fl_error *err)
+/* A field of a data object to pack: its index in the schema, and whether it was given as null. */
+struct field_ref {
+    uint8_t fi, nil;
+};
+
+/* Pack the fields fr[0..n) as a map into ev->data (malloc'ed). */
+static int encode_fields(struct fl_event *ev, const struct field_ref *fr, size_t n,
+                         struct fl_error *err)
 {
     const struct fl_event_def *d = &fl_event_defs[ev->type];
-    size_t klen[FL_MAX_FIELDS], size = 0, n = 0;
+    size_t size = fl_mp_map_len(n);
     uint8_t *p;
 
-    for (size_t i = 0; i < d->nfields; i++) {
-        const struct fl_val *v = &ev->v[i];
-        if (!v->set)
-            continue;
-        n++;
-        klen[i] = d->fields[i].len;
-        size += fl_mp_str_len(klen[i]) + klen[i] +
-                (d->fields[i].kind == FL_FK_INT ? fl_mp_int_len(v->i)
-                                                : fl_mp_str_len(v->s.len) + v->s.len);
+    for (size_t k = 0; k < n; k++) {
+        const struct fl_field_def *f = &d->fields[fr[k].fi];
+        const struct fl_val *v = &ev->v[fr[k].fi];
+        size += fl_mp_str_len(f->len) + f->len +
+                (fr[k].nil              ? 1
+                 : f->kind == FL_FK_INT ? fl_mp_int_len(v->i)
+                                        : fl_mp_str_len(v->s.len) + v->s.len);
     }
-    size += fl_mp_map_len(n);
     if (!(ev->data = malloc(size)))
         return fl_error_set(err, FL_EINTERNAL, "out of memory encoding event data");
     p = (uint8_t *)ev->data;
     p += fl_mp_put_map(p, n);
-    for (size_t i = 0; i < d->nfields; i++) {
-        const struct fl_val *v = &ev->v[i];
-        if (!v->set)
-            continue;
-        p += fl_mp_put_str(p, klen[i]);
-        memcpy(p, d->fields[i].name, klen[i]);
-        p += klen[i];
-        if (d->fields[i].kind == FL_FK_INT) {
+    for (size_t k = 0; k < n; k++) {
+        const struct fl_field_def *f = &d->fields[fr[k].fi];
+        const struct fl_val *v = &ev->v[fr[k].fi];
+        p += fl_mp_put_str(p, f->len);
+        memcpy(p, f->name, f->len);
+        p += f->len;
+        if (fr[k].nil) {
+            *p++ = 0xc0;
+        } else if (f->kind == FL_FK_INT) {
             p += fl_mp_put_int(p, v->i);
         } else {
             p += fl_mp_put_str(p, v->s.len);
@@ -264,8 +273,38 @@ static int encode_canonical(struct fl_event *ev, struct fl_error *err)
         }
     }
     ev->data_len = size;
-    fl_hash_payload(d->name, d->name_len, ev->data, ev->data_len, ev->payload_hash);
     return 0;
+}
+
+/* The set fields in schema order are the one canonical form of a data object: the payload hash
+ * (idempotency: a retry is the same event whatever its key order, and a null is the same as an
+ * absent field) is of it. What is stored, and read back by log, is the data as it was appended
+ * (CONTRACT.md 6): its keys in their order, nulls kept, values as checked (integers in their
+ * shortest form). Most clients send the schema's order without nulls, and then the two are the
+ * same bytes, packed once. */
+static int encode_data(struct fl_event *ev, const struct field_ref *given, size_t ngiven,
+                       struct fl_error *err)
+{
+    const struct fl_event_def *d = &fl_event_defs[ev->type];
+    struct field_ref canon[FL_MAX_FIELDS];
+    size_t n = 0;
+    int same = 1;
+
+    for (size_t i = 0; i < d->nfields; i++)
+        if (ev->v[i].set)
+            canon[n++] = (struct field_ref){(uint8_t)i, 0};
+    if (ngiven != n)
+        same = 0;
+    for (size_t k = 0; same && k < n; k++)
+        same = given[k].fi == canon[k].fi && !given[k].nil;
+    if (encode_fields(ev, canon, n, err) != 0)
+        return -1;
+    fl_hash_payload(d->name, d->name_len, ev->data, ev->data_len, ev->payload_hash);
+    if (same)
+        return 0;
+    free(ev->data);
+    ev->data = NULL;
+    return encode_fields(ev, given, ngiven, err);
 }
 
 static int parse_data(struct fl_event *ev, const msgpack_object *data,
@@ -273,6 +312,9 @@ static int parse_data(struct fl_event *ev, const msgpack_object *data,
 {
     const struct fl_event_def *d = &fl_event_defs[ev->type];
     size_t max_event = lim && lim->max_event ? lim->max_event : FL_DEFAULT_MAX_EVENT;
+
+    struct field_ref given[FL_MAX_FIELDS];
+    size_t ngiven = 0;
 
     if (data->type != MSGPACK_OBJECT_MAP)
         return fl_error_set(err, FL_EBAD_REQUEST, "data: must be an object, got %s",
@@ -291,11 +333,15 @@ static int parse_data(struct fl_event *ev, const msgpack_object *data,
                                 key->type == MSGPACK_OBJECT_STR ? (int)(key->via.str.size > 64 ? 64 : key->via.str.size) : 5,
                                 key->type == MSGPACK_OBJECT_STR ? key->via.str.ptr : "(key)",
                                 d->name);
-        if (ev->v[fi].set)
-            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: given twice", d->fields[fi].name);
+        for (size_t g = 0; g < ngiven; g++)
+            if (given[g].fi == fi)
+                return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: given twice",
+                                    d->fields[fi].name);
         if (check_field(&d->fields[fi], &data->via.map.ptr[k].val, &ev->v[fi],
                         lim && lim->trusted, err) != 0)
             return err ? err->code : FL_EBAD_REQUEST;
+        /* at most FL_MAX_FIELDS: every field at most once */
+        given[ngiven++] = (struct field_ref){(uint8_t)fi, !ev->v[fi].set};
     }
     for (size_t i = 0; i < d->nfields; i++)
         if (d->fields[i].required && !ev->v[i].set)
@@ -311,7 +357,7 @@ static int parse_data(struct fl_event *ev, const msgpack_object *data,
                                 "(SUCCESS, FAILED, CANCELLED), not %.*s",
                                 (int)st->len, st->p);
     }
-    if (encode_canonical(ev, err) != 0)
+    if (encode_data(ev, given, ngiven, err) != 0)
         return err ? err->code : FL_EINTERNAL;
     if (ev->data_len > max_event) {
         size_t got = ev->data_len;
@@ -382,10 +428,17 @@ int fl_event_parse(const msgpack_object *obj, const struct fl_event_limits *lim,
         return fl_error_set(err, FL_EBAD_REQUEST, "event_id: must be a string, got %s",
                             mp_type_name(eid));
     if (ver && ver->type != MSGPACK_OBJECT_NIL) {
-        if (mp_int(ver, &expected) != 0 || expected < 0)
+        if (ver->type == MSGPACK_OBJECT_POSITIVE_INTEGER && mp_int(ver, &expected) != 0)
+            return fl_error_set(err, FL_EBAD_REQUEST, "expected_version: %llu is outside 0..%lld",
+                                (unsigned long long)ver->via.u64, (long long)INT64_MAX);
+        if (mp_int(ver, &expected) != 0)
             return fl_error_set(err, FL_EBAD_REQUEST,
                                 "expected_version: must be an integer >= 0, got %s",
                                 mp_type_name(ver));
+        if (expected < 0)
+            return fl_error_set(err, FL_EBAD_REQUEST,
+                                "expected_version: must be an integer >= 0, got %lld",
+                                (long long)expected);
     }
     rc = fl_event_parse_parts(type->via.str.ptr, type->via.str.size,
                               eid && eid->type == MSGPACK_OBJECT_STR

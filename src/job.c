@@ -69,7 +69,8 @@ static void *job_thread(void *arg)
         if (j->kind == JOB_BACKUP)
             j->rc = job_run_backup(j, &pk);
         else
-            j->rc = fl_store_verify(j->store, &pk, &j->err);
+            j->rc = fl_store_verify(j->store, (struct fl_str){j->tenant, strlen(j->tenant)}, &pk,
+                                    &j->err);
         if (j->gate)
             job_hold(j->gate);
         j->us = fl_now_us() - j->t0;
@@ -207,8 +208,16 @@ static int job_start(struct job *j, enum job_kind kind, void *owner, uint64_t re
     return 0;
 }
 
-int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_error *err)
+int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_str tenant,
+               struct fl_error *err)
 {
+    /* the tenant belongs to a running verify until it is done: set only when none runs */
+    if (!j->busy) {
+        if (tenant.len >= sizeof j->tenant)
+            return fl_error_set(err, FL_EBAD_REQUEST, "the tenant is too long");
+        memcpy(j->tenant, tenant.p, tenant.len);
+        j->tenant[tenant.len] = '\0';
+    }
     return job_start(j, JOB_VERIFY, owner, req_id, err);
 }
 

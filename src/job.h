@@ -40,6 +40,7 @@ struct job {
     /* the job: set by the loop before it is queued, read back after it finished */
     enum job_kind kind;
     char name[80], path[4096]; /* a backup's */
+    char tenant[FL_TENANT_MAX + 1]; /* a verify's: "" for the whole store */
     void *owner;
     uint64_t req_id;
     int64_t t0, us;
@@ -58,8 +59,10 @@ int job_init(struct job *j, struct event_base *base, struct fl_store *store, job
              void *arg);
 /* Wait for a running job (its result is dropped), stop the thread, free everything. */
 void job_free(struct job *j);
-/* Start a verify for owner's request req_id. Returns 0, or FL_EUNAVAILABLE while a job runs. */
-int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_error *err);
+/* Start a verify for owner's request req_id, of the whole store (tenant.len 0) or as told to
+ * one tenant (fl_store_verify). Returns 0, or FL_EUNAVAILABLE while a job runs. */
+int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_str tenant,
+               struct fl_error *err);
 /* Start a backup named name into the new directory path (fl_store_backup). As job_verify. */
 int job_backup(struct job *j, void *owner, uint64_t req_id, const char *name, const char *path,
                struct fl_error *err);

@@ -236,10 +236,15 @@ static void server_stop(struct server *srv)
     /* Serve the requests already received (their appends join the queue) ... */
     for (c = TAILQ_FIRST(&srv->conns); c; c = next) {
         next = TAILQ_NEXT(c, link);
-        conn_shutdown(c);
+        conn_shutdown_serve(c);
     }
-    /* ... commit them now and answer; each connection goes once its output is written. */
+    /* ... commit them now and answer (subscribers get the events too) ... */
     commit_flush(&srv->commit);
+    /* ... and say goodbye; each connection goes once its output is written. */
+    for (c = TAILQ_FIRST(&srv->conns); c; c = next) {
+        next = TAILQ_NEXT(c, link);
+        conn_shutdown_close(c);
+    }
     if (srv->nconns == 0)
         event_base_loopexit(srv->base, NULL);
     else if (event_add(srv->stop_timer, &grace) != 0)

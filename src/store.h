@@ -99,9 +99,14 @@ int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err)
  * in a scratch environment and compare them with the live ones, all of it on a snapshot taken
  * at the start: commits go on meanwhile (a map growth waits for the verify to end), and the
  * report is of the snapshot. One verify at a time (a second waits). Packs a report map:
- * {"ok": bool, "events": n, "head_seq": n, "head_hash": "hex", "problems": [str...]}.
- * Returns 0 if the check ran (whatever it found), or a negative fl_err if it could not run. */
-int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err);
+ * {"ok": bool, "scope": "store"|"tenant", "events": n, "head_seq": n, "head_hash": "hex",
+ * "problems": [str...]}. With a tenant (len > 0) the whole store is checked all the same (the
+ * chain runs through every tenant's records), but "events" counts that tenant's, and only the
+ * problems at its own records are told: the others are counted in one line, as they may name
+ * other tenants' ids; "ok" is about the whole store. Returns 0 if the check ran (whatever it
+ * found), or a negative fl_err if it could not run. */
+int fl_store_verify(struct fl_store *s, struct fl_str tenant, msgpack_packer *pk,
+                    struct fl_error *err);
 
 /* Write a consistent, compacted copy of the whole store (log and projections, as of one commit:
  * *head gets its seq) into the new directory dir, which must not exist yet; *bytes gets the

@@ -23,6 +23,9 @@ struct report {
     int n, more;
     uint64_t events, head_seq;
     uint8_t head_hash[FL_CHAIN_LEN];
+    struct fl_str tenant;   /* len 0: the whole store's report */
+    uint64_t tenant_events; /* the tenant's records among events */
+    int hidden;             /* problems not told to the tenant */
 };
 
 /* What the store was when the verify's snapshot was taken (under the lock): the verify then
@@ -50,6 +53,49 @@ static void problem(struct report *r, const char *fmt, ...)
     r->problems[r->n] = strdup(buf);
     if (r->problems[r->n])
         r->n++;
+}
+
+/* A problem told only in a store-wide report (or to the tenant whose record it is: mine);
+ * a tenant's report counts it instead. */
+static void problem_of(struct report *r, int mine, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void problem_of(struct report *r, int mine, const char *fmt, ...)
+{
+    va_list ap;
+    char buf[512];
+
+    if (r->tenant.len && !mine) {
+        r->hidden++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    problem(r, "%s", buf);
+}
+
+static int same_tenant(const struct report *r, struct fl_str t)
+{
+    return r->tenant.len == t.len && memcmp(r->tenant.p, t.p, t.len) == 0;
+}
+
+/* Whether the record at seq is the report's tenant's (a store-wide report owns them all). */
+static int seq_mine(struct report *r, struct fl_store *s, MDB_txn *txn, uint64_t seq)
+{
+    struct fl_record rec;
+    struct fl_error e;
+    msgpack_unpacked up;
+    MDB_val v;
+    int mine;
+
+    if (!r->tenant.len)
+        return 1;
+    if (fl_store_get_record(txn, &s->db, seq, &v) != 0)
+        return 0;
+    mine = fl_record_decode(v.mv_data, v.mv_size, &rec, &up, &e) == 0 && same_tenant(r, rec.tenant);
+    msgpack_unpacked_destroy(&up);
+    return mine;
 }
 
 static void hex(const uint8_t *p, size_t n, char *out, size_t cap)
@@ -81,33 +127,37 @@ static int check_log(struct fl_store *s, MDB_txn *txn, const struct snap *sn, st
         uint64_t seq = k.mv_size == 8 ? fl_get_be64(k.mv_data) : 0;
 
         if (k.mv_size != 8) {
-            problem(r, "a log key of %zu bytes is not a seq", k.mv_size);
+            problem_of(r, 0, "a log key of %zu bytes is not a seq", k.mv_size);
             continue;
         }
         if (seq != expect)
-            problem(r, "seq %llu..%llu missing: the log has a gap", (unsigned long long)expect,
-                    (unsigned long long)seq - 1);
+            problem_of(r, 0, "seq %llu..%llu missing: the log has a gap",
+                       (unsigned long long)expect, (unsigned long long)seq - 1);
         expect = seq + 1;
         r->events++;
         r->head_seq = seq;
         fl_error_clear(&e);
         if (fl_record_decode(v.mv_data, v.mv_size, &rec, &up, &e) != 0) {
-            problem(r, "seq %llu: %s", (unsigned long long)seq, e.msg);
+            problem_of(r, 0, "seq %llu: %s", (unsigned long long)seq, e.msg);
             if (v.mv_size >= FL_RECORD_TRAILER)
                 memcpy(prev, (const uint8_t *)v.mv_data + v.mv_size - FL_RECORD_TRAILER,
                        FL_CHAIN_LEN);
             msgpack_unpacked_destroy(&up);
             continue;
         }
+        int mine = !r->tenant.len || same_tenant(r, rec.tenant);
+        if (r->tenant.len && mine)
+            r->tenant_events++;
         if (rec.seq != seq)
-            problem(r, "seq %llu: the record says seq %llu (moved or swapped)",
-                    (unsigned long long)seq, (unsigned long long)rec.seq);
+            problem_of(r, mine, "seq %llu: the record says seq %llu (moved or swapped)",
+                       (unsigned long long)seq, (unsigned long long)rec.seq);
         fl_hash_chain(prev, rec.body, rec.body_len, chain);
         if (memcmp(chain, rec.chain, FL_CHAIN_LEN) != 0)
-            problem(r, "seq %llu: hash chain broken (a record was changed, removed or reordered)",
-                    (unsigned long long)seq);
+            problem_of(r, mine,
+                       "seq %llu: hash chain broken (a record was changed, removed or reordered)",
+                       (unsigned long long)seq);
         if (rec.ts < last_ts)
-            problem(r, "seq %llu: ts goes back in time", (unsigned long long)seq);
+            problem_of(r, mine, "seq %llu: ts goes back in time", (unsigned long long)seq);
         last_ts = rec.ts;
         memcpy(prev, rec.chain, FL_CHAIN_LEN);
         msgpack_unpacked_destroy(&up);
@@ -117,8 +167,8 @@ static int check_log(struct fl_store *s, MDB_txn *txn, const struct snap *sn, st
     if (rc != MDB_NOTFOUND)
         return fl_store_mdb_error(rc, "verify", err);
     if (r->head_seq != sn->head)
-        problem(r, "the log ends at seq %llu but the store's head is %llu",
-                (unsigned long long)r->head_seq, (unsigned long long)sn->head);
+        problem_of(r, 0, "the log ends at seq %llu but the store's head is %llu",
+                   (unsigned long long)r->head_seq, (unsigned long long)sn->head);
     return 0;
 }
 
@@ -143,13 +193,14 @@ static int journal_frame(void *arg, uint64_t off, const uint8_t *rec, size_t len
     int rc = fl_store_get_record(jc->txn, &jc->s->db, seq, &v);
 
     if (rc == MDB_NOTFOUND)
-        problem(jc->r, "seq %llu is in the journal (offset %llu) but not in the log",
-                (unsigned long long)seq, (unsigned long long)off);
+        problem_of(jc->r, 0, "seq %llu is in the journal (offset %llu) but not in the log",
+                   (unsigned long long)seq, (unsigned long long)off);
     else if (rc != 0)
         return rc;
     else if (v.mv_size != len || memcmp(v.mv_data, rec, len) != 0)
-        problem(jc->r, "seq %llu: the log's record differs from the journal's copy (offset %llu)",
-                (unsigned long long)seq, (unsigned long long)off);
+        problem_of(jc->r, seq_mine(jc->r, jc->s, jc->txn, seq),
+                   "seq %llu: the log's record differs from the journal's copy (offset %llu)",
+                   (unsigned long long)seq, (unsigned long long)off);
     return 0;
 }
 
@@ -169,15 +220,16 @@ static int check_journal(struct fl_store *s, MDB_txn *txn, const struct snap *sn
     if (rc < 0)
         return rc;
     if (damaged && end < sn->jend)
-        problem(r, "the journal is damaged at offset %llu, after seq %llu",
-                (unsigned long long)end, (unsigned long long)jc.seq);
+        problem_of(r, 0, "the journal is damaged at offset %llu, after seq %llu",
+                   (unsigned long long)end, (unsigned long long)jc.seq);
     else if (end != sn->jend)
-        problem(r, "the journal's records end at offset %llu, not at %llu where the store wrote "
-                "its last one",
-                (unsigned long long)end, (unsigned long long)sn->jend);
+        problem_of(r, 0,
+                   "the journal's records end at offset %llu, not at %llu where the store "
+                   "wrote its last one",
+                   (unsigned long long)end, (unsigned long long)sn->jend);
     if (jc.seq < sn->head)
-        problem(r, "the journal ends at seq %llu but the log at seq %llu",
-                (unsigned long long)jc.seq, (unsigned long long)sn->head);
+        problem_of(r, 0, "the journal ends at seq %llu but the log at seq %llu",
+                   (unsigned long long)jc.seq, (unsigned long long)sn->head);
     return 0;
 }
 
@@ -216,15 +268,16 @@ static int compare_db(MDB_txn *live, MDB_dbi ldbi, MDB_txn *scratch, MDB_dbi sdb
         const MDB_val *k = ra == 0 ? &ka : &kb;
         hex(k->mv_data, k->mv_size < 32 ? k->mv_size : 32, khex, sizeof khex);
         if (same_key)
-            problem(r, "projection %s differs from a rebuild at key %s: the values differ", name,
-                    khex);
+            problem_of(r, 0, "projection %s differs from a rebuild at key %s: the values differ",
+                       name, khex);
         else if (rb != 0 || (ra == 0 && ka.mv_size > 0 &&
                              (ka.mv_size < kb.mv_size ? memcmp(ka.mv_data, kb.mv_data, ka.mv_size) <= 0
                                                       : memcmp(ka.mv_data, kb.mv_data, kb.mv_size) < 0)))
-            problem(r, "projection %s has key %s, which a rebuild from the log does not", name,
-                    khex);
+            problem_of(r, 0, "projection %s has key %s, which a rebuild from the log does not",
+                       name, khex);
         else
-            problem(r, "projection %s lacks key %s, which a rebuild from the log has", name, khex);
+            problem_of(r, 0, "projection %s lacks key %s, which a rebuild from the log has", name,
+                       khex);
         break; /* the first difference is what a person needs; the rest usually follows */
     }
 out:
@@ -283,7 +336,7 @@ again:
                 rc = x.mdb_rc;
                 goto mdb;
             }
-            problem(r, "rebuild from the log failed: %s", re.msg);
+            problem_of(r, 0, "rebuild from the log failed: %s", re.msg);
             goto done;
         }
         rc = mdb_txn_commit(txn);
@@ -326,10 +379,10 @@ mdb:
     return fl_store_write_error(s, rc, "verify rebuild", err);
 }
 
-static int store_verify(struct fl_store *s, MDB_txn *txn, const struct snap *sn,
-                        msgpack_packer *pk, struct fl_error *err)
+static int store_verify(struct fl_store *s, struct fl_str tenant, MDB_txn *txn,
+                        const struct snap *sn, msgpack_packer *pk, struct fl_error *err)
 {
-    struct report r = {0};
+    struct report r = {.tenant = tenant};
     char hh[2 * FL_CHAIN_LEN + 1];
     int rc;
 
@@ -340,25 +393,35 @@ static int store_verify(struct fl_store *s, MDB_txn *txn, const struct snap *sn,
         rc = check_projections(s, txn, sn, &r, err);
     if (rc == 0) {
         hex(r.head_hash, FL_CHAIN_LEN, hh, sizeof hh);
-        msgpack_pack_map(pk, 5);
+        msgpack_pack_map(pk, 6);
         fl_wire_pack_cstr(pk, "ok");
-        if (r.n == 0)
+        if (r.n == 0 && r.hidden == 0)
             msgpack_pack_true(pk);
         else
             msgpack_pack_false(pk);
+        fl_wire_pack_cstr(pk, "scope");
+        fl_wire_pack_cstr(pk, tenant.len ? "tenant" : "store");
         fl_wire_pack_cstr(pk, "events");
-        msgpack_pack_uint64(pk, r.events);
+        msgpack_pack_uint64(pk, tenant.len ? r.tenant_events : r.events);
         fl_wire_pack_cstr(pk, "head_seq");
         msgpack_pack_uint64(pk, r.head_seq);
         fl_wire_pack_cstr(pk, "head_hash");
         fl_wire_pack_cstr(pk, hh);
         fl_wire_pack_cstr(pk, "problems");
-        msgpack_pack_array(pk, (size_t)r.n + (r.more ? 1 : 0));
+        msgpack_pack_array(pk, (size_t)r.n + (r.more ? 1 : 0) + (r.hidden ? 1 : 0));
         for (int i = 0; i < r.n; i++)
             fl_wire_pack_cstr(pk, r.problems[i]);
         if (r.more) {
             char more[64];
             snprintf(more, sizeof more, "... and %d more problems", r.more);
+            fl_wire_pack_cstr(pk, more);
+        }
+        if (r.hidden) {
+            char more[200];
+            snprintf(more, sizeof more,
+                     "%d problem%s not named to a tenant (in records not known to be this "
+                     "tenant's, the journal or the projections); an operator's verify names them",
+                     r.hidden, r.hidden == 1 ? "" : "s");
             fl_wire_pack_cstr(pk, more);
         }
     }
@@ -398,7 +461,8 @@ static void drop_snapshot(struct fl_store *s, MDB_txn *txn)
     pthread_mutex_unlock(&s->mu);
 }
 
-int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err)
+int fl_store_verify(struct fl_store *s, struct fl_str tenant, msgpack_packer *pk,
+                    struct fl_error *err)
 {
     struct snap sn;
     MDB_txn *txn;
@@ -408,7 +472,7 @@ int fl_store_verify(struct fl_store *s, msgpack_packer *pk, struct fl_error *err
     if ((rc = take_snapshot(s, &txn, &sn, err)) == 0) {
         if (s->verify_hook)
             s->verify_hook(s->verify_hook_arg);
-        rc = store_verify(s, txn, &sn, pk, err);
+        rc = store_verify(s, tenant, txn, &sn, pk, err);
         drop_snapshot(s, txn);
     }
     pthread_mutex_unlock(&s->verify_mu);

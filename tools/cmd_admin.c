@@ -58,10 +58,13 @@ static void put_verify_human(json_t *v)
     size_t i;
     json_t *p;
 
-    printf("verify: %s: %" JSON_INTEGER_FORMAT " events, head seq %" JSON_INTEGER_FORMAT
+    const char *scope = json_string_value(json_object_get(v, "scope"));
+
+    printf("verify: %s: %" JSON_INTEGER_FORMAT " %sevents, head seq %" JSON_INTEGER_FORMAT
            ", head hash %s\n",
            json_is_true(json_object_get(v, "ok")) ? "OK" : "PROBLEMS FOUND",
            json_integer_value(json_object_get(v, "events")),
+           scope && strcmp(scope, "tenant") == 0 ? "of this tenant's " : "",
            json_integer_value(json_object_get(v, "head_seq")),
            json_string_value(json_object_get(v, "head_hash"))
                ? json_string_value(json_object_get(v, "head_hash"))
@@ -143,6 +146,7 @@ static int64_t mono_us(void)
 /* flowlog ping: who the server says we are, and one round trip. */
 int cmd_ping(struct ctx *x, int argc, char **argv)
 {
+    const char *tenant;
     int64_t t0;
     int rc;
 
@@ -152,15 +156,18 @@ int cmd_ping(struct ctx *x, int argc, char **argv)
     if (!flc_ping(x->c))
         return client_err(x);
     t0 = mono_us() - t0;
+    tenant = flc_tenant(x->c);
     if (x->json) {
-        json_t *j = json_pack("{s:b,s:s,s:s,s:s,s:I}", "ok", 1, "server",
-                              flc_server_name(x->c), "tenant", flc_tenant(x->c), "role",
+        /* An operator that named no tenant has none: null, as in the hello reply. */
+        json_t *j = json_pack("{s:b,s:s,s:o,s:s,s:I}", "ok", 1, "server", flc_server_name(x->c),
+                              "tenant", *tenant ? json_string(tenant) : json_null(), "role",
                               flc_role(x->c), "rtt_us", (json_int_t)t0);
         put_json(j);
         json_decref(j);
     } else {
         printf("pong from %s (tenant %s, role %s) in %.3f ms\n", flc_server_name(x->c),
-               flc_tenant(x->c), flc_role(x->c), (double)t0 / 1000.0);
+               *tenant ? tenant : "none: an operator acting for no tenant", flc_role(x->c),
+               (double)t0 / 1000.0);
     }
     return EX_OK;
 }

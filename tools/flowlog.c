@@ -129,6 +129,15 @@ int cmd_help_text(const struct cmd *cm)
 /* getopt over a command's options (own and global, anywhere on the line); calls own_opt for
  * the command's own. Returns EX_OK, a usage error, or -1 after printing help (exit 0). The
  * positional arguments end up in argv[1..*nargs], in order. */
+/* The long name of option ch in opts (which ends with a zeroed entry). */
+static const char *opt_name(const struct option *opts, int ch)
+{
+    for (; opts->name; opts++)
+        if (opts->val == ch)
+            return opts->name;
+    return "?";
+}
+
 int parse_cmd(struct ctx *x, const struct cmd *cm, int argc, char **argv,
                      const struct option *own, size_t nown,
                      int (*own_opt)(void *st, int ch, const char *arg), void *st, int *nargs)
@@ -154,8 +163,8 @@ int parse_cmd(struct ctx *x, const struct cmd *cm, int argc, char **argv,
         if (global_opt(x, ch, optarg))
             continue;
         if (own_opt(st, ch, optarg) != 0)
-            return usage_err(x, "%s: bad value '%s' for %s", cm->name, optarg ? optarg : "",
-                             argv[optind - 1]);
+            return usage_err(x, "%s: bad value '%s' for --%s (see flowlog %s --help)", cm->name,
+                             optarg ? optarg : "", opt_name(all, ch), cm->name);
     }
     for (int i = optind; i < argc; i++) /* after "--" */
         argv[npos++] = argv[i];

@@ -4,7 +4,7 @@
 # a time), history ordering, table filters and paging, verify, stats, ping, help, exit codes.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 51
+plan 55
 start_server main --unix "$WORK/main.sock" || exit 1
 DATA=$WORK/main/data
 DEMO=$top_srcdir/tools/demo-data.jsonl
@@ -195,3 +195,17 @@ out=$(FLOWLOG_SERVER=$SRV_ADDR FLOWLOG_TOKEN=$(head -n 1 "$DATA/admin.token") "$
 expect_json "FLOWLOG_SERVER and FLOWLOG_TOKEN are honoured" "$out" "d['ok'] is True"
 out=$("$FLOWLOG" --json --server "unix:$WORK/main.sock" --data "$DATA" log --limit 1)
 expect_json "the same server through its Unix socket (--server unix:PATH)" "$out" "L[0]['seq'] == 1"
+
+# Data comes back as it was appended: its keys in their order, a null kept (CONTRACT.md 6); a
+# retry with another order and without the null is still a duplicate.
+odd='{"type": "flow_updated", "event_id": "cli-odd", "data": {"owner": "o2", "server": null, "flow_id": "abc-123"}}'
+seq=$(fl append <<<"$odd" | pyj "d['seq']")
+out=$(fl log --from "$seq" --limit 1)
+expect_json "log: data with its keys in the appended order and its null" "$out" \
+    "list(L[0]['data'].items()) == [('owner', 'o2'), ('server', None), ('flow_id', 'abc-123')]"
+out=$(fl append <<<'{"type": "flow_updated", "event_id": "cli-odd", "data": {"flow_id": "abc-123", "owner": "o2"}}')
+expect_json "the same event in another order, without the null: a duplicate" "$out" \
+    "d['duplicate'] is True and d['seq'] == $seq"
+out=$(fl rollback abc-123 --to-seq -1 --reason x); st=$?
+expect_error "a bad option value names the option" usage "$out" $st
+expect_json "... --to-seq" "$out" "'--to-seq' in d['error']['message']"

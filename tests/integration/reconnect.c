@@ -106,11 +106,11 @@ int main(int argc, char **argv)
     struct idle before;
     flc_client *c;
 
-    if (argc != 3) {
-        fprintf(stderr, "usage: reconnect SERVER TOKEN\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: reconnect SERVER TOKEN [TENANT]\n");
         return 2;
     }
-    c = flc_connect(argv[1], argv[2], NULL);
+    c = flc_connect(argv[1], argv[2], argc > 3 ? argv[3] : NULL);
     if (!c || flc_errcode(c) != 0) {
         printf("not ok - connect: %s\n", c ? flc_errmsg(c) : "out of memory");
         flc_free(c);

@@ -8,15 +8,19 @@
 . "$top_srcdir/tests/integration/lib.sh"
 
 plan 17
-start_server main --idle-timeout 1 || exit 1
-DATA=$WORK/main/data
+# An operator acting for tenant "default": the test reads the server-wide counters
+# (connections_total, closed_idle), which a tenant's admin does not see.
+OPTOKEN=reconnect-operator-0123456789
+printf '%s * admin\n' "$OPTOKEN" >"$WORK/tokens"
+chmod 600 "$WORK/tokens"
+start_server main --tokens "$WORK/tokens" --idle-timeout 1 || exit 1
 PORT=${SRV_ADDR##*:}
 RECONNECT=$top_builddir/tests/integration/reconnect
 
 # tap_from with a conversation: the program's "# restart", "# stop" and "# start" are done here
 # (on the same port, so the handle's address stays right), then answered with a line.
 # Bash forgets PROG and PROG_PID as soon as the program exits: keep copies of its pipes and pid.
-coproc PROG { "$RECONNECT" "$SRV_ADDR" "$(head -n 1 "$DATA/admin.token")" 2>&1; }
+coproc PROG { "$RECONNECT" "$SRV_ADDR" "$OPTOKEN" default 2>&1; }
 prog_pid=$PROG_PID
 exec {FROM}<&"${PROG[0]}" {TO}>&"${PROG[1]}"
 while IFS= read -r line <&"$FROM"; do
@@ -30,7 +34,7 @@ while IFS= read -r line <&"$FROM"; do
             check "flowlogd exits 0 on SIGTERM under the held handle" test $? -eq 0
         fi
         if [ "$line" != "# stop" ]; then
-            start_server main --idle-timeout 1 --listen "127.0.0.1:$PORT" || not_ok "restart on port $PORT"
+            start_server main --tokens "$WORK/tokens" --idle-timeout 1 --listen "127.0.0.1:$PORT" || not_ok "restart on port $PORT"
         fi
         echo go >&"$TO"
         ;;

@@ -57,7 +57,7 @@
 struct ctx {
     struct sockaddr_in addr;
     char server[64];
-    const char *token;
+    const char *token, *optoken; /* optoken: an operator's, for the server-wide stats */
     int pid, hello_s, idle_s, ngarbage, sanitizers, failures;
     atomic_int stop;       /* ends the phase for every hostile thread */
     atomic_int nr_stuck;   /* the never-reader's sends no longer get through */
@@ -670,7 +670,7 @@ static long long stat_u(const msgpack_object *stats, const char *key)
 static void *sampler_main(void *arg)
 {
     struct ctx *x = arg;
-    flc_client *adm = flc_connect(x->server, x->token, NULL);
+    flc_client *adm = flc_connect(x->server, x->optoken, NULL);
 
     while (!atomic_load(&x->stop)) {
         long long kb = rss_kb(x->pid);
@@ -774,7 +774,7 @@ int main(int argc, char **argv)
 
     if (argc < 7) {
         fprintf(stderr, "usage: slow-clients HOST PORT TOKEN SERVER_PID HELLO_TIMEOUT_S "
-                        "IDLE_TIMEOUT_S [GARBAGE_CONNS]\n");
+                        "IDLE_TIMEOUT_S [GARBAGE_CONNS [OPERATOR_TOKEN]]\n");
         return 2;
     }
     memset(&x, 0, sizeof x);
@@ -788,6 +788,7 @@ int main(int argc, char **argv)
     x.hello_s = atoi(argv[5]);
     x.idle_s = atoi(argv[6]);
     x.ngarbage = argc > 7 ? atoi(argv[7]) : 1000;
+    x.optoken = argc > 8 ? argv[8] : x.token;
     x.sanitizers = san && strcmp(san, "yes") == 0;
     lat_bound = x.sanitizers ? LAT_BOUND_SAN_MS : LAT_BOUND_MS;
     rss_bound = x.sanitizers ? RSS_BOUND_SAN_KB : RSS_BOUND_KB;
@@ -895,7 +896,7 @@ int main(int argc, char **argv)
         now_s() - idle_t0, x.idle_s);
 
     /* Memory: the peak during the phase, and after every hostile client left. */
-    adm = flc_connect(x.server, x.token, NULL);
+    adm = flc_connect(x.server, x.optoken, NULL);
     for (int i = 0; i < 100 && adm; i++) {
         const msgpack_object *st = flc_stats(adm);
         conns_end = st ? stat_u(st, "connections") : -1;

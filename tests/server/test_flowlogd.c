@@ -539,10 +539,24 @@ static void test_roles_and_tenants(void **state)
     json_decref(expect_error(wr, 4, "forbidden"));
     send_json(wr, "{\"id\":5,\"op\":\"stats\"}");
     json_decref(expect_error(wr, 5, "forbidden"));
+    /* a tenant's admin: its own tenant's connections (rd, wr, ad and the operator acting for
+     * it), none of the counters of all tenants together (CONTRACT.md 5) */
     send_json(ad, "{\"id\":6,\"op\":\"stats\"}");
     j = expect_ok(ad, 6);
-    assert_true(tu_int(j, "result/connections") >= 6);
-    assert_non_null(tu_get(j, "result/store"));
+    assert_string_equal(tu_str(j, "result/scope"), "tenant");
+    assert_string_equal(tu_str(j, "result/tenant"), TENANT);
+    assert_int_equal(tu_int(j, "result/connections"), 4);
+    assert_true(tu_int(j, "result/head_seq") >= 1);
+    assert_null(json_object_get(json_object_get(j, "result"), "store"));
+    assert_null(json_object_get(json_object_get(j, "result"), "events_committed"));
+    json_decref(j);
+    /* and its verify is told about its own records: the other tenant's are not counted */
+    append1(other, 61, REG("role-other"));
+    send_json(ad, "{\"id\":62,\"op\":\"verify\"}");
+    j = expect_ok(ad, 62);
+    assert_true(json_is_true(tu_get(j, "result/ok")));
+    assert_string_equal(tu_str(j, "result/scope"), "tenant");
+    assert_int_equal(tu_int(j, "result/events"), tu_int(j, "result/head_seq") - 1);
     json_decref(j);
     /* the reader of the tenant sees the event; another tenant does not */
     send_json(rd, "{\"id\":7,\"op\":\"state\",\"flow_id\":\"role-1\"}");
@@ -551,7 +565,8 @@ static void test_roles_and_tenants(void **state)
     json_decref(expect_error(other, 8, "not_found"));
     send_json(other, "{\"id\":9,\"op\":\"log\"}");
     j = expect_ok(other, 9);
-    assert_int_equal(json_array_size(tu_get(j, "result/events")), 0);
+    assert_int_equal(json_array_size(tu_get(j, "result/events")), 1); /* its own only */
+    assert_string_equal(tu_str(j, "result/events/0/data/flow_id"), "role-other");
     json_decref(j);
     /* an operator without a tenant: ping, stats, verify only */
     send_json(op, "{\"id\":10,\"op\":\"log\"}");
@@ -559,10 +574,16 @@ static void test_roles_and_tenants(void **state)
     send_json(op, "{\"id\":11,\"op\":\"append\",\"events\":[" REG("role-3") "]}");
     json_decref(expect_error(op, 11, "forbidden"));
     send_json(op, "{\"id\":12,\"op\":\"stats\"}");
-    json_decref(expect_ok(op, 12));
+    j = expect_ok(op, 12);
+    assert_string_equal(tu_str(j, "result/scope"), "store");
+    assert_true(tu_int(j, "result/connections") >= 6);
+    assert_non_null(tu_get(j, "result/store"));
+    json_decref(j);
     send_json(op, "{\"id\":13,\"op\":\"verify\"}");
     j = expect_ok(op, 13);
     assert_true(json_is_true(tu_get(j, "result/ok")));
+    assert_string_equal(tu_str(j, "result/scope"), "store");
+    assert_int_equal(tu_int(j, "result/events"), tu_int(j, "result/head_seq"));
     json_decref(j);
     /* an operator naming the tenant acts for it */
     append1(opt, 14, REG("role-4"));
@@ -581,7 +602,7 @@ static void test_roles_and_tenants(void **state)
 static void test_pipelining(void **state)
 {
     enum { N = 200 };
-    int fd = session(TOK_ADMIN, NULL);
+    int fd = session(TOK_OPER, TENANT);
     long long first = 0, commits0, commits1;
     int seen[2 * N + 2] = {0};
     json_t *j;
@@ -629,7 +650,7 @@ static void test_pipelining(void **state)
 static void test_group_commit_across_connections(void **state)
 {
     enum { C = 16, K = 20 };
-    int fds[C], ad = session(TOK_ADMIN, NULL);
+    int fds[C], ad = session(TOK_OPER, TENANT);
     long long c0, c1, e0, e1;
     json_t *j;
 
@@ -760,7 +781,7 @@ static void test_slow_subscriber(void **state)
     }
     assert_int_equal(got, BATCHES * PER);
     close(sub);
-    sub = session(TOK_ADMIN, NULL);
+    sub = session(TOK_OPER, NULL);
     send_json(sub, "{\"id\":1,\"op\":\"stats\"}");
     j = expect_ok(sub, 1);
     print_message("# subscriber paused %lld times\n", tu_int(j, "result/subscriber_pauses"));
@@ -905,17 +926,22 @@ static void test_idle_timeout(void **state)
  * is there after a restart, and every committed one was acknowledged. The client reads slowly
  * (small receive buffer, so the answers wait in the server's send queue) and keeps sending after
  * the stop: a server that closed with unread input would reset the connection and the kernel
- * would drop the answers still queued. */
+ * would drop the answers still queued. A live subscriber gets every event committed at the
+ * stop, then the end of its subscription with the seq to resume from; both connections get
+ * the "id": nil notice last. */
 static void test_sigterm(void **state)
 {
     enum { N = 300 };
-    long long acked[N];
-    int nacked = 0, fd;
+    long long acked[N], pushed = 0, last = 0;
+    int nacked = 0, fd, sub, ended = 0, notices = 0;
     json_t *j;
 
     (void)state;
     srv_start(&T, NULL);
     PORT = T.port;
+    sub = session(TOK_READER, NULL);
+    send_json(sub, "{\"id\":7,\"op\":\"subscribe\"}");
+    json_decref(expect_ok(sub, 7));
     fd = session_rcvbuf(TOK_WRITER, NULL, 4096);
     for (int i = 0; i < N; i++)
         send_json(fd,
@@ -932,11 +958,48 @@ static void test_sigterm(void **state)
                 break;
     }
     while ((j = recv_json(fd)) != NULL) {
-        if (json_is_true(json_object_get(j, "ok")))
+        assert_int_equal(notices, 0); /* the notice comes last */
+        if (json_is_true(json_object_get(j, "ok"))) {
             acked[nacked++] = tu_int(j, "result/results/0/seq");
+        } else {
+            assert_true(json_is_null(json_object_get(j, "id")));
+            assert_string_equal(tu_str(j, "error/code"), "unavailable");
+            assert_non_null(strstr(tu_str(j, "error/message"), "shutting down"));
+            notices++;
+        }
         json_decref(j);
     }
     close(fd);
+    assert_int_equal(notices, 1);
+    while ((j = recv_json(sub)) != NULL) {
+        assert_int_equal(notices, 1);
+        if (json_object_get(j, "push")) {
+            json_t *evs = tu_get(j, "result/events");
+            assert_int_equal(ended, 0);
+            for (size_t i = 0; i < json_array_size(evs); i++) {
+                long long seq = json_integer_value(json_object_get(json_array_get(evs, i), "seq"));
+                assert_int_equal(seq, last + 1); /* in order, no gap, no duplicate */
+                last = seq;
+                pushed++;
+            }
+        } else if (json_is_null(json_object_get(j, "id"))) {
+            assert_int_equal(ended, 1);
+            assert_string_equal(tu_str(j, "error/code"), "unavailable");
+            notices++;
+        } else {
+            char want[64];
+            assert_int_equal(tu_int(j, "id"), 7);
+            assert_string_equal(tu_str(j, "error/code"), "unavailable");
+            snprintf(want, sizeof want, "subscribe again from seq %lld", last + 1);
+            assert_non_null(strstr(tu_str(j, "error/message"), want));
+            ended++;
+        }
+        json_decref(j);
+    }
+    close(sub);
+    assert_int_equal(notices, 2);
+    assert_int_equal(ended, 1);
+    assert_int_equal(pushed, nacked); /* every committed event reached the subscriber */
     {
         int st;
         waitpid(T.pid, &st, 0);

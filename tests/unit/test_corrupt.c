@@ -122,6 +122,58 @@ static void test_forged_checksum(void **state)
     free(rec);
 }
 
+/* A tenant's verify checks the whole store but names only the problems at its own records
+ * (the others could name other tenants' ids): the forged record is t's, so t is told which
+ * seq, and u only that the store has a problem it is not shown. */
+static void test_tenant_scope(void **state)
+{
+    struct tu_fx *f = *state;
+    struct fl_error e;
+    uint8_t *rec;
+    size_t len;
+    char *p, *text;
+    json_t *v;
+
+    assert_int_equal(
+        tu_append(f->s, "u",
+                  "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"g\",\"flow_name\":\"n\"}}",
+                  NULL, 0, &e),
+        0);
+    v = tu_verify_as(f->s, "u");
+    assert_true(json_is_true(json_object_get(v, "ok")));
+    assert_string_equal(tu_str(v, "scope"), "tenant");
+    assert_int_equal(tu_int(v, "events"), 1);
+    assert_int_equal(tu_int(v, "head_seq"), 21);
+    json_decref(v);
+    assert_int_equal(fl_store_debug_get_raw(f->s, 10, (void **)&rec, &len), 0);
+    p = memmem(rec, len, "o8", 2);
+    assert_non_null(p);
+    p[1] = '9';
+    fl_hash_checksum(rec, len - 8, rec + len - 8);
+    assert_int_equal(fl_store_debug_put_raw(f->s, 10, rec, len), 0);
+    free(rec);
+    v = tu_verify_as(f->s, "t");
+    assert_true(json_is_false(json_object_get(v, "ok")));
+    assert_int_equal(tu_int(v, "events"), 20);
+    text = json_dumps(json_object_get(v, "problems"), 0);
+    assert_non_null(strstr(text, "seq 10: hash chain broken"));
+    free(text);
+    json_decref(v);
+    v = tu_verify_as(f->s, "u");
+    assert_true(json_is_false(json_object_get(v, "ok")));
+    assert_int_equal(json_array_size(json_object_get(v, "problems")), 1);
+    text = json_dumps(json_object_get(v, "problems"), 0);
+    assert_null(strstr(text, "seq 10"));
+    assert_non_null(strstr(text, "an operator's verify names them"));
+    free(text);
+    json_decref(v);
+    v = tu_verify(f->s); /* the store-wide report names it */
+    assert_string_equal(tu_str(v, "scope"), "store");
+    assert_int_equal(tu_int(v, "events"), 21);
+    json_decref(v);
+    expect_problems(f->s, "seq 10: hash chain broken", NULL);
+}
+
 /* A projection edited behind the log's back differs from a rebuild. */
 static void test_projection_tamper(void **state)
 {
@@ -308,6 +360,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_swap_records, setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_forged_checksum, setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_projection_tamper, setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_scope, setup, tu_fx_teardown),
         cmocka_unit_test(test_damaged_row_in_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -45,26 +45,64 @@ static int parse(msgpack_sbuffer *sb, struct fl_event *ev, struct fl_error *e)
     return rc;
 }
 
-static void test_canonical_order(void **state)
+/* The first key of the packed map m. */
+static void first_key(const char *m, size_t n, const char *want)
 {
-    msgpack_sbuffer a, b;
-    struct fl_event ea, eb;
+    msgpack_unpacked up;
+    size_t off = 0;
+
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, m, n, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(up.data.type, MSGPACK_OBJECT_MAP);
+    assert_true(fl_mp_streq(&up.data.via.map.ptr[0].key, want));
+    msgpack_unpacked_destroy(&up);
+}
+
+/* The data is kept as it was appended (key order, nulls: CONTRACT.md 6), while the payload hash
+ * (idempotency) is of the canonical form: the same for any key order, null or absent. */
+static void test_data_as_given(void **state)
+{
+    msgpack_sbuffer a, b, c;
+    struct fl_event ea, eb, ec;
     struct fl_error e;
+    msgpack_packer pk;
 
     (void)state;
     msgpack_sbuffer_init(&a);
     msgpack_sbuffer_init(&b);
+    msgpack_sbuffer_init(&c);
     pack_ev(&a, "flow_registered", 2, (const char *[]){"flow_id", "f", "flow_name", "n"});
     pack_ev(&b, "flow_registered", 2, (const char *[]){"flow_name", "n", "flow_id", "f"});
+    /* {"type": "flow_registered", "data": {"server": nil, "flow_id": "f", "flow_name": "n"}} */
+    msgpack_packer_init(&pk, &c, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    fl_wire_pack_cstr(&pk, "type");
+    fl_wire_pack_cstr(&pk, "flow_registered");
+    fl_wire_pack_cstr(&pk, "data");
+    msgpack_pack_map(&pk, 3);
+    fl_wire_pack_cstr(&pk, "server");
+    msgpack_pack_nil(&pk);
+    fl_wire_pack_cstr(&pk, "flow_id");
+    fl_wire_pack_cstr(&pk, "f");
+    fl_wire_pack_cstr(&pk, "flow_name");
+    fl_wire_pack_cstr(&pk, "n");
     assert_int_equal(parse(&a, &ea, &e), 0);
     assert_int_equal(parse(&b, &eb, &e), 0);
-    assert_int_equal(ea.data_len, eb.data_len);
-    assert_memory_equal(ea.data, eb.data, ea.data_len);
+    assert_int_equal(parse(&c, &ec, &e), 0);
     assert_memory_equal(ea.payload_hash, eb.payload_hash, 16);
+    assert_memory_equal(ea.payload_hash, ec.payload_hash, 16);
+    first_key(ea.data, ea.data_len, "flow_id");
+    first_key(eb.data, eb.data_len, "flow_name");
+    first_key(ec.data, ec.data_len, "server");
+    assert_int_equal(eb.data_len, ea.data_len);
+    assert_int_equal(ec.data_len, ea.data_len + 8); /* "server": nil kept: 7 + 1 bytes */
+    assert_false(fl_event_get(&ec, "server")->set); /* null is absent for everything else */
     fl_event_free(&ea);
     fl_event_free(&eb);
+    fl_event_free(&ec);
     msgpack_sbuffer_destroy(&a);
     msgpack_sbuffer_destroy(&b);
+    msgpack_sbuffer_destroy(&c);
 }
 
 static void test_bad_utf8(void **state)
@@ -434,7 +472,7 @@ static void test_findings_json(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_canonical_order),
+        cmocka_unit_test(test_data_as_given),
         cmocka_unit_test(test_bad_utf8),
         cmocka_unit_test(test_wire_check_hostile),
         cmocka_unit_test(test_time),

@@ -1391,6 +1391,17 @@ static void test_backup(void **state)
     assert_int_equal(fl_store_backup(f->s, copy, &bytes, &head, &e), 0);
     assert_true(bytes > 0);
     assert_int_equal(head, 3);
+    {
+        /* it holds every tenant's data: owner-only, like the store (umask or not) */
+        char path[4300];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/data.mdb", copy);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        snprintf(path, sizeof path, "%s/journal", copy);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
     assert_int_equal(fl_store_backup(f->s, copy, &bytes, &head, &e), FL_EALREADY_EXISTS);
     ok(f->s, RSTATUS("r1", "SUCCESS")); /* after the copy: not in it */
     struct fl_store *b = tu_open(copy, 0);

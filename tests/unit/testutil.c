@@ -356,9 +356,14 @@ json_t *tu_table(struct fl_store *s, const char *tenant, const char *table, cons
                               val ? tu_s(val) : none, none, 0, &pk, err));
 }
 
+json_t *tu_verify_as(struct fl_store *s, const char *tenant)
+{
+    QUERY_JSON(fl_store_verify(s, tu_s(tenant), &pk, NULL));
+}
+
 json_t *tu_verify(struct fl_store *s)
 {
-    QUERY_JSON(fl_store_verify(s, &pk, NULL));
+    return tu_verify_as(s, "");
 }
 
 void tu_verify_ok(struct fl_store *s)

@@ -67,6 +67,8 @@ json_t *tu_history(struct fl_store *s, const char *tenant, const char *flow, uin
 json_t *tu_table(struct fl_store *s, const char *tenant, const char *table, const char *col,
                  const char *val, struct fl_error *err);
 json_t *tu_verify(struct fl_store *s);
+/* The report as told to tenant ("" for the whole store's). */
+json_t *tu_verify_as(struct fl_store *s, const char *tenant);
 /* Run verify and abort, printing its problems, unless it passes. */
 void tu_verify_ok(struct fl_store *s);
 /* One counter of fl_store_stats (fails the test when there is no such counter). */
