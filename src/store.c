@@ -1322,6 +1322,7 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, struct fl_append *a,
     int rc = 0;
 
     fl_error_clear(&a->err);
+    x->append_seq = g->seq + 1;
     for (size_t i = 0; i < a->n; i++) {
         rc = append_event(s, x, a, i, g, rec);
         fl_arena_reset(x->arena);

@@ -150,6 +150,9 @@ struct fl_ptx {
                             known to be new and is not looked up */
     int tainted;         /* an append failed after it wrote (store.c append_one): the group
                             is redone without it */
+    uint64_t append_seq; /* the seq of the first event of the append being applied (0: not
+                            known): an event_id used twice within one append is told apart
+                            from one used by a committed event */
     struct fl_buf ent;   /* the stream entry of the event being applied, as it is built */
     struct fl_buf v;     /* scratch: a row's encoding */
     struct fl_arena *arena;

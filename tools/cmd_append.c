@@ -237,7 +237,8 @@ static void slot_finish(struct ctx *x, struct slot *s, uint64_t k, const msgpack
     if (res) {
         const msgpack_object *r = flc_get(res, "results");
         if (r && r->type == MSGPACK_OBJECT_ARRAY && r->via.array.size == 1)
-            s->out = fjson_from_msgpack(&r->via.array.ptr[0], FJSON_TIME_RFC3339, err);
+            s->out = fjson_from_msgpack(&r->via.array.ptr[0],
+                                        x->json ? FJSON_TIME_RFC3339 : FJSON_TIME_HUMAN, err);
         if (!s->out) {
             s->exit_code = EX_CONNECT;
             s->out = error_json("protocol", "malformed append result", (int64_t)k, -1);

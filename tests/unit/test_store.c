@@ -317,6 +317,20 @@ static void test_idempotency(void **state)
     /* event ids are per tenant */
     assert_int_equal(tu_append(f->s, "t2", "{\"type\":\"flow_registered\",\"event_id\":\"e1\",\"data\":{\"flow_id\":\"f1\",\"flow_name\":\"n\"}}", &b, 1, &e), 0);
     assert_int_equal(b.duplicate, 0);
+    /* the same id twice in one append, with other data: the message names the events, not a
+     * seq that is never committed */
+    struct fl_ack two[3];
+    assert_int_equal(tu_append(f->s, T,
+                               "[{\"type\":\"flow_status\",\"data\":{\"flow_id\":\"f1\","
+                               "\"migration_status\":\"DONE\"}},"
+                               "{\"type\":\"flow_updated\",\"event_id\":\"j2\",\"data\":{\"flow_"
+                               "id\":\"f1\",\"owner\":\"a\"}},"
+                               "{\"type\":\"flow_updated\",\"event_id\":\"j2\",\"data\":{\"flow_"
+                               "id\":\"f1\",\"owner\":\"b\"}}]",
+                               two, 3, &e),
+                     FL_EIDEMPOTENCY_MISMATCH);
+    assert_int_equal(e.index, 2);
+    assert_non_null(strstr(e.msg, "given twice in this append (at events 1 and 2)"));
 }
 
 static void test_expected_version(void **state)
