@@ -232,6 +232,17 @@ void put_fields(json_t *obj, const char *indent)
             w = strlen(k);
     }
     json_object_foreach(obj, k, v) {
+        if (json_is_object(v)) { /* a nested map (stats' store): its fields, indented */
+            char more[64];
+            printf("%s%s\n", indent, k);
+            snprintf(more, sizeof more, "%s  ", indent);
+            put_fields(v, more);
+            continue;
+        }
+        if (json_is_real(v)) { /* averages: three decimals are what a person reads */
+            printf("%s%-*s  %.3f\n", indent, (int)w, k, json_real_value(v));
+            continue;
+        }
         char *t = cell_text(v);
         printf("%s%-*s  %s\n", indent, (int)w, k, t ? t : "?");
         free(t);
