@@ -310,9 +310,8 @@ static void commit_complete(struct commit *q, int rc, struct fl_error *err, int6
         fl_errorf("commit of %zu appends failed: %s: %s", n, fl_err_name(err->code), err->msg);
         commit_fail_all(&list, err);
         q->stats.commit_failures++;
-    } else {
-        q->stats.commits++;
     }
+    uint64_t events0 = q->stats.events;
     while ((it = TAILQ_FIRST(&list)) != NULL) {
         TAILQ_REMOVE(&list, it, q_link);
         commit_count(q, it);
@@ -320,6 +319,10 @@ static void commit_complete(struct commit *q, int rc, struct fl_error *err, int6
             q->done(it, q->arg);
         commit_item_free(q, it);
     }
+    /* A group whose appends were all refused or duplicates stored nothing: not a commit (so
+     * events_per_commit is of the commits that wrote). */
+    if (rc == 0 && q->stats.events > events0)
+        q->stats.commits++;
     if (rc == 0 && q->after)
         q->after(q->arg);
     if (!next_first)
