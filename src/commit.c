@@ -297,6 +297,7 @@ static void commit_complete(struct commit *q, int rc, struct fl_error *err, int6
     q->busy = 0;
     q->last_us = us;
     q->stats.commit_us += (uint64_t)us;
+    q->stats.attempts++;
     q->last_n = n;
     commit_note_writers(q, &list);
     next_first = !commit_inline(q, q->nqueued);

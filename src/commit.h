@@ -45,8 +45,9 @@ typedef void (*commit_done_fn)(struct commit_item *it, void *arg);
 typedef void (*commit_after_fn)(void *arg);
 
 struct commit_stats {
-    uint64_t commits;         /* fl_store_commit calls that committed */
-    uint64_t commit_failures; /* calls that committed nothing */
+    uint64_t commits;         /* fl_store_commit calls that stored at least one event */
+    uint64_t commit_failures; /* calls that failed (nothing of their group is stored) */
+    uint64_t attempts;        /* every call: the two above and those with nothing to store */
     uint64_t appends_ok;
     uint64_t appends_failed;
     uint64_t events;     /* new events committed */

@@ -524,10 +524,8 @@ static int op_stats(struct conn *c, struct conn_req *r, struct fl_error *err)
     fl_wire_pack_cstr(pk, "events_per_commit");
     msgpack_pack_double(pk, cs->commits ? (double)cs->events / (double)cs->commits : 0.0);
     fl_wire_pack_cstr(pk, "commit_ms_avg");
-    msgpack_pack_double(pk, cs->commits + cs->commit_failures
-                                ? (double)cs->commit_us / 1e3 /
-                                      (double)(cs->commits + cs->commit_failures)
-                                : 0.0);
+    msgpack_pack_double(pk,
+                        cs->attempts ? (double)cs->commit_us / 1e3 / (double)cs->attempts : 0.0);
     pack_kv_u64(pk, "head_seq", fl_store_head(srv->store));
     pack_kv_u64(pk, "uptime_s", (uint64_t)((fl_now_us() - srv->started_us) / 1000000));
     fl_wire_pack_cstr(pk, "sync");
