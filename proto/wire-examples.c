@@ -82,7 +82,8 @@ static void build_error(msgpack_packer *pk)
     str(pk, "ok"), msgpack_pack_false(pk);
     str(pk, "error"), msgpack_pack_map(pk, 4);
     str(pk, "code"), str(pk, "conflict");
-    str(pk, "message"), str(pk, "expected version 0, flow is at 3");
+    str(pk, "message"),
+        str(pk, "expected_version is 0 but the flow's version is 3; re-read the flow and retry");
     str(pk, "index"), msgpack_pack_uint64(pk, 0);
     str(pk, "version"), msgpack_pack_uint64(pk, 3);
 }
