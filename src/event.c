@@ -283,25 +283,24 @@ static int encode_fields(struct fl_event *ev, const struct field_ref *fr, size_t
  * shortest form). Most clients send the schema's order without nulls, and then the two are the
  * same bytes, packed once. */
 static int encode_data(struct fl_event *ev, const struct field_ref *given, size_t ngiven,
-                       struct fl_error *err)
+                       int in_order, struct fl_error *err)
 {
     const struct fl_event_def *d = &fl_event_defs[ev->type];
     struct field_ref canon[FL_MAX_FIELDS];
     size_t n = 0;
-    int same = 1;
 
+    if (in_order) { /* the schema's order, no null: the given fields are the canonical form */
+        if (encode_fields(ev, given, ngiven, err) != 0)
+            return -1;
+        fl_hash_payload(d->name, d->name_len, ev->data, ev->data_len, ev->payload_hash);
+        return 0;
+    }
     for (size_t i = 0; i < d->nfields; i++)
         if (ev->v[i].set)
             canon[n++] = (struct field_ref){(uint8_t)i, 0};
-    if (ngiven != n)
-        same = 0;
-    for (size_t k = 0; same && k < n; k++)
-        same = given[k].fi == canon[k].fi && !given[k].nil;
     if (encode_fields(ev, canon, n, err) != 0)
         return -1;
     fl_hash_payload(d->name, d->name_len, ev->data, ev->data_len, ev->payload_hash);
-    if (same)
-        return 0;
     free(ev->data);
     ev->data = NULL;
     return encode_fields(ev, given, ngiven, err);
@@ -315,6 +314,8 @@ static int parse_data(struct fl_event *ev, const msgpack_object *data,
 
     struct field_ref given[FL_MAX_FIELDS];
     size_t ngiven = 0;
+    int in_order = 1;  /* fields in the schema's order, none null */
+    uint32_t seen = 0; /* by field index (FL_MAX_FIELDS < 32) */
 
     if (data->type != MSGPACK_OBJECT_MAP)
         return fl_error_set(err, FL_EBAD_REQUEST, "data: must be an object, got %s",
@@ -333,15 +334,17 @@ static int parse_data(struct fl_event *ev, const msgpack_object *data,
                                 key->type == MSGPACK_OBJECT_STR ? (int)(key->via.str.size > 64 ? 64 : key->via.str.size) : 5,
                                 key->type == MSGPACK_OBJECT_STR ? key->via.str.ptr : "(key)",
                                 d->name);
-        for (size_t g = 0; g < ngiven; g++)
-            if (given[g].fi == fi)
-                return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: given twice",
-                                    d->fields[fi].name);
+        if (seen & (1u << fi))
+            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: given twice", d->fields[fi].name);
+        seen |= 1u << fi;
         if (check_field(&d->fields[fi], &data->via.map.ptr[k].val, &ev->v[fi],
                         lim && lim->trusted, err) != 0)
             return err ? err->code : FL_EBAD_REQUEST;
         /* at most FL_MAX_FIELDS: every field at most once */
-        given[ngiven++] = (struct field_ref){(uint8_t)fi, !ev->v[fi].set};
+        given[ngiven] = (struct field_ref){(uint8_t)fi, !ev->v[fi].set};
+        if (given[ngiven].nil || (ngiven && fi < given[ngiven - 1].fi))
+            in_order = 0;
+        ngiven++;
     }
     for (size_t i = 0; i < d->nfields; i++)
         if (d->fields[i].required && !ev->v[i].set)
@@ -357,7 +360,7 @@ static int parse_data(struct fl_event *ev, const msgpack_object *data,
                                 "(SUCCESS, FAILED, CANCELLED), not %.*s",
                                 (int)st->len, st->p);
     }
-    if (encode_data(ev, given, ngiven, err) != 0)
+    if (encode_data(ev, given, ngiven, in_order, err) != 0)
         return err ? err->code : FL_EINTERNAL;
     if (ev->data_len > max_event) {
         size_t got = ev->data_len;
