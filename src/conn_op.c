@@ -458,6 +458,15 @@ static void pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v)
     msgpack_pack_uint64(pk, v);
 }
 
+/* What both kinds of stats end with: the head, the uptime and the sync mode (three keys). */
+static void pack_stats_server(msgpack_packer *pk, const struct server *srv)
+{
+    pack_kv_u64(pk, "head_seq", fl_store_head(srv->store));
+    pack_kv_u64(pk, "uptime_s", (uint64_t)((fl_now_us() - srv->started_us) / 1000000));
+    fl_wire_pack_cstr(pk, "sync");
+    fl_wire_pack_cstr(pk, srv->cfg->sync ? "full" : "none");
+}
+
 /* A tenant admin's stats: its own connections and subscriptions, and what every tenant sees
  * anyway (the head seq is in every acknowledgement). The counters of all tenants together
  * would tell one tenant how busy the others are: they are an operator's (CONTRACT.md 5). */
@@ -484,10 +493,7 @@ static int op_stats_tenant(struct conn *c, struct conn_req *r)
     fl_wire_pack_strn(pk, c->tenant, c->tenant_len);
     pack_kv_u64(pk, "connections", conns);
     pack_kv_u64(pk, "subscribers", subs);
-    pack_kv_u64(pk, "head_seq", fl_store_head(srv->store));
-    pack_kv_u64(pk, "uptime_s", (uint64_t)((fl_now_us() - srv->started_us) / 1000000));
-    fl_wire_pack_cstr(pk, "sync");
-    fl_wire_pack_cstr(pk, srv->cfg->sync ? "full" : "none");
+    pack_stats_server(pk, srv);
     conn_reply_end(c, off, r->id);
     return 0;
 }
@@ -526,10 +532,7 @@ static int op_stats(struct conn *c, struct conn_req *r, struct fl_error *err)
     fl_wire_pack_cstr(pk, "commit_ms_avg");
     msgpack_pack_double(pk,
                         cs->attempts ? (double)cs->commit_us / 1e3 / (double)cs->attempts : 0.0);
-    pack_kv_u64(pk, "head_seq", fl_store_head(srv->store));
-    pack_kv_u64(pk, "uptime_s", (uint64_t)((fl_now_us() - srv->started_us) / 1000000));
-    fl_wire_pack_cstr(pk, "sync");
-    fl_wire_pack_cstr(pk, srv->cfg->sync ? "full" : "none");
+    pack_stats_server(pk, srv);
     fl_wire_pack_cstr(pk, "store");
     if ((rc = fl_store_stats(srv->store, pk, err)) != 0) {
         conn_reply_abort(c, off);

@@ -207,13 +207,13 @@ static int check_field(const struct fl_field_def *f, const msgpack_object *o, st
     }
     if (f->kind == FL_FK_INT) {
         int64_t i;
-        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && mp_int(o, &i) != 0)
-            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: %llu is outside %lld..%lld",
-                                f->name, (unsigned long long)o->via.u64, (long long)f->min,
-                                (long long)f->max);
-        if (mp_int(o, &i) != 0)
-            return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: must be an integer, got %s",
-                                f->name, mp_type_name(o));
+        if (mp_int(o, &i) != 0) /* not an integer, or one of 2^63 and over */
+            return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                       ? fl_error_set(err, FL_EBAD_REQUEST, "data.%s: %llu is outside %lld..%lld",
+                                      f->name, (unsigned long long)o->via.u64, (long long)f->min,
+                                      (long long)f->max)
+                       : fl_error_set(err, FL_EBAD_REQUEST, "data.%s: must be an integer, got %s",
+                                      f->name, mp_type_name(o));
         if (i < f->min || i > f->max)
             return fl_error_set(err, FL_EBAD_REQUEST,
                                 "data.%s: %lld is outside %lld..%lld", f->name, (long long)i,
@@ -431,13 +431,14 @@ int fl_event_parse(const msgpack_object *obj, const struct fl_event_limits *lim,
         return fl_error_set(err, FL_EBAD_REQUEST, "event_id: must be a string, got %s",
                             mp_type_name(eid));
     if (ver && ver->type != MSGPACK_OBJECT_NIL) {
-        if (ver->type == MSGPACK_OBJECT_POSITIVE_INTEGER && mp_int(ver, &expected) != 0)
-            return fl_error_set(err, FL_EBAD_REQUEST, "expected_version: %llu is outside 0..%lld",
-                                (unsigned long long)ver->via.u64, (long long)INT64_MAX);
-        if (mp_int(ver, &expected) != 0)
-            return fl_error_set(err, FL_EBAD_REQUEST,
-                                "expected_version: must be an integer >= 0, got %s",
-                                mp_type_name(ver));
+        if (mp_int(ver, &expected) != 0) /* not an integer, or one of 2^63 and over */
+            return ver->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                       ? fl_error_set(err, FL_EBAD_REQUEST,
+                                      "expected_version: %llu is outside 0..%lld",
+                                      (unsigned long long)ver->via.u64, (long long)INT64_MAX)
+                       : fl_error_set(err, FL_EBAD_REQUEST,
+                                      "expected_version: must be an integer >= 0, got %s",
+                                      mp_type_name(ver));
         if (expected < 0)
             return fl_error_set(err, FL_EBAD_REQUEST,
                                 "expected_version: must be an integer >= 0, got %lld",

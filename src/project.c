@@ -803,23 +803,23 @@ static int check_idempotency(struct apply *a, struct fl_ack *dup)
     if (v.mv_size != 32)
         return fl_error_set(a->err, FL_EINTERNAL, "damaged idempotency record; run verify");
     uint64_t was = fl_get_be64(v.mv_data);
-    if (memcmp((const uint8_t *)v.mv_data + 16, a->ev->payload_hash, 16) != 0 && a->x->append_seq &&
-        was >= a->x->append_seq)
-        /* its seq is this append's own, which is not committed: name the event instead */
-        return fl_error_set(a->err, FL_EIDEMPOTENCY_MISMATCH,
-                            "event_id \"%.*s\" is given twice in this append (at events %llu "
-                            "and %llu) with a different type or data; use a new event_id",
-                            (int)(a->ev->event_id.len > 128 ? 128 : a->ev->event_id.len),
-                            a->ev->event_id.p, (unsigned long long)(was - a->x->append_seq),
-                            (unsigned long long)(a->seq - a->x->append_seq));
-    if (memcmp((const uint8_t *)v.mv_data + 16, a->ev->payload_hash, 16) != 0)
+    int idlen = (int)(a->ev->event_id.len > 128 ? 128 : a->ev->event_id.len);
+    if (memcmp((const uint8_t *)v.mv_data + 16, a->ev->payload_hash, 16) != 0) {
+        if (a->x->append_seq && was >= a->x->append_seq)
+            /* its seq is this append's own, which is not committed: name the events instead */
+            return fl_error_set(a->err, FL_EIDEMPOTENCY_MISMATCH,
+                                "event_id \"%.*s\" is given twice in this append (at events "
+                                "%llu and %llu) with a different type or data; use a new "
+                                "event_id",
+                                idlen, a->ev->event_id.p,
+                                (unsigned long long)(was - a->x->append_seq),
+                                (unsigned long long)(a->seq - a->x->append_seq));
         return fl_error_set(a->err, FL_EIDEMPOTENCY_MISMATCH,
                             "event_id \"%.*s\" was already used (seq %llu) for a different "
                             "type or data; use a new event_id",
-                            (int)(a->ev->event_id.len > 128 ? 128 : a->ev->event_id.len),
-                            a->ev->event_id.p,
-                            (unsigned long long)fl_get_be64(v.mv_data));
-    dup->seq = fl_get_be64(v.mv_data);
+                            idlen, a->ev->event_id.p, (unsigned long long)was);
+    }
+    dup->seq = was;
     dup->ts = (int64_t)fl_get_be64((const uint8_t *)v.mv_data + 8);
     dup->duplicate = 1;
     return 1;

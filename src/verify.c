@@ -36,27 +36,9 @@ struct snap {
     size_t map_size;   /* for the scratch environment */
 };
 
-static void problem(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void problem(struct report *r, const char *fmt, ...)
-{
-    va_list ap;
-    char buf[512];
-
-    if (r->n >= MAX_PROBLEMS) {
-        r->more++;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    r->problems[r->n] = strdup(buf);
-    if (r->problems[r->n])
-        r->n++;
-}
-
-/* A problem told only in a store-wide report (or to the tenant whose record it is: mine);
- * a tenant's report counts it instead. */
+/* Keep a problem for the report. A tenant's report (r->tenant set) names only the problems at
+ * its own records (mine); the others are counted in r->hidden, as they may name other tenants'
+ * ids. A store-wide report names every one. */
 static void problem_of(struct report *r, int mine, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -69,10 +51,16 @@ static void problem_of(struct report *r, int mine, const char *fmt, ...)
         r->hidden++;
         return;
     }
+    if (r->n >= MAX_PROBLEMS) {
+        r->more++;
+        return;
+    }
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    problem(r, "%s", buf);
+    r->problems[r->n] = strdup(buf);
+    if (r->problems[r->n])
+        r->n++;
 }
 
 static int same_tenant(const struct report *r, struct fl_str t)

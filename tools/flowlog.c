@@ -126,9 +126,6 @@ int cmd_help_text(const struct cmd *cm)
     return EX_OK;
 }
 
-/* getopt over a command's options (own and global, anywhere on the line); calls own_opt for
- * the command's own. Returns EX_OK, a usage error, or -1 after printing help (exit 0). The
- * positional arguments end up in argv[1..*nargs], in order. */
 /* The long name of option ch in opts (which ends with a zeroed entry). */
 static const char *opt_name(const struct option *opts, int ch)
 {
@@ -138,6 +135,9 @@ static const char *opt_name(const struct option *opts, int ch)
     return "?";
 }
 
+/* getopt over a command's options (own and global, anywhere on the line); calls own_opt for
+ * the command's own. Returns EX_OK, a usage error, or -1 after printing help (exit 0). The
+ * positional arguments end up in argv[1..*nargs], in order. */
 int parse_cmd(struct ctx *x, const struct cmd *cm, int argc, char **argv,
                      const struct option *own, size_t nown,
                      int (*own_opt)(void *st, int ch, const char *arg), void *st, int *nargs)

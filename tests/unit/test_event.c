@@ -105,6 +105,49 @@ static void test_data_as_given(void **state)
     msgpack_sbuffer_destroy(&c);
 }
 
+/* Integers of 2^63 and over are refused with the range they missed, not "got an integer". */
+static void test_huge_integers(void **state)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct fl_event ev;
+    struct fl_error e;
+
+    (void)state;
+    /* {"type": "flow_updated", "expected_version": 2^63, "data": {"flow_id": "f"}} */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    fl_wire_pack_cstr(&pk, "type");
+    fl_wire_pack_cstr(&pk, "flow_updated");
+    fl_wire_pack_cstr(&pk, "expected_version");
+    msgpack_pack_uint64(&pk, 1ull << 63);
+    fl_wire_pack_cstr(&pk, "data");
+    msgpack_pack_map(&pk, 1);
+    fl_wire_pack_cstr(&pk, "flow_id");
+    fl_wire_pack_cstr(&pk, "f");
+    assert_int_equal(parse(&sb, &ev, &e), FL_EBAD_REQUEST);
+    assert_non_null(strstr(e.msg, "expected_version: 9223372036854775808 is outside 0.."));
+    msgpack_sbuffer_destroy(&sb);
+    /* {"type": "flow_rollback", "data": {"flow_id": "f", "to_seq": 2^64-1, "reason": "r"}} */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    fl_wire_pack_cstr(&pk, "type");
+    fl_wire_pack_cstr(&pk, "flow_rollback");
+    fl_wire_pack_cstr(&pk, "data");
+    msgpack_pack_map(&pk, 3);
+    fl_wire_pack_cstr(&pk, "flow_id");
+    fl_wire_pack_cstr(&pk, "f");
+    fl_wire_pack_cstr(&pk, "to_seq");
+    msgpack_pack_uint64(&pk, UINT64_MAX);
+    fl_wire_pack_cstr(&pk, "reason");
+    fl_wire_pack_cstr(&pk, "r");
+    assert_int_equal(parse(&sb, &ev, &e), FL_EBAD_REQUEST);
+    assert_non_null(strstr(e.msg, "data.to_seq: 18446744073709551615 is outside 1.."));
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_bad_utf8(void **state)
 {
     msgpack_sbuffer a;
@@ -473,6 +516,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_data_as_given),
+        cmocka_unit_test(test_huge_integers),
         cmocka_unit_test(test_bad_utf8),
         cmocka_unit_test(test_wire_check_hostile),
         cmocka_unit_test(test_time),
