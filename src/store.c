@@ -31,10 +31,12 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "diag.h"
+#include "prefault.h"
 #include "project.h"
 #include "record.h"
 
@@ -452,6 +454,8 @@ static int set_lmdb_aside(struct fl_store *s, struct fl_error *err)
 static int replay_decoded(struct fl_store *s, struct fl_ptx *dst, uint64_t seq,
                           const struct fl_record *r, struct fl_error *err);
 
+static void pf_note(struct fl_store *s);
+
 /* Recovery applies the journal's frames after the LMDB head in chunks of one transaction. */
 struct recovery {
     struct fl_store *s;
@@ -488,6 +492,7 @@ static int recovery_commit(struct recovery *r)
         return RECOVER_MDB;
     }
     fl_project_keep(&r->x, &r->s->names); /* committed: its names hold from now on */
+    pf_note(r->s);
     r->done_next = r->next;
     r->done_head_off = r->g.head_off;
     r->s->events += r->in_txn;
@@ -720,6 +725,64 @@ static int back_opened_map(struct fl_store *s, struct fl_error *err)
     return 0;
 }
 
+/* Where data.mdb is mapped in this process: LMDB does not say (mdb_env_info's me_mapaddr is
+ * only set for a fixed map), so look for the mapping of the file's inode. NULL if not found. */
+static void *map_address(struct fl_store *s)
+{
+    struct stat st;
+    char line[512];
+    void *addr = NULL;
+    int fd;
+    FILE *f;
+
+    if (mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &st) != 0 ||
+        !(f = fopen("/proc/self/maps", "r")))
+        return NULL;
+    while (!addr && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, off, ino;
+        unsigned maj, mnr;
+        if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) == 6 &&
+            ino == (unsigned long)st.st_ino && off == 0 && makedev(maj, mnr) == st.st_dev &&
+            hi - lo >= s->map_size)
+            addr = (void *)lo;
+    }
+    fclose(f);
+    return addr;
+}
+
+/* Tell the prefault thread where the map is now (after it was opened or remapped). */
+static void pf_remapped(struct fl_store *s)
+{
+    MDB_envinfo info;
+    void *addr;
+
+    if (s->pf && mdb_env_info(s->env, &info) == 0 && (addr = map_address(s)))
+        fl_prefault_map(s->pf, addr, s->map_size, info.me_last_pgno);
+}
+
+/* After a commit: the prefault thread keeps ahead of LMDB's last used page. */
+static void pf_note(struct fl_store *s)
+{
+    MDB_envinfo info;
+
+    if (s->pf && mdb_env_info(s->env, &info) == 0)
+        fl_prefault_note(s->pf, info.me_last_pgno);
+}
+
+/* Start the prefault thread on the map just opened. The store works without it, only slower. */
+static void pf_start(struct fl_store *s)
+{
+    MDB_stat st;
+    int rc = mdb_env_stat(s->env, &st);
+
+    if (rc == 0 && (rc = fl_prefault_start(&s->pf, st.ms_psize)) == 0)
+        pf_remapped(s);
+    else
+        fl_warn("cannot start the thread that readies the store's new pages (%s): going on "
+                "without it",
+                rc > 0 ? strerror(rc) : mdb_strerror(rc));
+}
+
 /* Open the LMDB environment (never flushed until close: see "Durability" above). */
 static int open_env(struct fl_store *s, struct fl_error *err)
 {
@@ -741,7 +804,10 @@ static int open_env(struct fl_store *s, struct fl_error *err)
         return rc;
     }
     mdb_reader_check(s->env, &dead);
-    return back_opened_map(s, err);
+    if ((rc = back_opened_map(s, err)) != 0)
+        return rc;
+    pf_start(s);
+    return 0;
 }
 
 /* Check the directory, open the journal and decide whether the LMDB file can be trusted. */
@@ -902,6 +968,8 @@ void fl_store_close(struct fl_store *s)
     view_drop(s->view);
     view_drop_all(&s->pending);
     view_drop_all(&s->retired);
+    fl_prefault_stop(s->pf);
+    s->pf = NULL;
     if (s->env) {
         /* Only a flushed LMDB file may be trusted without the journal after an OS crash. */
         if (!s->nosync && !s->broken[0] && mdb_env_sync(s->env, 1) == 0 && s->journal)
@@ -1132,7 +1200,9 @@ static int fresh_txn(struct fl_store *s, MDB_txn **txn, struct fl_error *err)
     }
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
     if (rc == MDB_MAP_RESIZED) {
+        fl_prefault_pause(s->pf);
         mdb_env_set_mapsize(s->env, 0);
+        pf_remapped(s);
         rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
     }
     if (rc != 0)
@@ -1255,12 +1325,14 @@ static int grow_map(struct fl_store *s, struct fl_error *err)
     if ((rc = store_sync(s, NULL, err)) != 0)
         return rc;
     view_hold(s);
+    fl_prefault_pause(s->pf);
     rc = mdb_env_set_mapsize(s->env, next);
     view_release(s);
     if (rc != 0)
         fl_fatal("cannot grow the LMDB map to %zu MiB: %s", next >> 20, mdb_strerror(rc));
     fl_info("store map grown from %zu to %zu KiB", s->map_size >> 10, next >> 10);
     s->map_size = next;
+    pf_remapped(s);
     s->map_growths++;
     return 0;
 }
@@ -1417,6 +1489,8 @@ static int commit_group(struct fl_store *s, MDB_txn *txn, const struct group_sta
         }
     }
     pthread_mutex_unlock(&s->vmu);
+    if (rc == 0)
+        pf_note(s);
     if (rc != 0) {
         struct fl_error ue;
         free(v);
@@ -1893,8 +1967,10 @@ static int rebuild_chunk(struct fl_store *s, struct fl_ptx *x, uint64_t seq, uin
     rtxn = NULL;
     rc = mdb_txn_commit(txn);
     txn = NULL;
-    if (rc == 0)
+    if (rc == 0) {
         fl_project_keep(x, &s->names);
+        pf_note(s);
+    }
 out:
     fl_project_forget(x); /* its transaction ended, committed or not */
     if (rtxn)
@@ -2145,7 +2221,7 @@ static int store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *
 
     mdb_env_info(s->env, &info);
     mdb_env_stat(s->env, &st);
-    msgpack_pack_map(pk, 14);
+    msgpack_pack_map(pk, 15);
 #define KV(name, val)                                                                          \
     do {                                                                                       \
         msgpack_pack_str(pk, strlen(name));                                                    \
@@ -2166,6 +2242,7 @@ static int store_stats(struct fl_store *s, msgpack_packer *pk, struct fl_error *
     KV("journal_bytes", fl_journal_end(s->journal));
     KV("journal_flushes", fl_journal_flushes(s->journal));
     KV("recovered_events", s->recovered);
+    KV("pages_prefaulted", fl_prefault_pages(s->pf));
 #undef KV
     (void)err;
     return 0;

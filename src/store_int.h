@@ -131,6 +131,9 @@ struct fl_store {
     pthread_mutex_t verify_mu;
     void (*verify_hook)(void *); /* tests only: called once a verify holds its snapshot */
     void *verify_hook_arg;
+    /* Readies the pages past the end of the data before LMDB writes them (prefault.h); NULL if
+     * it could not start. Paused around every remap of the map. */
+    struct fl_prefault *pf;
     /* counters for stats */
     uint64_t commits, appends, events, duplicates, failed_appends, map_growths;
     /* A secret drawn at open; each commit's lookup cache is seeded with it hashed with a count

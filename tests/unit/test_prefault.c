@@ -1,0 +1,195 @@
+/* test_prefault.c: the thread that readies the pages past the end of the store's data
+ * (prefault.h). It makes ready exactly the pages after LMDB's last used one, up to its bound
+ * and never past the map (a touch past the file's end would be SIGBUS); it never changes a
+ * byte; after fl_prefault_pause it keeps out of the map (unmapped here: a touch would be
+ * SIGSEGV); it follows a remap and a frontier that moves on. A store reports its count in
+ * stats. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "prefault.h"
+#include "testutil.h"
+
+#define PAGE 4096
+
+struct map {
+    char *dir, *path;
+    int fd;
+    char *addr;
+    size_t size;
+};
+
+/* A file of npages pages, page i filled with (i * 7 + 1) & 0xff, mapped shared. */
+static void map_open(struct map *m, size_t npages)
+{
+    m->dir = tu_tmpdir();
+    size_t n = strlen(m->dir) + 16;
+    m->path = malloc(n);
+    assert_non_null(m->path);
+    snprintf(m->path, n, "%s/data", m->dir);
+    m->fd = open(m->path, O_RDWR | O_CREAT, 0600);
+    assert_true(m->fd >= 0);
+    m->size = npages * PAGE;
+    char page[PAGE];
+    for (size_t i = 0; i < npages; i++) {
+        memset(page, (int)((i * 7 + 1) & 0xff), PAGE);
+        assert_int_equal(write(m->fd, page, PAGE), PAGE);
+    }
+    m->addr = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_SHARED, m->fd, 0);
+    assert_true(m->addr != MAP_FAILED);
+}
+
+static void map_check_unchanged(const struct map *m)
+{
+    for (size_t i = 0; i < m->size / PAGE; i++)
+        for (size_t j = 0; j < PAGE; j += 511)
+            if ((unsigned char)m->addr[i * PAGE + j] != ((i * 7 + 1) & 0xff))
+                fail_msg("page %zu byte %zu changed", i, j);
+}
+
+static void map_close(struct map *m)
+{
+    if (m->addr)
+        munmap(m->addr, m->size);
+    close(m->fd);
+    tu_rmdir(m->dir);
+    free(m->dir);
+    free(m->path);
+}
+
+/* Wait (at most 10 s) until the count stops at a value for 100 ms; returns it. */
+static uint64_t settled(const struct fl_prefault *p)
+{
+    uint64_t last = fl_prefault_pages(p);
+    int still = 0;
+
+    for (int i = 0; i < 1000 && still < 10; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        uint64_t now = fl_prefault_pages(p);
+        still = now == last && now > 0 ? still + 1 : 0;
+        last = now;
+    }
+    return last;
+}
+
+/* A small map: every page after the last used one is made ready, and not one more. */
+static void test_stops_at_map_end(void **state)
+{
+    (void)state;
+    struct map m;
+    struct fl_prefault *p;
+
+    map_open(&m, 256);
+    assert_int_equal(fl_prefault_start(&p, PAGE), 0);
+    assert_int_equal(fl_prefault_pages(p), 0); /* no map yet */
+    fl_prefault_map(p, m.addr, m.size, 10);
+    assert_int_equal(settled(p), 256 - 11);
+    fl_prefault_note(p, 200); /* nothing more to do: the map ends at 256 */
+    assert_int_equal(settled(p), 256 - 11);
+    fl_prefault_stop(p);
+    map_check_unchanged(&m);
+    map_close(&m);
+}
+
+/* A large map: a bounded run of pages ahead of the frontier, which moves on with the notes. */
+static void test_keeps_ahead(void **state)
+{
+    (void)state;
+    struct map m;
+    struct fl_prefault *p;
+
+    map_open(&m, 16384);
+    assert_int_equal(fl_prefault_start(&p, PAGE), 0);
+    fl_prefault_map(p, m.addr, m.size, 0);
+    uint64_t ahead = settled(p);
+    assert_true(ahead > 0 && ahead < 16384 - 1);
+    fl_prefault_note(p, 1); /* a step too small to wake the thread */
+    assert_int_equal(settled(p), ahead);
+    fl_prefault_note(p, ahead); /* LMDB used them all: the same run again, after them */
+    assert_int_equal(settled(p), 2 * ahead);
+    fl_prefault_note(p, 16000); /* near the end: only what is left */
+    assert_int_equal(settled(p), 2 * ahead + (16384 - 16001));
+    fl_prefault_stop(p);
+    map_check_unchanged(&m);
+    map_close(&m);
+}
+
+/* Paused, the thread stays out: the map is unmapped, then mapped again elsewhere and larger. */
+static void test_pause_and_remap(void **state)
+{
+    (void)state;
+    struct map m;
+    struct fl_prefault *p;
+
+    map_open(&m, 4096);
+    assert_int_equal(fl_prefault_start(&p, PAGE), 0);
+    fl_prefault_map(p, m.addr, m.size, 0);
+    fl_prefault_pause(p);
+    uint64_t before = fl_prefault_pages(p);
+    assert_int_equal(munmap(m.addr, m.size), 0);
+    m.addr = NULL;
+    fl_prefault_note(p, 3000); /* paused: no map to work on */
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(fl_prefault_pages(p), before);
+    /* grow the file and map it again, as a remap does */
+    char page[PAGE];
+    for (size_t i = 4096; i < 8192; i++) {
+        memset(page, (int)((i * 7 + 1) & 0xff), PAGE);
+        assert_int_equal(pwrite(m.fd, page, PAGE, (off_t)(i * PAGE)), PAGE);
+    }
+    m.size = 8192 * PAGE;
+    m.addr = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
+    assert_true(m.addr != MAP_FAILED);
+    fl_prefault_map(p, m.addr, m.size, 8000);
+    assert_int_equal(settled(p), before + (8192 - 8001));
+    fl_prefault_stop(p);
+    map_check_unchanged(&m);
+    map_close(&m);
+}
+
+/* A store readies its pages as it grows, and says so in stats. */
+static void test_store_counts_pages(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    struct fl_store_opts o = {.dir = dir, .nosync = 1};
+    struct fl_store *s = NULL;
+    struct fl_error err;
+
+    fl_error_clear(&err);
+    assert_int_equal(fl_store_open(&s, &o, &err), 0);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(tu_appendf(s, "t", &err,
+                                    "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"f%d\","
+                                    "\"flow_name\":\"%0500d\"}}",
+                                    i, i),
+                         0);
+    assert_true(tu_stat_u64(s, "pages_prefaulted") > 0);
+    fl_store_close(s);
+    tu_rmdir(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stops_at_map_end),
+        cmocka_unit_test(test_keeps_ahead),
+        cmocka_unit_test(test_pause_and_remap),
+        cmocka_unit_test(test_store_counts_pages),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
