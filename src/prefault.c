@@ -33,6 +33,8 @@ struct fl_prefault {
     uint64_t frontier; /* LMDB's last used page, as last told */
     uint64_t done;     /* pages [frontier + 1, done) are ready */
     uint64_t goal;     /* make pages ready up to here */
+    uint64_t *list;    /* more pages to make ready first: list[at..nlist) */
+    size_t nlist, at;
     int busy;          /* the thread is reading the map */
     int stop;
     /* read without mu */
@@ -61,12 +63,42 @@ static void pf_ready(char *base, size_t page, uint64_t from, uint64_t to)
         pf_touch(base + pg * page);
 }
 
+/* Under mu, with a map: ready up to PF_BATCH pages of the list, the lock dropped meanwhile. */
+static void pf_list_batch(struct fl_prefault *p)
+{
+    uint64_t pg[PF_BATCH];
+    size_t n = 0;
+
+    for (; p->at < p->nlist && n < PF_BATCH; p->at++)
+        if (p->list[p->at] < p->npages)
+            pg[n++] = p->list[p->at];
+    char *base = p->addr;
+    size_t page = p->page;
+    p->busy = 1;
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < n; i++) {
+        size_t run = 1; /* neighbours in one madvise */
+        while (i + run < n && pg[i + run] == pg[i] + run)
+            run++;
+        pf_ready(base, page, pg[i], pg[i] + run);
+        i += run - 1;
+    }
+    atomic_fetch_add(&p->ready, n);
+    pthread_mutex_lock(&p->mu);
+    p->busy = 0;
+    pthread_cond_broadcast(&p->idle);
+}
+
 static void *pf_main(void *arg)
 {
     struct fl_prefault *p = arg;
 
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
+        if (p->addr && p->at < p->nlist) {
+            pf_list_batch(p);
+            continue;
+        }
         uint64_t to = p->goal < p->npages ? p->goal : p->npages;
         if (!p->addr || p->done >= to) {
             pthread_cond_wait(&p->work, &p->mu);
@@ -164,6 +196,21 @@ void fl_prefault_note(struct fl_prefault *p, uint64_t last_pgno)
     pthread_mutex_unlock(&p->mu);
 }
 
+void fl_prefault_list(struct fl_prefault *p, uint64_t *pgnos, size_t n)
+{
+    if (!p) {
+        free(pgnos);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    free(p->list);
+    p->list = pgnos;
+    p->nlist = n;
+    p->at = 0;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->mu);
+}
+
 void fl_prefault_stop(struct fl_prefault *p)
 {
     if (!p)
@@ -177,6 +224,7 @@ void fl_prefault_stop(struct fl_prefault *p)
     pthread_cond_destroy(&p->idle);
     pthread_cond_destroy(&p->work);
     pthread_mutex_destroy(&p->mu);
+    free(p->list);
     free(p);
 }
 

@@ -9,9 +9,12 @@
  * each, a few thousand pages ahead of LMDB's last used page, so that the writer finds them
  * ready and the cost lands on another core.
  *
- * It only ever reads the map, and only pages LMDB has not yet used (or is using right now:
- * the read is done in assembly, outside the C program's memory model, and its value is
- * ignored). The map must not move under it: call fl_prefault_pause before LMDB remaps
+ * It also readies the pages of LMDB's free list when asked (after a remap, which drops every
+ * page's mapping, and after a rebuild's drop), as LMDB writes those next.
+ *
+ * It only ever reads the map: pages LMDB has not used yet, or free ones, or ones LMDB may be
+ * writing right now (the read is done in assembly, outside the C program's memory model, and
+ * its value is ignored). The map must not move under it: call fl_prefault_pause before LMDB remaps
  * (mdb_env_set_mapsize) and fl_prefault_map after. The map's size must be backed by the file
  * (store.c back_file), or a touch past the file's end would be SIGBUS. */
 #ifndef FL_PREFAULT_H
@@ -32,6 +35,11 @@ void fl_prefault_pause(struct fl_prefault *p);
 /* A commit left LMDB's last used page at last_pgno. Cheap unless the pages made ready are
  * running out. */
 void fl_prefault_note(struct fl_prefault *p, uint64_t last_pgno);
+/* Make these pages ready too, first (LMDB's free pages, which it writes next: after a remap or
+ * a rebuild's drop they have no mapping any more). Takes pgnos (malloc'd, n page numbers in
+ * the order to do them) and frees it; replaces a list not yet done. Pages past the map are
+ * skipped. */
+void fl_prefault_list(struct fl_prefault *p, uint64_t *pgnos, size_t n);
 /* Stop and join the thread; accepts NULL. */
 void fl_prefault_stop(struct fl_prefault *p);
 /* Pages made ready so far (stats, tests). */

@@ -760,6 +760,59 @@ static void pf_remapped(struct fl_store *s)
         fl_prefault_map(s->pf, addr, s->map_size, info.me_last_pgno);
 }
 
+static int pgno_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Hand LMDB's free pages to the prefault thread: LMDB writes them next, and after a remap or a
+ * rebuild's drop none of them is mapped. The free list is database 0, which a read-only
+ * transaction may walk (as mdb_stat -f does): each record is a page list, its count first.
+ * At most PF_LIST_MAX pages; a record of another shape ends the walk (nothing depends on it). */
+#define PF_LIST_MAX (1u << 20)
+static void pf_queue_free(struct fl_store *s)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    MDB_val k, v;
+    uint64_t *pg = NULL;
+    size_t n = 0, cap = 0;
+
+    if (!s->pf || mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return;
+    if (mdb_cursor_open(txn, 0, &c) == 0) {
+        for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < PF_LIST_MAX;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            const size_t *ids = v.mv_data;
+            if (v.mv_size < sizeof *ids || v.mv_size != (ids[0] + 1) * sizeof *ids)
+                break;
+            for (size_t i = 1; i <= ids[0] && n < PF_LIST_MAX; i++) {
+                if (n == cap) {
+                    size_t ncap = cap ? 2 * cap : 1024;
+                    uint64_t *np = realloc(pg, ncap * sizeof *pg);
+                    if (!np)
+                        goto out;
+                    pg = np;
+                    cap = ncap;
+                }
+                pg[n++] = ids[i];
+            }
+        }
+    }
+out:
+    if (c)
+        mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    if (!n) {
+        free(pg);
+        return;
+    }
+    qsort(pg, n, sizeof *pg, pgno_cmp); /* LMDB takes its free pages lowest first */
+    fl_prefault_list(s->pf, pg, n);
+}
+
 /* After a commit: the prefault thread keeps ahead of LMDB's last used page. */
 static void pf_note(struct fl_store *s)
 {
@@ -775,9 +828,10 @@ static void pf_start(struct fl_store *s)
     MDB_stat st;
     int rc = mdb_env_stat(s->env, &st);
 
-    if (rc == 0 && (rc = fl_prefault_start(&s->pf, st.ms_psize)) == 0)
+    if (rc == 0 && (rc = fl_prefault_start(&s->pf, st.ms_psize)) == 0) {
         pf_remapped(s);
-    else
+        pf_queue_free(s);
+    } else
         fl_warn("cannot start the thread that readies the store's new pages (%s): going on "
                 "without it",
                 rc > 0 ? strerror(rc) : mdb_strerror(rc));
@@ -1333,6 +1387,7 @@ static int grow_map(struct fl_store *s, struct fl_error *err)
     fl_info("store map grown from %zu to %zu KiB", s->map_size >> 10, next >> 10);
     s->map_size = next;
     pf_remapped(s);
+    pf_queue_free(s);
     s->map_growths++;
     return 0;
 }
@@ -2042,6 +2097,7 @@ static int store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *
             goto out;
     if (rc != 0)
         goto mdb_fail;
+    pf_queue_free(s); /* the dropped projections' pages: the chunks below write them first */
     do {
         uint64_t to = seq + REBUILD_CHUNK - 1 < s->head ? seq + REBUILD_CHUNK - 1 : s->head;
         uint64_t done = 0;

@@ -2,8 +2,8 @@
  * (prefault.h). It makes ready exactly the pages after LMDB's last used one, up to its bound
  * and never past the map (a touch past the file's end would be SIGBUS); it never changes a
  * byte; after fl_prefault_pause it keeps out of the map (unmapped here: a touch would be
- * SIGSEGV); it follows a remap and a frontier that moves on. A store reports its count in
- * stats. */
+ * SIGSEGV); it follows a remap and a frontier that moves on, and does a list of pages (LMDB's
+ * free ones) first. A store reports its count in stats. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -160,6 +160,39 @@ static void test_pause_and_remap(void **state)
     map_close(&m);
 }
 
+/* A list of pages (LMDB's free ones) is made ready first, in its order; pages past the map are
+ * skipped; a new list replaces one not yet done; the list waits while the thread is paused. */
+static void test_list(void **state)
+{
+    (void)state;
+    struct map m;
+    struct fl_prefault *p;
+
+    map_open(&m, 512);
+    assert_int_equal(fl_prefault_start(&p, PAGE), 0);
+    fl_prefault_map(p, m.addr, m.size, 511); /* nothing past the last used page */
+    uint64_t *l = malloc(6 * sizeof *l);
+    assert_non_null(l);
+    l[0] = 3, l[1] = 4, l[2] = 5, l[3] = 100, l[4] = 600, l[5] = 1u << 30;
+    fl_prefault_list(p, l, 6);
+    assert_int_equal(settled(p), 4);
+    fl_prefault_pause(p);
+    l = malloc(300 * sizeof *l);
+    assert_non_null(l);
+    for (int i = 0; i < 300; i++)
+        l[i] = (uint64_t)i;
+    fl_prefault_list(p, l, 300);
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(fl_prefault_pages(p), 4); /* paused */
+    fl_prefault_map(p, m.addr, m.size, 511);
+    assert_int_equal(settled(p), 304);
+    fl_prefault_list(NULL, malloc(8), 1); /* no thread: the list is freed, nothing else */
+    fl_prefault_stop(p);
+    map_check_unchanged(&m);
+    map_close(&m);
+}
+
 /* A store readies its pages as it grows, and says so in stats. */
 static void test_store_counts_pages(void **state)
 {
@@ -186,9 +219,8 @@ static void test_store_counts_pages(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stops_at_map_end),
-        cmocka_unit_test(test_keeps_ahead),
-        cmocka_unit_test(test_pause_and_remap),
+        cmocka_unit_test(test_stops_at_map_end),   cmocka_unit_test(test_keeps_ahead),
+        cmocka_unit_test(test_pause_and_remap),    cmocka_unit_test(test_list),
         cmocka_unit_test(test_store_counts_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
