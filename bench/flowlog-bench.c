@@ -45,7 +45,8 @@ static const char usage[] =
     "  --data-parent=DIR   where the spawned servers' temp directories go [$TMPDIR or /tmp]\n"
     "  --keep              keep the spawned servers' directories (logs, data)\n"
     "  --reads=N           after the runs, N rounds of reads over the wire on the last run's\n"
-    "                      data: state now, state as of a seq, timeline of a run, history [200]\n"
+    "                      data: state now, state as of a seq, timeline of a run, history [200];\n"
+    "                      then one rebuild of the projections (the server's rebuild op)\n"
     "  --subscribers=N     then one more run (step mode, --sub-conns writers [16]) with N live\n"
     "                      subscribers: time from an append's ack to its delivery [0: skip]\n";
 
@@ -444,8 +445,25 @@ static uint64_t rnd_next(uint64_t *x)
     return *x >> 33;
 }
 
+/* The server's rebuild of every projection from the log, on c (operator): events replayed
+ * and events/s as the server timed it, or -1 with err. */
+static int rebuild_rate(flc_client *c, uint64_t *events, double *rate, char *err)
+{
+    const msgpack_object *r = flc_rebuild(c);
+
+    if (!r) {
+        snprintf(err, BU_ERR, "rebuild: %s", flc_errmsg(c));
+        return -1;
+    }
+    int64_t ev = obj_int(flc_get(r, "events")), us = obj_int(flc_get(r, "micros"));
+    *events = ev > 0 ? (uint64_t)ev : 0;
+    *rate = us > 0 ? (double)*events * 1e6 / (double)us : 0;
+    return 0;
+}
+
 /* rounds x (state now, state as of a random seq of the flow, a run's timeline, history) on
- * random flows of the data left by the last run; one connection per tenant, one at a time. */
+ * random flows of the data left by the last run; one connection per tenant, one at a time.
+ * Then one rebuild (not during the reads: it holds them). */
 static int read_phase(struct fb_cfg *cfg, const struct wl_params *p, int rounds, int json)
 {
     char err[BU_ERR], flow_id[40], run_id[96];
@@ -505,6 +523,13 @@ static int read_phase(struct fb_cfg *cfg, const struct wl_params *p, int rounds,
         if (st)
             bu_lat_add(&hist, t1 - t0);
     }
+    uint64_t rb_events = 0;
+    double rb_rate = 0;
+    if (rc == 0 && (c[0] || (c[0] = open_tenant(cfg, 0, err))) &&
+        rebuild_rate(c[0], &rb_events, &rb_rate, err) != 0)
+        fprintf(stderr, "flowlog-bench: %s\n", err), rc = -1;
+    else if (rc == 0 && !c[0])
+        fprintf(stderr, "flowlog-bench: reads: %s\n", err), rc = -1;
     for (int t = 0; t < p->tenants; t++)
         flc_free(c[t]);
     free(c);
@@ -517,12 +542,14 @@ static int read_phase(struct fb_cfg *cfg, const struct wl_params *p, int rounds,
                ",\"state_now_p50_ms\":%.4f,"
                "\"state_now_p99_ms\":%.4f,\"state_asof_p50_ms\":%.4f,\"state_asof_p99_ms\":%.4f,"
                "\"timeline_run_p50_ms\":%.4f,\"timeline_run_p99_ms\":%.4f,"
-               "\"history_p50_ms\":%.4f,\"history_p99_ms\":%.4f}}\n",
-               n, skipped, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+               "\"history_p50_ms\":%.4f,\"history_p99_ms\":%.4f,"
+               "\"rebuild_events\":%" PRIu64 ",\"rebuild_events_per_s\":%.1f}}\n",
+               n, skipped, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], rb_events, rb_rate);
     else
         printf("reads over the wire after the load (%zu rounds, p50 / p99 ms): state now %.3f / "
-               "%.3f, as of a seq %.3f / %.3f, run timeline %.3f / %.3f, history %.3f / %.3f\n",
-               n, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+               "%.3f, as of a seq %.3f / %.3f, run timeline %.3f / %.3f, history %.3f / %.3f\n"
+               "rebuild (the server's, over the wire): %" PRIu64 " events, %.0f events/s\n",
+               n, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], rb_events, rb_rate);
     fflush(stdout);
     bu_lat_free(&now);
     bu_lat_free(&asof);

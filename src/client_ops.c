@@ -241,6 +241,14 @@ const msgpack_object *flc_verify(flc_client *c)
     return client_call_finish(c, client_req_begin(c, "verify", 0));
 }
 
+/* Answered when the rebuild is done: the handle's timeout applies. */
+const msgpack_object *flc_rebuild(flc_client *c)
+{
+    if (client_call_begin(c) != 0)
+        return NULL;
+    return client_call_finish(c, client_req_begin(c, "rebuild", 0));
+}
+
 /* The copy is written on the server's host; name may be NULL (the server picks one). */
 const msgpack_object *flc_backup(flc_client *c, const char *name)
 {

@@ -402,6 +402,24 @@ static int op_verify(struct conn *c, struct conn_req *r, struct fl_error *err)
     return rc;
 }
 
+/* Every projection made again from the log (what verify compares them with), on the job
+ * thread. Operators only: it rewrites every tenant's projections, and appends and reads wait
+ * for it (README "rebuild"), so it is maintenance for the store's operator, not a tenant's. */
+static int op_rebuild(struct conn *c, struct conn_req *r, struct fl_error *err)
+{
+    if (!c->is_operator)
+        return fl_error_set(err, FL_EFORBIDDEN,
+                            "rebuild rewrites every tenant's projections and holds appends and "
+                            "reads while it runs: it needs an operator token (tenant *)");
+    int rc = job_rebuild(&c->srv->job, c, r->id, err);
+
+    if (rc == 0) {
+        c->in_job = 1;
+        fl_info("conn %llu: rebuild started", (unsigned long long)c->id);
+    }
+    return rc;
+}
+
 /* A backup name: [A-Za-z0-9._-], not starting with a dot (no paths, no hidden names). */
 static int backup_name_ok(struct fl_str n)
 {
@@ -669,6 +687,7 @@ static const struct op_def op_table_defs[] = {
     {"verify", PERM_ADMIN, 0, {NULL}, op_verify},
     {"stats", PERM_ADMIN, 0, {NULL}, op_stats},
     {"backup", PERM_ADMIN, 0, {"name"}, op_backup},
+    {"rebuild", PERM_ADMIN, 0, {NULL}, op_rebuild},
 };
 
 #define OP_COUNT (sizeof op_table_defs / sizeof op_table_defs[0])
@@ -707,8 +726,8 @@ static int op_check_keys(const struct op_def *d, const struct conn_req *r, struc
     return 0;
 }
 
-/* PROTOCOL.md 4: reader < writer < admin; an operator without a tenant may only ping, verify
- * and ask for stats. */
+/* PROTOCOL.md 4: reader < writer < admin; an operator without a tenant may only ping, verify,
+ * ask for stats, back up and rebuild. */
 static int op_check_perm(const struct conn *c, const struct op_def *d, struct fl_error *err)
 {
     static const enum auth_role need[] = {AUTH_READER, AUTH_READER, AUTH_WRITER, AUTH_ADMIN};
@@ -719,7 +738,7 @@ static int op_check_perm(const struct conn *c, const struct op_def *d, struct fl
         return fl_error_set(err, FL_EFORBIDDEN,
                             "this operator connection names no tenant: name one in hello "
                             "(\"tenant\"; the CLI's --tenant T) to use %s; without one only "
-                            "ping, verify, stats and backup are allowed",
+                            "ping, verify, stats, backup and rebuild are allowed",
                             d->name);
     if (c->role < need[d->perm])
         return fl_error_set(err, FL_EFORBIDDEN, "%s needs a%s %s token%s; this token's role is %s",

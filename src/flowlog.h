@@ -213,6 +213,9 @@ const msgpack_object *flc_verify(flc_client *c);
 /* A consistent copy of the whole store into DATA/backups/NAME on the server's host (admin,
  * operator); name NULL: "backup-<time>". {"name", "path", "bytes", "head_seq"}. */
 const msgpack_object *flc_backup(flc_client *c, const char *name);
+/* Every projection made again from the log (operator only; appends and reads wait for it).
+ * {"events", "head_seq", "micros"}: events replayed, the head, and how long it took. */
+const msgpack_object *flc_rebuild(flc_client *c);
 /* The server's counters (admin, operator). */
 const msgpack_object *flc_stats(flc_client *c);
 

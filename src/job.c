@@ -1,4 +1,5 @@
-/* job.c: long admin work (verify, backup) on a thread beside the event loop (see job.h). */
+/* job.c: long admin work (verify, backup, rebuild) on a thread beside the event loop (see job.h).
+ */
 #include "job.h"
 
 #include <errno.h>
@@ -12,7 +13,7 @@
 #include "util.h"
 #include "wire.h"
 
-static const char *const job_names[] = {"verify", "backup"};
+static const char *const job_names[] = {"verify", "backup", "rebuild"};
 
 static int job_run_backup(struct job *j, msgpack_packer *pk)
 {
@@ -32,6 +33,26 @@ static int job_run_backup(struct job *j, msgpack_packer *pk)
     msgpack_pack_uint64(pk, bytes);
     fl_wire_pack_cstr(pk, "head_seq");
     msgpack_pack_uint64(pk, head);
+    return 0;
+}
+
+static int job_run_rebuild(struct job *j, msgpack_packer *pk)
+{
+    uint64_t events = 0;
+    int64_t t0 = fl_now_us();
+    int rc = fl_store_rebuild(j->store, &events, &j->err);
+
+    if (rc != 0)
+        return rc;
+    int64_t us = fl_now_us() - t0;
+    fl_info("rebuild: %llu events in %.3f s", (unsigned long long)events, (double)us / 1e6);
+    msgpack_pack_map(pk, 3);
+    fl_wire_pack_cstr(pk, "events");
+    msgpack_pack_uint64(pk, events);
+    fl_wire_pack_cstr(pk, "head_seq");
+    msgpack_pack_uint64(pk, fl_store_head(j->store));
+    fl_wire_pack_cstr(pk, "micros");
+    msgpack_pack_uint64(pk, (uint64_t)(us > 0 ? us : 0));
     return 0;
 }
 
@@ -68,6 +89,8 @@ static void *job_thread(void *arg)
         fl_error_clear(&j->err);
         if (j->kind == JOB_BACKUP)
             j->rc = job_run_backup(j, &pk);
+        else if (j->kind == JOB_REBUILD)
+            j->rc = job_run_rebuild(j, &pk);
         else
             j->rc = fl_store_verify(j->store, (struct fl_str){j->tenant, strlen(j->tenant)}, &pk,
                                     &j->err);
@@ -229,6 +252,11 @@ int job_backup(struct job *j, void *owner, uint64_t req_id, const char *name, co
                      (size_t)snprintf(j->path, sizeof j->path, "%s", path) >= sizeof j->path))
         return fl_error_set(err, FL_EBAD_REQUEST, "the backup path is too long");
     return job_start(j, JOB_BACKUP, owner, req_id, err);
+}
+
+int job_rebuild(struct job *j, void *owner, uint64_t req_id, struct fl_error *err)
+{
+    return job_start(j, JOB_REBUILD, owner, req_id, err);
 }
 
 void job_forget(struct job *j, const void *owner)

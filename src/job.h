@@ -1,9 +1,8 @@
 /* job.h: admin work that takes long (verify: seconds per million events; backup: the copy of the
- * whole store) on a thread of its own, so that the event loop keeps reading, committing and
- * answering meanwhile. One job at a time;
- * a second is refused while one runs. The module knows nothing about connections: a job carries
- * an opaque owner, which the owner forgets (job_forget) if it goes away first; the result is
- * then dropped. */
+ * whole store; rebuild: the projections made again from the log) on a thread of its own, so that
+ * the event loop keeps reading, committing and answering meanwhile. One job at a time; a second is
+ * refused while one runs. The module knows nothing about connections: a job carries an opaque
+ * owner, which the owner forgets (job_forget) if it goes away first; the result is then dropped. */
 #ifndef FL_JOB_H
 #define FL_JOB_H
 
@@ -15,11 +14,12 @@
 #include "err.h"
 #include "store.h"
 
-enum job_kind { JOB_VERIFY, JOB_BACKUP };
+enum job_kind { JOB_VERIFY, JOB_BACKUP, JOB_REBUILD };
 
 /* Called on the loop's thread when a job is done and its owner is still there: rc and err as
  * the store gave them; body/len the packed answer (when rc == 0: verify's report, or backup's
- * {"name", "path", "bytes", "head_seq"}); us how long it took. */
+ * {"name", "path", "bytes", "head_seq"}, or rebuild's {"events", "head_seq", "micros"}); us how
+ * long it took. */
 typedef void (*job_done_fn)(void *owner, uint64_t req_id, const char *what, int rc,
                             const struct fl_error *err, const char *body, size_t len, int64_t us,
                             void *arg);
@@ -66,6 +66,9 @@ int job_verify(struct job *j, void *owner, uint64_t req_id, struct fl_str tenant
 /* Start a backup named name into the new directory path (fl_store_backup). As job_verify. */
 int job_backup(struct job *j, void *owner, uint64_t req_id, const char *name, const char *path,
                struct fl_error *err);
+/* Start a rebuild of every projection from the log (fl_store_rebuild). As job_verify. The store
+ * holds appends and reads while it runs (store.h). */
+int job_rebuild(struct job *j, void *owner, uint64_t req_id, struct fl_error *err);
 /* owner goes away: its job, if any, finishes unanswered. */
 void job_forget(struct job *j, const void *owner);
 

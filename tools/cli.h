@@ -99,6 +99,7 @@ int cmd_rollback(struct ctx *x, int argc, char **argv);
 int cmd_verify(struct ctx *x, int argc, char **argv);
 int cmd_stats(struct ctx *x, int argc, char **argv);
 int cmd_backup(struct ctx *x, int argc, char **argv);
+int cmd_rebuild(struct ctx *x, int argc, char **argv);
 int cmd_ping(struct ctx *x, int argc, char **argv);
 
 #endif

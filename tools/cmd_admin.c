@@ -1,4 +1,4 @@
-/* cmd_admin.c: flowlog rollback, verify, stats and ping. */
+/* cmd_admin.c: flowlog rollback, verify, stats, backup, rebuild and ping. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -104,6 +104,30 @@ int cmd_stats(struct ctx *x, int argc, char **argv)
         return rc < 0 ? EX_OK : rc;
     res = flc_stats(x->c);
     return res ? put_result(x, res, put_stats_human) : client_err(x);
+}
+
+/* A rebuild for people. */
+static void put_rebuild_human(json_t *b)
+{
+    json_int_t ev = json_integer_value(json_object_get(b, "events"));
+    json_int_t us = json_integer_value(json_object_get(b, "micros"));
+
+    printf("rebuild: %" JSON_INTEGER_FORMAT
+           " events in %.3f s (%.0f events/s), head seq %" JSON_INTEGER_FORMAT "\n",
+           ev, (double)us / 1e6, us > 0 ? (double)ev * 1e6 / (double)us : 0.0,
+           json_integer_value(json_object_get(b, "head_seq")));
+}
+
+/* flowlog rebuild */
+int cmd_rebuild(struct ctx *x, int argc, char **argv)
+{
+    const msgpack_object *res;
+    int rc;
+
+    if ((rc = simple_cmd(x, "rebuild", argc, argv)) != EX_OK)
+        return rc < 0 ? EX_OK : rc;
+    res = flc_rebuild(x->c);
+    return res ? put_result(x, res, put_rebuild_human) : client_err(x);
 }
 
 /* A backup for people. */

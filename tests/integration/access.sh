@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # access.sh: tokens, tenants and roles. Two tenants never see each other's data (log, state,
 # tables, history, idempotency keys, subscriptions); a reader cannot append; a writer cannot roll
-# back or verify; an operator acts for a tenant only when it names one.
+# back or verify; an operator acts for a tenant only when it names one, and only an operator may
+# rebuild the projections.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 32
+plan 40
 umask 077
 cat >"$WORK/tokens" <<'EOF'
 # TOKEN               TENANT     ROLE
@@ -107,6 +108,31 @@ out=$(as $OP ping)
 expect_json "an operator without a tenant may ping" "$out" "d['ok'] is True and d['tenant'] is None"
 out=$(as $OP verify)
 expect_json "... and verify the whole store" "$out" "d['ok'] is True"
+out=$(as $AA rebuild); st=$?
+expect_error "a tenant's admin may not rebuild (it rewrites every tenant's projections)" forbidden "$out" $st
+out=$(as $AW rebuild); st=$?
+expect_error "nor may a writer" forbidden "$out" $st
+before_a=$(as $AR state shared) before_b=$(as $BA state shared)
+head=$(as $OP stats | pyj "d['head_seq']")
+out=$(as $OP rebuild)
+expect_json "an operator rebuilds every projection: every event replayed" "$out" \
+    "d['events'] == $head and d['head_seq'] == $head and d['micros'] >= 0"
+check "... and the states read the same after it" test "$(as $AR state shared)$(as $BA state shared)" = "$before_a$before_b"
+out=$(as $OP verify)
+expect_json "... and verify passes after it" "$out" "d['ok'] is True"
+# A rebuild while a writer appends: the appends wait for it and are all acknowledged.
+python3 -c 'import json, sys
+for i in range(3000):
+    print(json.dumps({"type": "flow_registered", "data": {"flow_id": f"busy-{i}", "flow_name": "busy.xml"}}))' >"$WORK/busy.jsonl"
+( as $AW append <"$WORK/busy.jsonl" >"$WORK/busy.out"; echo $? >"$WORK/busy.rc" ) &
+bpid=$!
+wait_until 20 test -s "$WORK/busy.out" || diag "the writer did not start"
+out=$(as $OP rebuild)
+wait $bpid
+expect_json "a rebuild while a writer appends" "$out" "d['events'] == d['head_seq'] and d['head_seq'] > $head"
+check "... whose 3000 appends are all acknowledged" sh -c "test \"\$(cat '$WORK/busy.rc')\" -eq 0 && test \$(grep -c . '$WORK/busy.out') -eq 3000"
+out=$(as $OP verify)
+expect_json "... and verify passes after both" "$out" "d['ok'] is True and d['head_seq'] == $head + 3000"
 out=$(as $OP log); st=$?
 expect_error "... but not read a tenant's log" forbidden "$out" $st
 out=$(as $OP --tenant beta log)
