@@ -94,16 +94,23 @@ static void put_stats_human(json_t *s)
     put_fields(s, "");
 }
 
-/* flowlog stats */
-int cmd_stats(struct ctx *x, int argc, char **argv)
+/* A command without arguments: connect, make one call, print its answer (put for people). */
+static int call_cmd(struct ctx *x, const char *name, int argc, char **argv,
+                    const msgpack_object *(*call)(flc_client *), void (*put)(json_t *))
 {
     const msgpack_object *res;
     int rc;
 
-    if ((rc = simple_cmd(x, "stats", argc, argv)) != EX_OK)
+    if ((rc = simple_cmd(x, name, argc, argv)) != EX_OK)
         return rc < 0 ? EX_OK : rc;
-    res = flc_stats(x->c);
-    return res ? put_result(x, res, put_stats_human) : client_err(x);
+    res = call(x->c);
+    return res ? put_result(x, res, put) : client_err(x);
+}
+
+/* flowlog stats */
+int cmd_stats(struct ctx *x, int argc, char **argv)
+{
+    return call_cmd(x, "stats", argc, argv, flc_stats, put_stats_human);
 }
 
 /* A rebuild for people. */
@@ -121,13 +128,7 @@ static void put_rebuild_human(json_t *b)
 /* flowlog rebuild */
 int cmd_rebuild(struct ctx *x, int argc, char **argv)
 {
-    const msgpack_object *res;
-    int rc;
-
-    if ((rc = simple_cmd(x, "rebuild", argc, argv)) != EX_OK)
-        return rc < 0 ? EX_OK : rc;
-    res = flc_rebuild(x->c);
-    return res ? put_result(x, res, put_rebuild_human) : client_err(x);
+    return call_cmd(x, "rebuild", argc, argv, flc_rebuild, put_rebuild_human);
 }
 
 /* A backup for people. */
