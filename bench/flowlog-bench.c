@@ -525,11 +525,11 @@ static int read_phase(struct fb_cfg *cfg, const struct wl_params *p, int rounds,
     }
     uint64_t rb_events = 0;
     double rb_rate = 0;
-    if (rc == 0 && (c[0] || (c[0] = open_tenant(cfg, 0, err))) &&
-        rebuild_rate(c[0], &rb_events, &rb_rate, err) != 0)
-        fprintf(stderr, "flowlog-bench: %s\n", err), rc = -1;
-    else if (rc == 0 && !c[0])
-        fprintf(stderr, "flowlog-bench: reads: %s\n", err), rc = -1;
+    if (rc == 0 && ((!c[0] && !(c[0] = open_tenant(cfg, 0, err))) ||
+                    rebuild_rate(c[0], &rb_events, &rb_rate, err) != 0)) {
+        fprintf(stderr, "flowlog-bench: %s\n", err);
+        rc = -1;
+    }
     for (int t = 0; t < p->tenants; t++)
         flc_free(c[t]);
     free(c);

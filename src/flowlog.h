@@ -214,7 +214,8 @@ const msgpack_object *flc_verify(flc_client *c);
  * operator); name NULL: "backup-<time>". {"name", "path", "bytes", "head_seq"}. */
 const msgpack_object *flc_backup(flc_client *c, const char *name);
 /* Every projection made again from the log (operator only; appends and reads wait for it).
- * {"events", "head_seq", "micros"}: events replayed, the head, and how long it took. */
+ * {"events", "head_seq", "micros"}: events replayed (seqs 1..head_seq: the two are equal) and
+ * how long it took on the server. */
 const msgpack_object *flc_rebuild(flc_client *c);
 /* The server's counters (admin, operator). */
 const msgpack_object *flc_stats(flc_client *c);

@@ -31,7 +31,7 @@ struct fl_prefault {
     char *addr;        /* NULL: no map (paused) */
     uint64_t npages;   /* pages in the map */
     uint64_t frontier; /* LMDB's last used page, as last told */
-    uint64_t done;     /* pages [frontier + 1, done) are ready */
+    uint64_t done;     /* pages [frontier + 1, done) are taken (ready, or being made so) */
     uint64_t goal;     /* make pages ready up to here */
     uint64_t *list;    /* more pages to make ready first: list[at..nlist) */
     size_t nlist, at;
@@ -63,59 +63,48 @@ static void pf_ready(char *base, size_t page, uint64_t from, uint64_t to)
         pf_touch(base + pg * page);
 }
 
-/* Under mu, with a map: ready up to PF_BATCH pages of the list, the lock dropped meanwhile. */
-static void pf_list_batch(struct fl_prefault *p)
+/* Under mu: the next pages to make ready, into pg (at most PF_BATCH): the list's first, then
+ * those ahead of the frontier. 0 when there is nothing to do or no map. */
+static size_t pf_take(struct fl_prefault *p, uint64_t pg[PF_BATCH])
 {
-    uint64_t pg[PF_BATCH];
     size_t n = 0;
 
+    if (!p->addr)
+        return 0;
     for (; p->at < p->nlist && n < PF_BATCH; p->at++)
         if (p->list[p->at] < p->npages)
             pg[n++] = p->list[p->at];
-    char *base = p->addr;
-    size_t page = p->page;
-    p->busy = 1;
-    pthread_mutex_unlock(&p->mu);
-    for (size_t i = 0; i < n; i++) {
-        size_t run = 1; /* neighbours in one madvise */
-        while (i + run < n && pg[i + run] == pg[i] + run)
-            run++;
-        pf_ready(base, page, pg[i], pg[i] + run);
-        i += run - 1;
-    }
-    atomic_fetch_add(&p->ready, n);
-    pthread_mutex_lock(&p->mu);
-    p->busy = 0;
-    pthread_cond_broadcast(&p->idle);
+    if (n)
+        return n;
+    uint64_t to = p->goal < p->npages ? p->goal : p->npages;
+    for (; p->done < to && n < PF_BATCH; p->done++)
+        pg[n++] = p->done;
+    return n;
 }
 
 static void *pf_main(void *arg)
 {
     struct fl_prefault *p = arg;
+    uint64_t pg[PF_BATCH];
 
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
-        if (p->addr && p->at < p->nlist) {
-            pf_list_batch(p);
-            continue;
-        }
-        uint64_t to = p->goal < p->npages ? p->goal : p->npages;
-        if (!p->addr || p->done >= to) {
+        size_t n = pf_take(p, pg);
+        if (!n) {
             pthread_cond_wait(&p->work, &p->mu);
             continue;
         }
-        uint64_t from = p->done;
-        if (to - from > PF_BATCH)
-            to = from + PF_BATCH;
         char *base = p->addr;
         p->busy = 1;
         pthread_mutex_unlock(&p->mu);
-        pf_ready(base, p->page, from, to);
-        atomic_fetch_add(&p->ready, to - from);
+        for (size_t i = 0, run; i < n; i += run) {
+            for (run = 1; i + run < n && pg[i + run] == pg[i] + run; run++)
+                ; /* neighbours in one madvise */
+            pf_ready(base, p->page, pg[i], pg[i] + run);
+        }
+        atomic_fetch_add(&p->ready, n);
         pthread_mutex_lock(&p->mu);
         p->busy = 0;
-        if (p->done < to)
-            p->done = to;
         pthread_cond_broadcast(&p->idle);
     }
     pthread_mutex_unlock(&p->mu);

@@ -750,16 +750,6 @@ static void *map_address(struct fl_store *s)
     return addr;
 }
 
-/* Tell the prefault thread where the map is now (after it was opened or remapped). */
-static void pf_remapped(struct fl_store *s)
-{
-    MDB_envinfo info;
-    void *addr;
-
-    if (s->pf && mdb_env_info(s->env, &info) == 0 && (addr = map_address(s)))
-        fl_prefault_map(s->pf, addr, s->map_size, info.me_last_pgno);
-}
-
 static int pgno_cmp(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -813,6 +803,19 @@ out:
     fl_prefault_list(s->pf, pg, n);
 }
 
+/* Tell the prefault thread where the map is now (after it was opened or remapped), and hand it
+ * the free pages, none of which the new map has mapped. */
+static void pf_remapped(struct fl_store *s)
+{
+    MDB_envinfo info;
+    void *addr;
+
+    if (s->pf && mdb_env_info(s->env, &info) == 0 && (addr = map_address(s))) {
+        fl_prefault_map(s->pf, addr, s->map_size, info.me_last_pgno);
+        pf_queue_free(s);
+    }
+}
+
 /* After a commit: the prefault thread keeps ahead of LMDB's last used page. */
 static void pf_note(struct fl_store *s)
 {
@@ -828,10 +831,9 @@ static void pf_start(struct fl_store *s)
     MDB_stat st;
     int rc = mdb_env_stat(s->env, &st);
 
-    if (rc == 0 && (rc = fl_prefault_start(&s->pf, st.ms_psize)) == 0) {
+    if (rc == 0 && (rc = fl_prefault_start(&s->pf, st.ms_psize)) == 0)
         pf_remapped(s);
-        pf_queue_free(s);
-    } else
+    else
         fl_warn("cannot start the thread that readies the store's new pages (%s): going on "
                 "without it",
                 rc > 0 ? strerror(rc) : mdb_strerror(rc));
@@ -1387,7 +1389,6 @@ static int grow_map(struct fl_store *s, struct fl_error *err)
     fl_info("store map grown from %zu to %zu KiB", s->map_size >> 10, next >> 10);
     s->map_size = next;
     pf_remapped(s);
-    pf_queue_free(s);
     s->map_growths++;
     return 0;
 }

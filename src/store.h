@@ -92,7 +92,8 @@ uint64_t fl_store_head(struct fl_store *s);
 const char *fl_store_dir(const struct fl_store *s);
 
 /* Drop every projection and rebuild it from the log, in chunks; returns the number of events
- * replayed in *events (may be NULL). For repair and for the rebuild benchmark. */
+ * replayed in *events (may be NULL). For repair, flowlogd's rebuild op and the benchmarks. It
+ * holds the store's lock and every read (as a map growth does) until it is done. */
 int fl_store_rebuild(struct fl_store *s, uint64_t *events, struct fl_error *err);
 
 /* Check every record's checksum, the hash chain and seq/ts order, then rebuild the projections
