@@ -33,6 +33,7 @@ struct commit_item {
     struct conn *conn; /* owner; NULL once the connection has gone */
     uint64_t req_id;
     size_t cap; /* room for this many events */
+    struct fl_error form_err;           /* app.then's, when the event after app.n's is malformed */
     TAILQ_ENTRY(commit_item) q_link;    /* in the commit queue (commit.c) */
     TAILQ_ENTRY(commit_item) conn_link; /* in the owner's pending list (conn.c) */
 };

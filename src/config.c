@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event.h"
 #include "wire.h"
 
 enum opt_kind { OPT_STR, OPT_UINT, OPT_SYNC, OPT_LEVEL, OPT_LISTEN, OPT_HELP };
@@ -43,6 +44,8 @@ static const struct opt_def opt_table[] = {
      "largest request or reply frame (default 4194304)"},
     {"max-batch", "N", OPT_UINT, F(max_batch), 1, 100000,
      "most events in one append (default 1000)"},
+    {"max-event", "BYTES", OPT_UINT, F(max_event), 1024, 1u << 30,
+     "largest event: its data as stored, in msgpack (default 1048576)"},
     {"max-output", "BYTES", OPT_UINT, F(max_output), 65536, 1u << 30,
      "replies queued for one client before reading it pauses (default 2097152)"},
     {"hello-timeout", "SECONDS", OPT_UINT, F(hello_timeout), 1, 3600,
@@ -69,6 +72,7 @@ static void config_defaults(struct config *c)
     c->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
     c->max_frame = FL_DEFAULT_MAX_FRAME;
     c->max_batch = FL_DEFAULT_MAX_BATCH;
+    c->max_event = FL_DEFAULT_MAX_EVENT;
     c->max_output = CONFIG_DEFAULT_MAX_OUTPUT;
     c->hello_timeout = CONFIG_DEFAULT_HELLO_TIMEOUT;
     c->idle_timeout = CONFIG_DEFAULT_IDLE_TIMEOUT;

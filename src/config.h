@@ -25,6 +25,7 @@ struct config {
     uint64_t max_connections;
     uint64_t max_frame;     /* bytes; applies to requests and replies */
     uint64_t max_batch;     /* events per append */
+    uint64_t max_event;     /* bytes of one event's data (packed), on append only */
     uint64_t max_output;    /* bytes of replies queued for one connection before reading pauses */
     uint64_t hello_timeout; /* seconds from connect to a valid hello */
     uint64_t idle_timeout;  /* seconds without activity before closing; 0: never */

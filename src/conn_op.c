@@ -57,9 +57,9 @@ static int arg_u64(const struct conn_req *r, const char *key, uint64_t def, uint
     return 0;
 }
 
-/* A string argument of 1..max bytes; absent gives len 0, or an error if required. */
-static int arg_str(const struct conn_req *r, const char *key, size_t max, int required,
-                   struct fl_str *out, struct fl_error *err)
+/* A string argument of min..max bytes; absent gives len 0, or an error if required. */
+static int arg_str_in(const struct conn_req *r, const char *key, size_t min, size_t max,
+                      int required, struct fl_str *out, struct fl_error *err)
 {
     const msgpack_object *o = arg(r, key);
 
@@ -69,12 +69,19 @@ static int arg_str(const struct conn_req *r, const char *key, size_t max, int re
         return required ? fl_error_set(err, FL_EBAD_REQUEST, "\"%s\" is required", key) : 0;
     if (o->type != MSGPACK_OBJECT_STR)
         return fl_error_set(err, FL_EBAD_REQUEST, "\"%s\" must be a string", key);
-    if (o->via.str.size < 1 || o->via.str.size > max)
-        return fl_error_set(err, FL_EBAD_REQUEST, "\"%s\" must be 1..%zu bytes, got %u", key, max,
-                            o->via.str.size);
-    out->p = o->via.str.ptr;
+    if (o->via.str.size < min || o->via.str.size > max)
+        return fl_error_set(err, FL_EBAD_REQUEST, "\"%s\" must be %zu..%zu bytes, got %u", key, min,
+                            max, o->via.str.size);
+    out->p = o->via.str.size ? o->via.str.ptr : "";
     out->len = o->via.str.size;
     return 0;
+}
+
+/* A string argument of 1..max bytes (names, ids). */
+static int arg_str(const struct conn_req *r, const char *key, size_t max, int required,
+                   struct fl_str *out, struct fl_error *err)
+{
+    return arg_str_in(r, key, 1, max, required, out, err);
 }
 
 /* The log filter shared by log, timeline and subscribe. */
@@ -368,7 +375,8 @@ static int op_table(struct conn *c, struct conn_req *r, struct fl_error *err)
 
     if ((rc = arg_str(r, "table", 64, 1, &table, err)) != 0 ||
         (rc = arg_str(r, "column", 64, 0, &col, err)) != 0 ||
-        (rc = arg_str(r, "value", FL_TEXT_MAX, 0, &val, err)) != 0 ||
+        /* text columns may hold "" (CONTRACT.md 2), so a row can be found by it */
+        (rc = arg_str_in(r, "value", 0, FL_TEXT_MAX, 0, &val, err)) != 0 ||
         (rc = arg_cursor(r, &after, err)) != 0 ||
         (rc = arg_u64(r, "limit", 0, &limit, NULL, err)) != 0)
         return rc;
@@ -566,7 +574,7 @@ static int op_stats(struct conn *c, struct conn_req *r, struct fl_error *err)
 static int op_append(struct conn *c, struct conn_req *r, struct fl_error *err)
 {
     const msgpack_object *evs = arg(r, "events");
-    struct fl_event_limits lim = {FL_DEFAULT_MAX_EVENT};
+    struct fl_event_limits lim = {c->srv->cfg->max_event};
     uint64_t max = c->srv->cfg->max_batch;
     struct commit_item *it;
     size_t n;
@@ -588,6 +596,15 @@ static int op_append(struct conn *c, struct conn_req *r, struct fl_error *err)
         return fl_error_set(err, FL_EUNAVAILABLE, "server out of memory; retry later");
     for (size_t i = 0; i < n; i++) {
         rc = fl_event_parse(&evs->via.array.ptr[i], &lim, &it->events[i], err);
+        if (rc != 0 && i > 0 && (rc == FL_EBAD_REQUEST || rc == FL_ETOO_LARGE)) {
+            /* The error names the first bad event: the ones before this are checked against
+             * the state first (and never committed), so that a refusal among them wins. */
+            err->index = (int64_t)i;
+            it->form_err = *err;
+            it->app.then = &it->form_err;
+            fl_error_clear(err);
+            break;
+        }
         if (rc != 0) {
             err->index = (int64_t)i;
             goto fail;

@@ -389,7 +389,6 @@ static int server_open_store(struct server *srv)
     memset(&o, 0, sizeof o);
     o.dir = srv->cfg->data_dir;
     o.nosync = !srv->cfg->sync;
-    o.lim.max_event = FL_DEFAULT_MAX_EVENT;
     if (!srv->cfg->sync) {
         fl_warn("**************************************************************");
         fl_warn("* --sync none: appends are acknowledged WITHOUT fsync.       *");
@@ -454,12 +453,12 @@ int server_start(struct server *srv, const struct config *cfg)
         (cfg->unix_path && (rc = server_listen_unix(srv)) != 0) ||
         (cfg->port_file && cfg->listen && (rc = server_write_port_file(srv)) != 0))
         return rc;
-    fl_info("flowlogd ready (pid %ld, sync %s, max frame %llu, max batch %llu, max connections "
-            "%llu, max output %llu, hello timeout %llu s, idle timeout %llu s)",
+    fl_info("flowlogd ready (pid %ld, sync %s, max frame %llu, max batch %llu, max event %llu, "
+            "max connections %llu, max output %llu, hello timeout %llu s, idle timeout %llu s)",
             (long)getpid(), cfg->sync ? "full" : "NONE", (unsigned long long)cfg->max_frame,
-            (unsigned long long)cfg->max_batch, (unsigned long long)cfg->max_connections,
-            (unsigned long long)cfg->max_output, (unsigned long long)cfg->hello_timeout,
-            (unsigned long long)cfg->idle_timeout);
+            (unsigned long long)cfg->max_batch, (unsigned long long)cfg->max_event,
+            (unsigned long long)cfg->max_connections, (unsigned long long)cfg->max_output,
+            (unsigned long long)cfg->hello_timeout, (unsigned long long)cfg->idle_timeout);
     return 0;
 }
 

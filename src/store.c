@@ -1459,6 +1459,10 @@ static int append_one(struct fl_store *s, struct fl_ptx *x, struct fl_append *a,
             break;
         }
     }
+    if (rc >= 0 && a->then) {
+        a->err = *a->then;
+        rc = a->err.code ? a->err.code : FL_EINTERNAL;
+    }
     if (rc >= 0)
         return 0;
     int wrote = g->seq != saved.seq || !is_refusal(a->err.code);

@@ -35,7 +35,8 @@ struct fl_store_opts {
     int nosync;                  /* 1: no fsync (tests and benchmarks only) */
     size_t map_size;             /* initial LMDB map size in bytes; 0: 1 MiB; grows on demand */
     size_t max_map_size;         /* growth stops here; 0: 1 TiB */
-    struct fl_event_limits lim;  /* limits applied when replaying the log */
+    struct fl_event_limits lim;  /* limits applied when replaying the log (none of size: its
+                                    events passed the server's when they were appended) */
 };
 
 /* Open (creating if needed) the store in o->dir. Fails with a message if the directory holds
@@ -59,6 +60,10 @@ struct fl_append {
     struct fl_ack *acks;      /* caller-provided array of n; filled on success */
     struct fl_error err;      /* outcome: err.code == 0 means committed; else err.index names
                                  the first failing event */
+    /* NULL, or the form error (bad_request, too_large) of the event after events[n - 1]: the
+     * append is then checked and never committed. It fails with that error unless one of its
+     * n events fails first, so that an append's error always names its first bad event. */
+    const struct fl_error *then;
 };
 
 /* Commit apps[0..n) in one durable transaction, in order (each append sees the effects of those

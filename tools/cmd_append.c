@@ -92,7 +92,7 @@ static int pack_line(const char *line, size_t len, msgpack_sbuffer *sb, char *er
     json_error_t je;
     msgpack_packer pk;
     char e[FJSON_ERR_MAX];
-    json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     int rc = 0;
 
     if (!j) {

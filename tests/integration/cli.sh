@@ -4,7 +4,7 @@
 # a time), history ordering, table filters and paging, verify, stats, ping, help, exit codes.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 55
+plan 56
 start_server main --unix "$WORK/main.sock" || exit 1
 DATA=$WORK/main/data
 DEMO=$top_srcdir/tools/demo-data.jsonl
@@ -206,6 +206,10 @@ expect_json "log: data with its keys in the appended order and its null" "$out" 
 out=$(fl append <<<'{"type": "flow_updated", "event_id": "cli-odd", "data": {"flow_id": "abc-123", "owner": "o2"}}')
 expect_json "the same event in another order, without the null: a duplicate" "$out" \
     "d['duplicate'] is True and d['seq'] == $seq"
+# A NUL character is valid JSON and UTF-8: the CLI sends it and prints it back escaped.
+seq=$(fl append <<<'{"type": "flow_updated", "data": {"flow_id": "abc-123", "description": "a\u0000b"}}' | pyj "d['seq']")
+out=$(fl log --from "$seq" --limit 1)
+expect_json "a NUL inside a string is appended and read back" "$out" "L[0]['data']['description'] == 'a\x00b'"
 out=$(fl rollback abc-123 --to-seq -1 --reason x); st=$?
 expect_error "a bad option value names the option" usage "$out" $st
 expect_json "... --to-seq" "$out" "'--to-seq' in d['error']['message']"

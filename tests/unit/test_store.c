@@ -374,6 +374,55 @@ static void test_batches(void **state)
     tu_verify_ok(f->s);
 }
 
+#define BAD_FORM "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"f1\",\"bogus\":1}}"
+
+/* An append's error names its first bad event (CONTRACT.md 3), also when a later event is
+ * malformed: the events before a malformed one are checked against the state first, and
+ * nothing of the append is committed either way. */
+static void test_batch_first_bad_event(void **state)
+{
+    struct tu_fx *f = *state;
+    struct fl_error e;
+
+    ok(f->s, REG("f1"));
+    /* event 1 is refused by the state, event 3 by its form: event 1 is named */
+    assert_int_equal(tu_append(f->s, T,
+                               "[" REG("f2") "," START("r1", "nope") "," REG("f3") "," BAD_FORM "]",
+                               NULL, 0, &e),
+                     FL_ENOT_FOUND);
+    assert_int_equal(e.index, 1);
+    assert_int_equal(fl_store_head(f->s), 1);
+    /* every event before the malformed one passes: the malformed one is named, and the events
+     * that passed were written, then taken back (the group is redone without them) */
+    assert_int_equal(
+        tu_append(f->s, T, "[" REG("f2") "," START("r1", "f2") "," BAD_FORM "]", NULL, 0, &e),
+        FL_EBAD_REQUEST);
+    assert_int_equal(e.index, 2);
+    assert_non_null(strstr(e.msg, "bogus"));
+    assert_int_equal(fl_store_head(f->s), 1);
+    assert_null(tu_state(f->s, T, "f2", 0, &e));
+    /* duplicates before it are not bad events */
+    assert_int_equal(tu_append(f->s, T, "[" REG("f1") "," BAD_FORM "]", NULL, 0, &e),
+                     FL_EALREADY_EXISTS);
+    assert_int_equal(e.index, 0);
+    assert_int_equal(tu_append(f->s, T,
+                               "[{\"type\":\"flow_status\",\"event_id\":\"e1\",\"data\":{\"flow_"
+                               "id\":\"f1\",\"migration_status\":\"DONE\"}}]",
+                               NULL, 0, &e),
+                     0);
+    assert_int_equal(tu_append(f->s, T,
+                               "[{\"type\":\"flow_status\",\"event_id\":\"e1\",\"data\":{\"flow_"
+                               "id\":\"f1\",\"migration_status\":\"DONE\"}}," BAD_FORM "]",
+                               NULL, 0, &e),
+                     FL_EBAD_REQUEST);
+    assert_int_equal(e.index, 1);
+    assert_int_equal(fl_store_head(f->s), 2);
+    /* r1 and f2 were not burnt */
+    ok(f->s, "[" REG("f2") "," START("r1", "f2") "]");
+    assert_int_equal(fl_store_head(f->s), 4);
+    tu_verify_ok(f->s);
+}
+
 /* Several appends in one commit: each has its own outcome. */
 /* A NUL byte takes two bytes in a key: an id's NULs count twice toward its 256-byte limit, so
  * no id can make a key over LMDB's 511 bytes (which would break the whole commit). */
@@ -1449,6 +1498,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idempotency, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_expected_version, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_batches, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_first_bad_event, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_group_outcomes, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_nul_heavy_ids, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_group_refusal_keeps_versions, tu_fx_setup,

@@ -237,7 +237,7 @@ static int append(struct fl_store *s, const char *tenant, const char *json, stru
     struct fl_ack *a;
     struct fl_append app;
     struct fl_append *apps[1] = {&app};
-    struct fl_error e;
+    struct fl_error e, form;
     size_t n, off = 0, parsed = 0;
     int rc = 0;
 
@@ -262,11 +262,16 @@ static int append(struct fl_store *s, const char *tenant, const char *json, stru
             break;
         }
     }
-    if (rc == 0) {
+    /* as the server does: a malformed event k > 0 makes the events before it be checked */
+    if (rc == 0 || parsed > 0) {
         memset(&app, 0, sizeof app);
+        if (rc != 0) {
+            form = e;
+            app.then = &form;
+        }
         app.tenant = tu_s(tenant);
         app.events = evs;
-        app.n = n;
+        app.n = parsed;
         app.acks = a;
         rc = need ? fl_store_apply(s, apps, 1, need, &e) : fl_store_commit(s, apps, 1, &e);
         if (rc == 0) {
