@@ -343,7 +343,19 @@ void fl_wire_pack_error(msgpack_packer *pk, int64_t id, const struct fl_error *e
     fl_wire_pack_cstr(pk, "code");
     fl_wire_pack_cstr(pk, fl_err_name(e->code));
     fl_wire_pack_cstr(pk, "message");
-    fl_wire_pack_cstr(pk, e->msg[0] ? e->msg : fl_err_name(e->code));
+    if (e->msg[0]) {
+        /* A message may quote what the client sent (an unknown op, a flow_id), unchecked, or be
+         * cut inside a character: a msgpack str must be UTF-8, or strict clients cannot read
+         * the error at all. */
+        char m[sizeof e->msg];
+        size_t n = strnlen(e->msg, sizeof e->msg);
+        memcpy(m, e->msg, n);
+        fl_utf8_scrub(m, n);
+        msgpack_pack_str(pk, n);
+        msgpack_pack_str_body(pk, m, n);
+    } else {
+        fl_wire_pack_cstr(pk, fl_err_name(e->code));
+    }
     fl_wire_pack_cstr(pk, "index");
     if (e->index >= 0)
         msgpack_pack_int64(pk, e->index);

@@ -45,7 +45,8 @@ static const struct opt_def opt_table[] = {
     {"max-batch", "N", OPT_UINT, F(max_batch), 1, 100000,
      "most events in one append (default 1000)"},
     {"max-event", "BYTES", OPT_UINT, F(max_event), 1024, 1u << 30,
-     "largest event: its data as stored, in msgpack (default 1048576)"},
+     "largest event: its data as stored, in msgpack (default 1048576; at most --max-frame less "
+     "1024)"},
     {"max-output", "BYTES", OPT_UINT, F(max_output), 65536, 1u << 30,
      "replies queued for one client before reading it pauses (default 2097152)"},
     {"hello-timeout", "SECONDS", OPT_UINT, F(hello_timeout), 1, 3600,
@@ -228,5 +229,8 @@ enum config_result config_parse(struct config *c, int argc, char **argv)
         fprintf(stderr, "flowlogd: --listen none needs --unix PATH, or clients cannot connect\n");
         return CONFIG_EXIT_USAGE;
     }
+    /* Every event taken must be readable again: a log reply wraps one event in under 1 KiB. */
+    if (c->max_event > c->max_frame - CONFIG_FRAME_OVERHEAD)
+        c->max_event = c->max_frame - CONFIG_FRAME_OVERHEAD;
     return CONFIG_RUN;
 }

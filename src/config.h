@@ -11,6 +11,7 @@
 #define CONFIG_DEFAULT_DATA "./flowlog-data"
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:7464"
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 1024
+#define CONFIG_FRAME_OVERHEAD 1024 /* room around one event in a reply (log, subscribe) */
 #define CONFIG_DEFAULT_MAX_OUTPUT (2u * 1024 * 1024)
 #define CONFIG_DEFAULT_HELLO_TIMEOUT 10
 #define CONFIG_DEFAULT_IDLE_TIMEOUT 300
@@ -25,7 +26,8 @@ struct config {
     uint64_t max_connections;
     uint64_t max_frame;     /* bytes; applies to requests and replies */
     uint64_t max_batch;     /* events per append */
-    uint64_t max_event;     /* bytes of one event's data (packed), on append only */
+    uint64_t max_event;     /* bytes of one event's data (packed), on append only; at most
+                               max_frame - CONFIG_FRAME_OVERHEAD */
     uint64_t max_output;    /* bytes of replies queued for one connection before reading pauses */
     uint64_t hello_timeout; /* seconds from connect to a valid hello */
     uint64_t idle_timeout;  /* seconds without activity before closing; 0: never */

@@ -134,6 +134,24 @@ bool fl_utf8_valid(const char *str, size_t len)
     return true;
 }
 
+void fl_utf8_scrub(char *s, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        uint8_t c = (uint8_t)s[i];
+        size_t n = c < 0x80             ? 1
+                   : (c & 0xE0) == 0xC0 ? 2
+                   : (c & 0xF0) == 0xE0 ? 3
+                   : (c & 0xF8) == 0xF0 ? 4
+                                        : 0;
+
+        if (n && n <= len - i && fl_utf8_valid(s + i, n)) {
+            i += n;
+        } else {
+            s[i++] = '?';
+        }
+    }
+}
+
 int fl_fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;

@@ -163,6 +163,9 @@ static inline size_t fl_mp_put_int(uint8_t *p, int64_t v)
 
 /* True if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool fl_utf8_valid(const char *s, size_t len);
+/* Replace, in place, each byte of s[0..len) that does not begin a valid UTF-8 sequence with '?':
+ * for text that quotes what a client sent (error messages) or was cut at a byte limit. */
+void fl_utf8_scrub(char *s, size_t len);
 
 /* fsync a directory, so that the names created or renamed in it last: 0 or an errno. */
 int fl_fsync_dir(const char *dir);

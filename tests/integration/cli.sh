@@ -4,7 +4,7 @@
 # a time), history ordering, table filters and paging, verify, stats, ping, help, exit codes.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 56
+plan 58
 start_server main --unix "$WORK/main.sock" || exit 1
 DATA=$WORK/main/data
 DEMO=$top_srcdir/tools/demo-data.jsonl
@@ -210,6 +210,11 @@ expect_json "the same event in another order, without the null: a duplicate" "$o
 seq=$(fl append <<<'{"type": "flow_updated", "data": {"flow_id": "abc-123", "description": "a\u0000b"}}' | pyj "d['seq']")
 out=$(fl log --from "$seq" --limit 1)
 expect_json "a NUL inside a string is appended and read back" "$out" "L[0]['data']['description'] == 'a\x00b'"
+# An error message quoting bytes that are not UTF-8 is still UTF-8 (each stray byte a '?'), so
+# that clients can decode it: here a flow_id given on the command line.
+out=$(fl state $'f\xff\xfe'); st=$?
+expect_error "an unknown flow whose id is not UTF-8" not_found "$out" $st
+expect_json "... the message shows its stray bytes as '?'" "$out" "'\"f??\"' in d['error']['message']"
 out=$(fl rollback abc-123 --to-seq -1 --reason x); st=$?
 expect_error "a bad option value names the option" usage "$out" $st
 expect_json "... --to-seq" "$out" "'--to-seq' in d['error']['message']"

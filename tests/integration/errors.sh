@@ -5,7 +5,7 @@
 # appended); the order of checks; and the server still serving afterwards.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 54
+plan 56
 umask 077
 printf 'admin-tok default admin\nreader-tok default reader\n' >"$WORK/tokens"
 start_server main --tokens "$WORK/tokens" || exit 1
@@ -182,6 +182,15 @@ check "restarted with --max-event 1024, verify still replays the event of over 1
 out=$(python3 -c 'import json; print(json.dumps({"type": "flow_updated", "data": {"flow_id": "f4", "description": "d" * 1100}}))' | fl append); st=$?
 expect_error "... and refuses a new event of 1.1 KB" too_large "$out" $st
 expect_json "... naming the limit" "$out" "'1024' in d['error']['message']"
+stop_server "$SRV_PID"
+# with a small frame the event limit follows it, so that every event taken can be read back
+start_server small --tokens "$WORK/tokens" --max-frame 65536 || exit 1
+printf '%s\n' '{"type": "flow_registered", "data": {"flow_id": "f5", "flow_name": "f5.xml"}}' | fl append >/dev/null
+out=$(python3 -c 'import json; print(json.dumps({"type": "flow_updated", "data": {"flow_id": "f5", "description": "d" * 65000}}))' | fl append); st=$?
+expect_error "--max-frame 65536: an event of 65,000 bytes is over the event limit it implies" too_large "$out" $st
+python3 -c 'import json; print(json.dumps({"type": "flow_updated", "data": {"flow_id": "f5", "description": "d" * 64000}}))' | fl append >/dev/null
+out=$(fl log --from 2)
+expect_json "... one of 64,000 bytes is taken and read back through log" "$out" "len(L[0]['data']['description']) == 64000"
 stop_server "$SRV_PID"
 SRV_ADDR=$MAIN_ADDR
 

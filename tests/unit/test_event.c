@@ -165,6 +165,11 @@ static void test_bad_utf8(void **state)
     assert_false(fl_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
     assert_false(fl_utf8_valid("\xf4\x90\x80\x80", 4));  /* > U+10FFFF */
     assert_false(fl_utf8_valid("\xe2\x82", 2));          /* truncated */
+    /* scrubbing keeps every valid sequence and makes each stray byte a '?' */
+    char sc[] = "a\xff\xc3\xa9\xe2\x82 \xc0\xaf\xf0\x9f\x98\x80\xe2";
+    fl_utf8_scrub(sc, sizeof sc - 1);
+    assert_string_equal(sc, "a?\xc3\xa9?? ??\xf0\x9f\x98\x80?");
+    assert_true(fl_utf8_valid(sc, strlen(sc)));
     /* ASCII goes 32 and eight bytes a step: a sequence, good or bad, at every offset and
      * length */
     for (size_t len = 1; len <= 100; len++) {
