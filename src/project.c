@@ -771,7 +771,7 @@ static int resolve(struct apply *a)
         if (writes_flow_row(a->ev->type) && (rc = load_flow(a)) != 0)
             return rc;
     }
-    /* A run-level event but run_status only checks its run's row (it exists and is not
+    /* A run-level event other than run_status only checks its run's row (it exists and is not
      * terminal). A replayed one passed those checks when it was appended, so its run row is
      * not read again: a tenth of a rebuild's time (verify's scratch rebuild still checks). */
     if (a->have_run && a->x->replay && a->ev->type != FL_EV_RUN_STATUS)
