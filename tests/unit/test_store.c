@@ -468,6 +468,17 @@ static void test_group_outcomes(void **state)
     assert_int_equal(codes[2], 0);
     assert_int_equal(seqs[0], 1);
     assert_int_equal(seqs[2], 2);
+    /* an append checked up to its malformed event writes, then is taken out of the group (the
+     * group is redone without it): the appends around it commit, with seqs in a row */
+    const char *const texts2[3] = {REG("g3"), "[" REG("g4") "," START("gr4", "g4") "," BAD_FORM "]",
+                                   "[" REG("g4") "," START("gr4", "g4") "]"};
+    tu_commit_group(f->s, 3, tenants, texts2, codes, seqs);
+    assert_int_equal(codes[0], 0);
+    assert_int_equal(codes[1], FL_EBAD_REQUEST);
+    assert_int_equal(codes[2], 0);
+    assert_int_equal(seqs[0], 3);
+    assert_int_equal(seqs[2], 5);
+    tu_verify_ok(f->s);
 }
 
 /* The projection code caches names and versions for the length of a write transaction. An

@@ -169,7 +169,7 @@ int tu_commit_group(struct fl_store *s, size_t n, const char *const tenants[],
     struct fl_event ev[8][8];
     struct fl_ack ack[8][8];
     struct fl_append app[8], *apps[8];
-    struct fl_error e;
+    struct fl_error e, form[8];
 
     tu_require(n <= 8, "at most 8 appends per group");
     for (size_t i = 0; i < n; i++) {
@@ -186,9 +186,16 @@ int tu_commit_group(struct fl_store *s, size_t n, const char *const tenants[],
         msgpack_unpack_next(&up[i], sb[i].data, sb[i].size, &off);
         memset(&app[i], 0, sizeof app[i]);
         app[i].n = json_array_size(arr);
-        for (size_t k = 0; k < app[i].n; k++)
-            tu_require(fl_event_parse(&up[i].data.via.array.ptr[k], NULL, &ev[i][k], &e) == 0,
-                       "an event of the group does not parse");
+        for (size_t k = 0; k < app[i].n; k++) {
+            if (fl_event_parse(&up[i].data.via.array.ptr[k], NULL, &ev[i][k], &e) == 0)
+                continue;
+            /* as the server does: the events before a malformed one are checked */
+            tu_require(k > 0, "the first event of an append of the group does not parse");
+            form[i] = e;
+            form[i].index = (int64_t)k;
+            app[i].then = &form[i];
+            app[i].n = k;
+        }
         if (arr != j)
             json_decref(arr);
         json_decref(j);

@@ -49,7 +49,8 @@ int tu_appendf(struct fl_store *s, const char *tenant, struct fl_error *err, con
 /* One fl_store_commit of n (at most 8) appends, each a JSON array of up to 8 events (or one
  * event) of its tenant; each append's error code goes to codes[i] and its last ack's seq to
  * seqs[i] (0 if it failed). A group that fails as a whole must fail every append with its
- * code. Returns fl_store_commit's result. Aborts on bad test input. */
+ * code. An append whose event k > 0 is malformed is checked up to it, as flowlogd does
+ * (fl_append.then). Returns fl_store_commit's result. Aborts on bad test input. */
 int tu_commit_group(struct fl_store *s, size_t n, const char *const tenants[],
                     const char *const texts[], int codes[], uint64_t seqs[]);
 
