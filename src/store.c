@@ -1549,9 +1549,9 @@ static int commit_group(struct fl_store *s, MDB_txn *txn, const struct group_sta
         }
     }
     pthread_mutex_unlock(&s->vmu);
-    if (rc == 0)
+    if (rc == 0) {
         pf_note(s);
-    if (rc != 0) {
+    } else {
         struct fl_error ue;
         free(v);
         if (fl_journal_undo(s->journal, before, &ue) != 0) {
