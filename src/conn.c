@@ -204,21 +204,28 @@ void conn_reply_abort(struct conn *c, size_t off)
     }
 }
 
-void conn_reply_end(struct conn *c, size_t off, uint64_t id)
+void conn_reply_end_advise(struct conn *c, size_t off, uint64_t id, const char *advice)
 {
     struct fl_error e;
+    size_t size = c->sb.size - off;
 
     if (fl_wire_frame_end(&c->sb, off, c->srv->cfg->max_frame) != 0) {
         conn_reply_abort(c, off);
         fl_error_clear(&e);
         fl_error_set(&e, FL_ETOO_LARGE,
-                     "the reply is larger than the %llu-byte frame limit; ask for less "
-                     "(a smaller limit, or page with from/after)",
-                     (unsigned long long)c->srv->cfg->max_frame);
+                     "the reply is %zu bytes, larger than the %llu-byte frame limit; %s", size,
+                     (unsigned long long)c->srv->cfg->max_frame, advice);
         conn_reply_error(c, (int64_t)id, &e);
         return;
     }
     conn_flush_sb(c);
+}
+
+void conn_reply_end(struct conn *c, size_t off, uint64_t id)
+{
+    conn_reply_end_advise(c, off, id,
+                          "ask for less (a smaller limit, or page with from/after), or have the "
+                          "server's operator raise --max-frame");
 }
 
 void conn_reply_error(struct conn *c, int64_t id, const struct fl_error *e)

@@ -124,6 +124,8 @@ size_t conn_reply_begin(struct conn *c);
 /* Close the frame begun at off and queue it. A reply over --max-frame becomes a too_large
  * error for id. */
 void conn_reply_end(struct conn *c, size_t off, uint64_t id);
+/* The same, with advice for the too_large error that fits the request (what else to ask). */
+void conn_reply_end_advise(struct conn *c, size_t off, uint64_t id, const char *advice);
 /* Forget a partly packed reply (a read failed half-way). */
 void conn_reply_abort(struct conn *c, size_t off);
 /* Queue an error reply; id < 0 sends nil. */

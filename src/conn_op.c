@@ -320,7 +320,11 @@ static int op_state(struct conn *c, struct conn_req *r, struct fl_error *err)
         conn_reply_abort(c, off);
         return rc;
     }
-    conn_reply_end(c, off, r->id);
+    /* A state is one answer and cannot be paged; its rows can be read in parts elsewhere. */
+    conn_reply_end_advise(c, off, r->id,
+                          "the flow's rows can be read a table at a time (table, where run_id) "
+                          "and its events with timeline, or the server's operator can raise "
+                          "--max-frame to read the state whole");
     return 0;
 }
 

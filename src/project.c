@@ -1085,13 +1085,20 @@ static int check_child(struct apply *a)
         fl_cell_set_str(&next, ev_val(a, "scan_status")->s);
         if (a->child_exists) {
             const struct fl_cell *cur = &a->child_old.c[FC_SA_STATUS];
+            const struct fl_cell *art = &c->c[FC_SA_ARTIFACT];
             if (scan_rank(cur) == 2)
-                return final_error(a, "the scan", cur);
+                return fl_error_set(a->err, FL_EINVALID_TRANSITION,
+                                    "the scan of \"%.*s\" for run \"%.*s\" iteration %lld is "
+                                    "already %.*s, which is final",
+                                    (int)art->len, art->s, (int)c->c[0].len, c->c[0].s,
+                                    (long long)c->c[1].i, (int)cur->len, cur->s);
             if (scan_rank(&next) < scan_rank(cur))
                 return fl_error_set(a->err, FL_EINVALID_TRANSITION,
                                     "scan status moves forward only (PENDING < SCANNING < "
-                                    "PASSED|BLOCKED): %.*s cannot follow %.*s",
-                                    (int)next.len, next.s, (int)cur->len, cur->s);
+                                    "PASSED|BLOCKED): %.*s cannot follow %.*s for the scan of "
+                                    "\"%.*s\" in run \"%.*s\" iteration %lld",
+                                    (int)next.len, next.s, (int)cur->len, cur->s, (int)art->len,
+                                    art->s, (int)c->c[0].len, c->c[0].s, (long long)c->c[1].i);
         }
         take(a, c, FC_SA_STATUS, "scan_status");
         take(a, c, FC_SA_FINDINGS, "findings_json");

@@ -214,6 +214,15 @@ static int parse_digits(const char **s, int n, int *out)
     return 0;
 }
 
+/* RFC 3339 (its appendix C): February has 29 days in leap years of the Gregorian calendar. */
+static int days_in_month(int y, int mo)
+{
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+    return days[mo - 1] + (mo == 2 && leap);
+}
+
 int fl_time_parse(const char *s, int64_t *us)
 {
     int y, mo, d, h, mi, se, oh = 0, om = 0;
@@ -229,7 +238,7 @@ int fl_time_parse(const char *s, int64_t *us)
     if (parse_digits(&s, 2, &h) || *s++ != ':' || parse_digits(&s, 2, &mi) || *s++ != ':' ||
         parse_digits(&s, 2, &se))
         return -1;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60)
         return -1;
     if (*s == '.') {
         int n = 0;
@@ -250,7 +259,8 @@ int fl_time_parse(const char *s, int64_t *us)
     } else if (*s == '+' || *s == '-') {
         sign = *s == '+' ? 1 : -1;
         s++;
-        if (parse_digits(&s, 2, &oh) || *s++ != ':' || parse_digits(&s, 2, &om))
+        if (parse_digits(&s, 2, &oh) || *s++ != ':' || parse_digits(&s, 2, &om) || oh > 23 ||
+            om > 59)
             return -1;
     } else {
         return -1;

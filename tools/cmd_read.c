@@ -116,8 +116,11 @@ static int log_opt(void *st, int ch, const char *arg)
     struct logopts *o = st;
 
     switch (ch) {
-    case OPT_FROM: return parse_u64(arg, &o->q.from) || o->q.from == 0 ? -1 : 0;
-    case OPT_LIMIT: return parse_u64(arg, &o->q.limit) || o->q.limit == 0 ? -1 : 0;
+    /* --from 0 is the start of the log, as 1 is; --limit 0 is no limit (the protocol's). */
+    case OPT_FROM:
+        return parse_u64(arg, &o->q.from);
+    case OPT_LIMIT:
+        return parse_u64(arg, &o->q.limit);
     case OPT_TYPE: o->q.type = arg; return 0;
     case OPT_FLOW: o->q.flow_id = arg; return 0;
     case OPT_RUN: o->q.run_id = arg; return 0;
@@ -277,9 +280,11 @@ static int history_opt(void *st, int ch, const char *arg)
 {
     uint64_t v;
 
-    if (ch != OPT_LIMIT || parse_u64(arg, &v) != 0 || v == 0 || v > UINT32_MAX)
+    /* As the protocol has it: 0 is the default (20). A flow has fewer attempts than a u32
+     * counts, so a larger limit is all of them. */
+    if (ch != OPT_LIMIT || parse_u64(arg, &v) != 0)
         return -1;
-    *(uint32_t *)st = (uint32_t)v;
+    *(uint32_t *)st = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
     return 0;
 }
 
@@ -328,8 +333,8 @@ static int table_opt(void *st, int ch, const char *arg)
     struct tableopts *o = st;
     const char *eq;
 
-    if (ch == OPT_LIMIT)
-        return parse_u64(arg, &o->limit) || o->limit == 0 ? -1 : 0;
+    if (ch == OPT_LIMIT) /* 0: no limit */
+        return parse_u64(arg, &o->limit);
     if (ch != OPT_WHERE || !(eq = strchr(arg, '=')) || eq == arg)
         return -1;
     free(o->column);

@@ -62,8 +62,10 @@ int connect_ctx(struct ctx *x)
         return usage_err(x, "no token: use --token, FLOWLOG_TOKEN or --data DIR");
     if (!(x->c = flc_connect(x->server, x->token, x->tenant)))
         return report(x, EX_CONNECT, "nomem", "out of memory", -1, -1);
+    /* Whatever refused the handshake (the token, the tenant it names, a full server), the
+     * command could not connect and authenticate: exit 3, as the help says. */
     if (flc_errcode(x->c) != 0)
-        return client_err(x);
+        return report(x, EX_CONNECT, flc_errname(x->c), flc_errmsg(x->c), -1, -1);
     return EX_OK;
 }
 
@@ -210,8 +212,8 @@ static const struct cmd cmds[] = {
     {"log", cmd_log, "log [--from SEQ] [--limit N] [--type T] [--flow F] [--run R] [--follow]",
      "Print events in seq order, one a line: {\"seq\", \"ts\", \"type\", \"event_id\", "
      "\"data\"}.\n"
-     "  --from SEQ   start at this seq (default 1)\n"
-     "  --limit N    stop after N events\n"
+     "  --from SEQ   start at this seq (default 1; 0 is the start too)\n"
+     "  --limit N    stop after N events (0: no limit)\n"
      "  --type T, --flow F, --run R   only events of this type / flow / run\n"
      "  --follow     then keep printing new events as they are committed (a subscription);\n"
      "               ends after --limit events, or never"},
@@ -224,13 +226,13 @@ static const struct cmd cmds[] = {
      "(e.g. 2026-11-21T22:39:03Z)"},
     {"history", cmd_history, "history FLOW_ID [--limit N]",
      "Print a flow's attempts, newest first: {\"flow_id\", \"history\": [...], \"count\"}.\n"
-     "  --limit N   at most N attempts (default 20)"},
+     "  --limit N   at most N attempts (default 20, as is 0)"},
     {"table", cmd_table, "table NAME [--where COLUMN=VALUE] [--limit N]",
      "Print a table's rows (one JSON object a line with --json), following pages.\n"
      "NAME: migration_flows, migration_runs, migration_iterations, migration_patches,\n"
      "migration_sast_results, migration_exec_results, migration_human_requests.\n"
      "  --where COLUMN=VALUE   only rows whose indexed COLUMN equals VALUE\n"
-     "  --limit N              stop after N rows"},
+     "  --limit N              stop after N rows (0: no limit)"},
     {"rollback", cmd_rollback, "rollback FLOW_ID --to-seq S --reason TEXT [--event-id ID]",
      "Append a flow_rollback event (admin): the flow's rows become what they were right\n"
      "after event S. The log keeps everything. Prints the event's {\"seq\", \"ts\", "

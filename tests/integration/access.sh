@@ -5,7 +5,7 @@
 # rebuild the projections.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 40
+plan 41
 umask 077
 cat >"$WORK/tokens" <<'EOF'
 # TOKEN               TENANT     ROLE
@@ -139,6 +139,7 @@ out=$(as $OP --tenant beta log)
 expect_json "an operator naming beta reads beta's log" "$out" "len(L) >= 1 and all(e['data']['flow_id'] == 'shared' for e in L)"
 out=$(as $AW --tenant beta ping); st=$?
 expect_error "a non-operator token may not name a tenant" forbidden "$out" $st
+check "... and the CLI exits 3: the handshake refused it" test $st -eq 3
 out=$(as $OP --tenant 'bad tenant!' ping); st=$?
 expect_error "an invalid tenant name" bad_request "$out" $st
 out=$(as not-a-token ping); st=$?

@@ -4,7 +4,7 @@
 # a time), history ordering, table filters and paging, verify, stats, ping, help, exit codes.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 58
+plan 61
 start_server main --unix "$WORK/main.sock" || exit 1
 DATA=$WORK/main/data
 DEMO=$top_srcdir/tools/demo-data.jsonl
@@ -36,6 +36,8 @@ expect_json "log: data as appended, event_id kept" \
 $(cat "$DEMO")" "all(a['data'] == b['data'] and a['type'] == b['type'] and a['event_id'] == b['event_id'] for a, b in zip(L[:13], L[13:]))"
 out=$(fl log --from 5 --limit 3)
 expect_json "log --from 5 --limit 3" "$out" "[e['seq'] for e in L] == [5, 6, 7]"
+out=$(fl log --from 0 --limit 0)
+expect_json "log --from 0 --limit 0: the start of the log, no limit (as the protocol's 0s)" "$out" "[e['seq'] for e in L] == list(range(1, 14))"
 out=$(fl log --type patch)
 expect_json "log --type patch" "$out" "[e['seq'] for e in L] == [4, 9]"
 out=$(fl log --run $RUN)
@@ -107,6 +109,8 @@ d['history'][0]['attempt_id'] == 'abc-123_run_2' and d['history'][0]['status'] =
 d['history'][0]['error_message'] == 'cluster lost' and d['history'][0]['duration_seconds'] is not None"
 out=$(fl history abc-123 --limit 1)
 expect_json "history --limit 1: the newest only" "$out" "[a['attempt_number'] for a in d['history']] == [2]"
+out=$(fl history abc-123 --limit 0 && fl history abc-123 --limit 100000000000)
+expect_json "history --limit 0 is the default, a limit past 2^32 all attempts" "$out" "[a['attempt_number'] for a in L[0]['history']] == [2, 1] and L[0] == L[1]"
 out=$(fl state abc-123)
 expect_json "a failed current run makes the flow FAILED; attempts counted" "$out" "
 (f := d['migration_flows'][0]) and f['migration_status'] == 'FAILED' and f['total_attempts'] == 2 and
@@ -148,6 +152,8 @@ expect_json "table migration_flows follows pages: all 1101 flows, sorted, no rep
     "len(L) == 1101 and [r['flow_id'] for r in L] == sorted(set(r['flow_id'] for r in L))"
 out=$(fl table migration_flows --where flow_name=bulk.xml --limit 5)
 expect_json "table --limit 5" "$out" "[r['flow_id'] for r in L] == ['bulk-%04d' % i for i in range(5)]"
+out=$(fl table migration_flows --where flow_name=bulk.xml --limit 0)
+expect_json "table --limit 0: no limit" "$out" "len(L) == 1100"
 out=$(fl log --from 1)
 expect_json "log follows pages (2 MiB of events): all 1115 in order" "$out" "[e['seq'] for e in L] == list(range(1, 1116))"
 out=$(fl log --from 100 --limit 1000)

@@ -5,7 +5,7 @@
 # appended); the order of checks; and the server still serving afterwards.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 56
+plan 60
 umask 077
 printf 'admin-tok default admin\nreader-tok default reader\n' >"$WORK/tokens"
 start_server main --tokens "$WORK/tokens" || exit 1
@@ -112,6 +112,7 @@ out=$(append_lines '{"type": "iteration_step", "data": {"run_id": "r4", "iterati
 expect_error "an iteration step after COMPLETED" invalid_transition "$out" $st
 out=$(append_lines '{"type": "scan_verdict", "data": {"run_id": "r4", "iteration_num": 1, "artifact_ref": "a.py", "scan_status": "SCANNING"}}'); st=$?
 expect_error "a scan verdict going backwards" invalid_transition "$out" $st
+expect_json "... naming the scan's artifact_ref, part of its key" "$out" "'a.py' in d['error']['message']"
 out=$(append_lines '{"type": "exec_result", "data": {"run_id": "r4", "iteration_num": 1, "job_type": "flow_job", "status": "SUCCESS"}}'); st=$?
 expect_error "a second exec result for one key" invalid_transition "$out" $st
 fl append --batch >/dev/null <<'EOF'
@@ -191,6 +192,18 @@ expect_error "--max-frame 65536: an event of 65,000 bytes is over the event limi
 python3 -c 'import json; print(json.dumps({"type": "flow_updated", "data": {"flow_id": "f5", "description": "d" * 64000}}))' | fl append >/dev/null
 out=$(fl log --from 2)
 expect_json "... one of 64,000 bytes is taken and read back through log" "$out" "len(L[0]['data']['description']) == 64000"
+# A state is one answer: a flow whose rows outgrow the frame is too_large, and the message says
+# what can be read instead (state cannot be paged).
+{
+    ev run_started '{"run_id": "r5", "flow_id": "f5"}'
+    python3 -c 'import json; print(json.dumps({"type": "iteration_step", "data": {"run_id": "r5", "iteration_num": 1, "step": "generate_code", "step_status": "RUNNING", "summary": "s" * 60000}}))'
+} | fl append >/dev/null
+out=$(fl state f5); st=$?
+expect_error "a state over the frame limit is too_large" too_large "$out" $st
+expect_json "... and its message names what to read instead" "$out" \
+    "'table' in d['error']['message'] and 'timeline' in d['error']['message'] and '--max-frame' in d['error']['message']"
+out=$(fl table migration_iterations --where run_id=r5)
+expect_json "... and its rows can be read through table" "$out" "len(L) == 1 and len(L[0]['summary']) == 60000"
 stop_server "$SRV_PID"
 SRV_ADDR=$MAIN_ADDR
 

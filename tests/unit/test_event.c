@@ -251,6 +251,19 @@ static void test_time(void **state)
     assert_int_equal(fl_time_parse("2026-11-21", &us), -1);
     assert_int_equal(fl_time_parse("2026-13-21T22:19:03Z", &us), -1);
     assert_int_equal(fl_time_parse("2026-11-21T22:19:03.Z", &us), -1);
+    /* Days that the month does not have, and offsets beyond a day's hours (both were taken,
+     * Feb 30 read as a day of March). */
+    assert_int_equal(fl_time_parse("2026-02-29T00:00:00Z", &us), -1);
+    assert_int_equal(fl_time_parse("2026-02-30T11:50:12Z", &us), -1);
+    assert_int_equal(fl_time_parse("2026-04-31T00:00:00Z", &us), -1);
+    assert_int_equal(fl_time_parse("1900-02-29T00:00:00Z", &us), -1);
+    assert_int_equal(fl_time_parse("2028-02-29T00:00:00Z", &us), 0);
+    assert_int_equal(fl_time_parse("2000-02-29T00:00:00Z", &us), 0);
+    assert_int_equal(fl_time_parse("2026-12-31T23:59:59Z", &us), 0);
+    assert_int_equal(fl_time_parse("2026-12-07T11:50:12+25:00", &us), -1);
+    assert_int_equal(fl_time_parse("2026-12-07T11:50:12-01:60", &us), -1);
+    assert_int_equal(fl_time_parse("2026-12-07T11:50:12+23:59", &us), 0);
+    assert_int_equal(us, 1796644212000000LL - (23 * 3600 + 59 * 60) * 1000000LL);
     fl_time_format(0, buf);
     assert_string_equal(buf, "1970-01-01T00:00:00.000000Z");
 }
