@@ -121,8 +121,17 @@ for ((s = 0; s < SUBS; s++)); do
     spids+=($!)
 done
 
+# acked_since N: the writers have acknowledged at least a batch more than N events in all.
+acked_since() {
+    [ "$(cat "$WORK"/acks.* 2>/dev/null | wc -l)" -ge $(($1 + BATCH)) ]
+}
+
 kills=0
 for ((r = 0; r < ROUNDS; r++)); do
+    # Each kill comes a random moment after the writers have made progress since the last
+    # restart, not a fixed time after it: on a loaded machine 0.2-0.8 s could pass with
+    # nothing acknowledged, and with no batch done there is nothing to retry after the kill.
+    wait_until 30 acked_since "$(cat "$WORK"/acks.* 2>/dev/null | wc -l)" || diag "round $r: no progress in 30 s"
     sleep "0.$((2 + RANDOM % 7))"
     kill -KILL "$SRV_PID" 2>/dev/null
     wait "$SRV_PID" 2>/dev/null

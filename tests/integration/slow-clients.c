@@ -22,8 +22,11 @@
  *
  * Bounds, on a noisy 2-core VM (FLOWLOG_SANITIZERS=yes relaxes them to the figures in brackets:
  * ASan runs everything 2-3x slower and keeps freed memory in a quarantine, which slow-clients.sh
- * caps at 16 MiB): writer p99 under load < 50 ms (150 ms); server RSS growth during the phase
- * < 64 MiB (128 MiB). Prints unnumbered TAP ("ok - ...", "not ok - ...") and "# ..." figures. */
+ * caps at 16 MiB): writer p99 under load < 200 ms (400 ms); server RSS growth during the phase
+ * < 64 MiB (128 MiB). The latency bound tells a loop that never waits on a slow client (p99
+ * 2-16 ms here) from one that does (a wait lasts up to the hello or idle timeout, seconds); it
+ * is loose because the test shares two cores with the rest of make check (50 ms was missed at
+ * a load average of 10). Prints unnumbered TAP ("ok - ...", "not ok - ...") and "# ..." figures. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -49,8 +52,8 @@
 #define WRITER_N 500
 #define SLOWLORIS 20
 #define SPARE_FDS 64
-#define LAT_BOUND_MS 50.0
-#define LAT_BOUND_SAN_MS 150.0
+#define LAT_BOUND_MS 200.0
+#define LAT_BOUND_SAN_MS 400.0
 #define RSS_BOUND_KB (64 * 1024)
 #define RSS_BOUND_SAN_KB (128 * 1024)
 

@@ -26,7 +26,7 @@ OPTOKEN=slow-clients-operator-0123456789
 printf '%s default admin\n%s * admin\n' "$TOKEN" "$OPTOKEN" >"$WORK/tokens"
 chmod 600 "$WORK/tokens"
 start_server main --tokens "$WORK/tokens" --hello-timeout "$HELLO" --idle-timeout "$IDLE" \
-    --max-output 262144 --max-connections 1100 --log-level warn || exit 1
+    --max-output 262144 --max-connections 1400 --log-level warn || exit 1
 tap_from "$top_builddir/tests/integration/slow-clients" 127.0.0.1 "${SRV_ADDR##*:}" \
     "$TOKEN" "$SRV_PID" "$HELLO" "$IDLE" "$GARBAGE" "$OPTOKEN"
 check "flowlogd is still running" kill -0 "$SRV_PID"

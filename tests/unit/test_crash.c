@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -166,6 +167,20 @@ static void play_os_crash(const char *dir)
     close(fd);
 }
 
+/* Read one report from fd into got (grown as needed). 1 if one was read, 0 at EOF. */
+static int read_report(int fd, struct report **got, size_t *ngot, size_t *cap)
+{
+    if (*ngot == *cap) {
+        *cap = *cap ? *cap * 2 : 1024;
+        *got = realloc(*got, *cap * sizeof **got);
+        assert_non_null(*got);
+    }
+    if (read(fd, &(*got)[*ngot], sizeof **got) != sizeof **got)
+        return 0;
+    (*ngot)++;
+    return 1;
+}
+
 static void kill_rounds(void (*child_fn)(const char *, int, int))
 {
     char *dir = tu_tmpdir();
@@ -186,19 +201,26 @@ static void kill_rounds(void (*child_fn)(const char *, int, int))
             child_fn(dir, round, p[1]);
         }
         close(p[1]);
+        /* Even rounds wait for the child's first acknowledgement before the random delay, so
+         * that every run has acknowledged events to check however loaded the machine is: from
+         * the fork alone, 20-100 ms could all pass, six rounds running, before a child had
+         * opened the store and flushed once (the pipelined one acknowledges only after a flush).
+         * Odd rounds kill at a random moment from the fork, during the open and recovery too. */
+        if (round % 2 == 0) {
+            struct pollfd pf = {p[0], POLLIN, 0};
+            if (poll(&pf, 1, 30000) != 1 || !read_report(p[0], &got, &ngot, &cap)) {
+                kill(pid, SIGKILL);
+                waitpid(pid, NULL, 0);
+                fail_msg("round %d (seed %u): the child acknowledged nothing within 30 s", round,
+                         seed);
+            }
+        }
         usleep(20000 + (useconds_t)(rand() % 80000));
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         /* everything the child reported before it died */
-        for (;;) {
-            if (ngot == cap) {
-                cap = cap ? cap * 2 : 1024;
-                got = realloc(got, cap * sizeof *got);
-            }
-            if (read(p[0], &got[ngot], sizeof *got) != sizeof *got)
-                break;
-            ngot++;
-        }
+        while (read_report(p[0], &got, &ngot, &cap))
+            ;
         close(p[0]);
         if (round % 2 == 1)
             play_os_crash(dir);

@@ -68,13 +68,13 @@ static void map_close(struct map *m)
     free(m->path);
 }
 
-/* Wait (at most 10 s) until the count stops at a value for 100 ms; returns it. */
+/* Wait (at most 10 s) until the count stops at a value for 300 ms; returns it. */
 static uint64_t settled(const struct fl_prefault *p)
 {
     uint64_t last = fl_prefault_pages(p);
     int still = 0;
 
-    for (int i = 0; i < 1000 && still < 10; i++) {
+    for (int i = 0; i < 1000 && still < 30; i++) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
         uint64_t now = fl_prefault_pages(p);
@@ -82,6 +82,20 @@ static uint64_t settled(const struct fl_prefault *p)
         last = now;
     }
     return last;
+}
+
+/* Wait (at most 10 s) until the count reaches want, then 100 ms more in which it must not move
+ * on; returns the count then. Waiting for the expected value rather than for a pause keeps a
+ * thread descheduled for 100 ms on a loaded machine from looking finished. */
+static uint64_t settle_at(const struct fl_prefault *p, uint64_t want)
+{
+    for (int i = 0; i < 1000 && fl_prefault_pages(p) != want; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return fl_prefault_pages(p);
 }
 
 /* A small map: every page after the last used one is made ready, and not one more. */
@@ -95,9 +109,9 @@ static void test_stops_at_map_end(void **state)
     assert_int_equal(fl_prefault_start(&p, PAGE), 0);
     assert_int_equal(fl_prefault_pages(p), 0); /* no map yet */
     fl_prefault_map(p, m.addr, m.size, 10);
-    assert_int_equal(settled(p), 256 - 11);
+    assert_int_equal(settle_at(p, 256 - 11), 256 - 11);
     fl_prefault_note(p, 200); /* nothing more to do: the map ends at 256 */
-    assert_int_equal(settled(p), 256 - 11);
+    assert_int_equal(settle_at(p, 256 - 11), 256 - 11);
     fl_prefault_stop(p);
     map_check_unchanged(&m);
     map_close(&m);
@@ -116,11 +130,11 @@ static void test_keeps_ahead(void **state)
     uint64_t ahead = settled(p);
     assert_true(ahead > 0 && ahead < 16384 - 1);
     fl_prefault_note(p, 1); /* a step too small to wake the thread */
-    assert_int_equal(settled(p), ahead);
+    assert_int_equal(settle_at(p, ahead), ahead);
     fl_prefault_note(p, ahead); /* LMDB used them all: the same run again, after them */
-    assert_int_equal(settled(p), 2 * ahead);
+    assert_int_equal(settle_at(p, 2 * ahead), 2 * ahead);
     fl_prefault_note(p, 16000); /* near the end: only what is left */
-    assert_int_equal(settled(p), 2 * ahead + (16384 - 16001));
+    assert_int_equal(settle_at(p, 2 * ahead + (16384 - 16001)), 2 * ahead + (16384 - 16001));
     fl_prefault_stop(p);
     map_check_unchanged(&m);
     map_close(&m);
@@ -154,7 +168,7 @@ static void test_pause_and_remap(void **state)
     m.addr = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
     assert_true(m.addr != MAP_FAILED);
     fl_prefault_map(p, m.addr, m.size, 8000);
-    assert_int_equal(settled(p), before + (8192 - 8001));
+    assert_int_equal(settle_at(p, before + (8192 - 8001)), before + (8192 - 8001));
     fl_prefault_stop(p);
     map_check_unchanged(&m);
     map_close(&m);
@@ -175,7 +189,7 @@ static void test_list(void **state)
     assert_non_null(l);
     l[0] = 3, l[1] = 4, l[2] = 5, l[3] = 100, l[4] = 600, l[5] = 1u << 30;
     fl_prefault_list(p, l, 6);
-    assert_int_equal(settled(p), 4);
+    assert_int_equal(settle_at(p, 4), 4);
     fl_prefault_pause(p);
     l = malloc(300 * sizeof *l);
     assert_non_null(l);
@@ -186,7 +200,7 @@ static void test_list(void **state)
     nanosleep(&ts, NULL);
     assert_int_equal(fl_prefault_pages(p), 4); /* paused */
     fl_prefault_map(p, m.addr, m.size, 511);
-    assert_int_equal(settled(p), 304);
+    assert_int_equal(settle_at(p, 304), 304);
     fl_prefault_list(NULL, malloc(8), 1); /* no thread: the list is freed, nothing else */
     fl_prefault_stop(p);
     map_check_unchanged(&m);
