@@ -167,14 +167,14 @@ static int check_string(const struct fl_field_def *f, const msgpack_object *o, s
                             f->name, lo, hi, len);
     if (!trusted && !fl_utf8_valid(p, len))
         return fl_error_set(err, FL_EBAD_REQUEST, "data.%s: is not valid UTF-8", f->name);
-    /* Ids become B-tree keys, in which a NUL byte takes two bytes (util.h, keystr): counting
-     * them twice keeps every key within LMDB's 511-byte limit, so that a hostile id is refused
+    /* An id in a primary key is escaped in B-tree keys, a NUL byte as two (util.h, keystr):
+     * the bound keeps every key within LMDB's 511-byte limit, so that a hostile id is refused
      * here and never breaks the commit it shares with other clients' appends. */
-    if (f->kind == FL_FK_ID && !trusted && len + count_nul(p, len) > hi)
+    if (f->key_max && !trusted && len + count_nul(p, len) > f->key_max)
         return fl_error_set(err, FL_EBAD_REQUEST,
-                            "data.%s: NUL bytes count twice toward the %zu-byte limit of an id "
-                            "(%zu bytes, %zu of them NUL)",
-                            f->name, hi, len, count_nul(p, len));
+                            "data.%s: %zu bytes, %zu of them NUL; in storage keys a NUL takes two "
+                            "bytes, and this id may take at most %zu there",
+                            f->name, len, count_nul(p, len), f->key_max);
     if (f->kind == FL_FK_ENUM && fl_enum_index(f->enum_values, p, len) < 0) {
         char allowed[256] = "";
         for (int i = 0; f->enum_values[i]; i++) {

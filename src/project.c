@@ -489,6 +489,9 @@ static int row_pk(struct apply *a, const struct fl_row *r, struct pk *pk)
 }
 
 /* tenant_no table col xxh3(value) flow_no pk: an index key. Returns its length, or 0. */
+/* The longest index key: an artifact_ref at FL_ID_KEY_MAX in a patch's or a scan's pk. */
+_Static_assert(26 + 8 + 4 + FL_ID_KEY_MAX + 2 <= KEY_MAX, "FL_ID_KEY_MAX fits no index key");
+
 static size_t idx_key(uint8_t kb[KEY_MAX], uint64_t tenant_no, int table, int col,
                       const struct fl_cell *c, uint64_t flow_no, const struct pk *pk)
 {

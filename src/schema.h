@@ -37,6 +37,11 @@ enum fl_field_kind {
 };
 
 #define FL_ID_MAX 256
+/* An id that is part of a row's primary key (artifact_ref) sits in storage keys escaped, each
+ * NUL byte as two (util.h, keystr); its bytes plus its NULs may be at most this many, so that
+ * the longest key holding it stays within LMDB's 511 bytes (project.c, idx_key: 26 bytes of
+ * prefix, 12 of run and iteration, 2 of terminator). Only ids of more than 215 NULs meet it. */
+#define FL_ID_KEY_MAX 471
 #define FL_TEXT_MAX (64 * 1024)
 #define FL_STEP_MAX 64
 #define FL_JSON_MAX (1024 * 1024)
@@ -51,6 +56,7 @@ struct fl_field_def {
     int required;
     const char *const *enum_values; /* NULL-terminated, for FL_FK_ENUM */
     int64_t min, max;               /* for FL_FK_INT */
+    size_t key_max;                 /* FL_FK_ID in a primary key: FL_ID_KEY_MAX, else 0 */
 };
 
 struct fl_event_def {

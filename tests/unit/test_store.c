@@ -424,32 +424,51 @@ static void test_batch_first_bad_event(void **state)
 }
 
 /* Several appends in one commit: each has its own outcome. */
-/* A NUL byte takes two bytes in a key: an id's NULs count twice toward its 256-byte limit, so
- * no id can make a key over LMDB's 511 bytes (which would break the whole commit). */
+/* A NUL byte takes two bytes in a storage key. An artifact_ref, part of a row's primary key,
+ * may take FL_ID_KEY_MAX bytes so counted, so that no id can make a key over LMDB's 511 bytes
+ * (which would break the whole commit); the other ids are never escaped and may be 256 NULs. */
+static void nul_id(char *out, size_t cap, int nuls, int others)
+{
+    out[0] = '\0';
+    for (int i = 0; i < nuls; i++)
+        strncat(out, "\\u0000", cap - strlen(out) - 1);
+    for (int i = 0; i < others; i++)
+        strncat(out, "a", cap - strlen(out) - 1);
+}
+
 static void test_nul_heavy_ids(void **state)
 {
     struct tu_fx *f = *state;
-    char art[256 * 6 + 1] = "", text[2048];
+    char id[256 * 6 + 1], text[4096];
     struct fl_error e;
 
     ok(f->s, REG("f1"));
     ok(f->s, START("r1", "f1"));
-    for (int n = 129; n <= 256; n += 127) { /* 258 and 512 counted: refused */
-        art[0] = '\0';
-        for (int i = 0; i < n; i++)
-            strcat(art, "\\u0000");
-        snprintf(text, sizeof text, PATCH("r1", 1, "%s"), art);
+    /* 216 NUL and 40 more: 256 bytes, 472 in a key; 256 NUL: 512 */
+    for (int n = 216; n <= 256; n += 40) {
+        nul_id(id, sizeof id, n, 256 - n);
+        snprintf(text, sizeof text, PATCH("r1", 1, "%s"), id);
         assert_int_equal(tu_append(f->s, T, text, NULL, 0, &e), FL_EBAD_REQUEST);
-        assert_non_null(strstr(e.msg, "data.artifact_ref: NUL bytes count twice"));
+        assert_non_null(strstr(e.msg, "data.artifact_ref: 256 bytes"));
     }
-    art[0] = '\0';
-    for (int i = 0; i < 128; i++) /* 128 NUL: 256 counted, the most an id may have */
-        strcat(art, "\\u0000");
-    snprintf(text, sizeof text, PATCH("r1", 1, "%s"), art);
+    nul_id(id, sizeof id, 215, 41); /* 256 bytes, 471 in a key: the most */
+    snprintf(text, sizeof text, PATCH("r1", 1, "%s"), id);
+    ok(f->s, text);
+    snprintf(text, sizeof text,
+             "{\"type\": \"scan_verdict\", \"data\": {\"run_id\": \"r1\", \"iteration_num\": 1, "
+             "\"artifact_ref\": \"%s\", \"scan_status\": \"PASSED\"}}",
+             id);
+    ok(f->s, text);
+    /* ids outside primary keys: any 256 bytes */
+    nul_id(id, sizeof id, 256, 0);
+    snprintf(text, sizeof text, REG("%s"), id, id);
+    ok(f->s, text);
+    snprintf(text, sizeof text, START("%s", "f1"), id);
     ok(f->s, text);
     json_t *st = tu_state(f->s, T, "f1", 0, &e);
-    json_t *a = tu_get(st, "migration_patches/0/artifact_ref");
-    assert_int_equal(json_string_length(a), 128);
+    assert_int_equal(json_string_length(tu_get(st, "migration_patches/0/artifact_ref")), 256);
+    assert_int_equal(json_string_length(tu_get(st, "migration_sast_results/0/artifact_ref")), 256);
+    assert_int_equal(json_string_length(tu_get(st, "migration_runs/0/run_id")), 256);
     json_decref(st);
     tu_verify_ok(f->s);
 }
