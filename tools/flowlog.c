@@ -247,7 +247,7 @@ static const struct cmd cmds[] = {
      "The copy is a data directory: flowlogd --data DATA/backups/NAME serves it."},
     {"rebuild", cmd_rebuild, "rebuild",
      "Make every projection again from the log (operator token only). Appends and reads wait\n"
-     "while it runs (about 3.3 s per million events here). Prints {\"events\", \"head_seq\",\n"
+     "while it runs (3.3-5 s per million events here). Prints {\"events\", \"head_seq\",\n"
      "\"micros\"}."},
     {"ping", cmd_ping, "ping",
      "Connect, authenticate and time one round trip; prints server, tenant and role."},
