@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # reconnect.sh: one libflowlog handle kept for the whole test against the real flowlogd with
-# --idle-timeout 1: the C program tests/integration/reconnect pauses 2 s between calls (the
+# --idle-timeout 1: the C program tests/integration/reconnect pauses 3 s between calls (the
 # server closes the connection as idle each time) and its next call must still work, on a new
 # connection, appending nothing twice; then the server is restarted, stopped and started again
 # on the same port under the handle (the program asks for each step on its stdout and waits for
-# our answer on its stdin). About 12 s.
+# our answer on its stdin). About 16 s.
 . "$top_srcdir/tests/integration/lib.sh"
 
 plan 17
