@@ -221,3 +221,19 @@ uint64_t fl_prefault_pages(const struct fl_prefault *p)
 {
     return p ? atomic_load(&p->ready) : 0;
 }
+
+int fl_prefault_idle(struct fl_prefault *p)
+{
+    int idle;
+
+    if (!p)
+        return 1;
+    pthread_mutex_lock(&p->mu);
+    /* what pf_take would hand out, without taking it (list pages past the map count as work
+     * until the thread has skipped them: it is signalled and will) */
+    idle =
+        !p->busy &&
+        (!p->addr || (p->at >= p->nlist && p->done >= (p->goal < p->npages ? p->goal : p->npages)));
+    pthread_mutex_unlock(&p->mu);
+    return idle;
+}

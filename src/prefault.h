@@ -44,5 +44,10 @@ void fl_prefault_list(struct fl_prefault *p, uint64_t *pgnos, size_t n);
 void fl_prefault_stop(struct fl_prefault *p);
 /* Pages made ready so far (stats, tests). */
 uint64_t fl_prefault_pages(const struct fl_prefault *p);
+/* 1 if the thread has nothing left to do (no map, or the list and the run ahead of the frontier
+ * are done) and is not reading the map: fl_prefault_pages will not move until the next call
+ * above. For tests, which must not take a thread that was merely descheduled for finished.
+ * Accepts NULL (1). */
+int fl_prefault_idle(struct fl_prefault *p);
 
 #endif

@@ -910,7 +910,10 @@ static void test_idle_timeout(void **state)
     json_t *j;
 
     (void)state;
-    srv_start(&T, "--idle-timeout=1");
+    /* The events are loaded by a server without the timeout, then it starts again with it: with
+     * --idle-timeout 1 a loaded machine took over a second between the writer's hello and its
+     * first append (building the request), and the writer was closed as idle. */
+    srv_start(&T, NULL);
     PORT = T.port;
     memset(pad, 'x', 2000);
     pad[2000] = '\0';
@@ -931,10 +934,18 @@ static void test_idle_timeout(void **state)
         free(req);
     }
     close(wr);
+    assert_int_equal(srv_stop(&T), 0);
+    srv_start(&T, "--idle-timeout=1"); /* the same data directory */
+    PORT = T.port;
     idle = session(TOK_READER, NULL);
     rd = session_rcvbuf(TOK_READER, NULL, 4096);
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* The ping goes with the log request, not after the slow read: its answer comes after the
+     * log reply, so it shows the connection was still open when the read ended, without the
+     * test's own decoding of 1 MB (which took over a second on a loaded machine, and the server
+     * rightly closed the connection as idle once the reply was taken) racing the timeout. */
     send_json(rd, "{\"id\":1,\"op\":\"log\"}");
+    send_json(rd, "{\"id\":2,\"op\":\"ping\"}");
     j = recv_json_slow(rd, 32 * 1024, 60000);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
@@ -943,7 +954,6 @@ static void test_idle_timeout(void **state)
     assert_true(json_is_true(json_object_get(j, "ok")));
     assert_true(took > 1.5); /* longer than the idle timeout, or the test proves nothing */
     json_decref(j);
-    send_json(rd, "{\"id\":2,\"op\":\"ping\"}");
     json_decref(expect_ok(rd, 2)); /* still open: taking replies is activity */
     /* meanwhile the connection that did nothing was closed, saying why */
     j = expect_error(idle, -1, "unavailable");
@@ -967,7 +977,7 @@ static void test_sigterm(void **state)
 {
     enum { N = 300 };
     long long acked[N], pushed = 0, last = 0;
-    int nacked = 0, fd, sub, ended = 0, notices = 0;
+    int nacked = 0, fd, sub, ended = 0, notices = 0, early_late = 0;
     json_t *j;
 
     (void)state;
@@ -995,6 +1005,12 @@ static void test_sigterm(void **state)
         assert_int_equal(notices, 0); /* the notice comes last */
         if (json_is_true(json_object_get(j, "ok"))) {
             acked[nacked++] = tu_int(j, "result/results/0/seq");
+        } else if (json_is_null(json_object_get(j, "id")) &&
+                   strcmp(tu_str(j, "error/code"), "bad_request") == 0) {
+            /* a late frame the server received before it acted on the signal (a loaded machine
+             * took over 300 ms to get to it): it serves every whole frame received by then, and
+             * answers this one, as it should */
+            early_late++;
         } else {
             assert_true(json_is_null(json_object_get(j, "id")));
             assert_string_equal(tu_str(j, "error/code"), "unavailable");
@@ -1041,7 +1057,10 @@ static void test_sigterm(void **state)
         assert_true(WIFEXITED(st));
         assert_int_equal(WEXITSTATUS(st), 0);
     }
-    print_message("# %d of %d pipelined appends acknowledged before exit\n", nacked, N);
+    print_message(
+        "# %d of %d pipelined appends acknowledged before exit (%d late frames came before "
+        "the stop and were answered)\n",
+        nacked, N, early_late);
     srv_start(&T, NULL);
     PORT = T.port;
     fd = session(TOK_READER, NULL);

@@ -683,7 +683,13 @@ static void test_usage_errors(void **state)
 
 /* ---- reconnecting ---- */
 
-/* Wait until the fake server has closed the handle's connection (what a long pause does). */
+/* Wait until the fake server has closed the handle's connection (what a long pause does), then
+ * 300 ms more: past the quiet time after which the library looks for a close before writing
+ * (conn_probe, 250 ms from its last read), as it is at every real idle close (--idle-timeout is
+ * at least 1 s). Counted from here, after the handle's last read, not from the fake's: the fake
+ * sleeps 300 ms after sending the hello reply, but on a loaded machine this process can read
+ * that reply late enough for the next call to come within 250 ms of the read: not looking, it
+ * wrote an append without event_ids into the closed connection, which may not be resent. */
 static void wait_closed(flc_client *c)
 {
     struct pollfd p = {.fd = flc_fd(c), .events = POLLRDHUP};
@@ -691,6 +697,7 @@ static void wait_closed(flc_client *c)
     assert_true(p.fd >= 0);
     assert_int_equal(poll(&p, 1, 5000), 1);
     assert_true(p.revents & (POLLRDHUP | POLLHUP));
+    usleep(300 * 1000);
 }
 
 /* One packed event {"type", "data": {}, "event_id"?} into sb (cleared first). */

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "prefault.h"
+#include "store_int.h"
 #include "testutil.h"
 
 #define PAGE 4096
@@ -68,33 +69,19 @@ static void map_close(struct map *m)
     free(m->path);
 }
 
-/* Wait (at most 10 s) until the count stops at a value for 300 ms; returns it. */
-static uint64_t settled(const struct fl_prefault *p)
+/* Wait (at most 10 s) until the thread has nothing left to do; returns its count then. Waiting
+ * for the thread's own word rather than for a pause in the count keeps a thread descheduled on
+ * a loaded machine (300 ms were seen, between two batches) from looking finished, and the count
+ * it returns is exact: every check below is of all the pages made ready, not one more. */
+static uint64_t settled(struct fl_prefault *p)
 {
-    uint64_t last = fl_prefault_pages(p);
-    int still = 0;
-
-    for (int i = 0; i < 1000 && still < 30; i++) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        uint64_t now = fl_prefault_pages(p);
-        still = now == last && now > 0 ? still + 1 : 0;
-        last = now;
-    }
-    return last;
-}
-
-/* Wait (at most 10 s) until the count reaches want, then 100 ms more in which it must not move
- * on; returns the count then. Waiting for the expected value rather than for a pause keeps a
- * thread descheduled for 100 ms on a loaded machine from looking finished. */
-static uint64_t settle_at(const struct fl_prefault *p, uint64_t want)
-{
-    for (int i = 0; i < 1000 && fl_prefault_pages(p) != want; i++) {
+    for (int i = 0; i < 1000 && !fl_prefault_idle(p); i++) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    struct timespec ts = {0, 100 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    if (!fl_prefault_idle(p))
+        fail_msg("the prefault thread is still busy after 10 s (%llu pages made ready)",
+                 (unsigned long long)fl_prefault_pages(p));
     return fl_prefault_pages(p);
 }
 
@@ -109,9 +96,9 @@ static void test_stops_at_map_end(void **state)
     assert_int_equal(fl_prefault_start(&p, PAGE), 0);
     assert_int_equal(fl_prefault_pages(p), 0); /* no map yet */
     fl_prefault_map(p, m.addr, m.size, 10);
-    assert_int_equal(settle_at(p, 256 - 11), 256 - 11);
+    assert_int_equal(settled(p), 256 - 11);
     fl_prefault_note(p, 200); /* nothing more to do: the map ends at 256 */
-    assert_int_equal(settle_at(p, 256 - 11), 256 - 11);
+    assert_int_equal(settled(p), 256 - 11);
     fl_prefault_stop(p);
     map_check_unchanged(&m);
     map_close(&m);
@@ -130,11 +117,11 @@ static void test_keeps_ahead(void **state)
     uint64_t ahead = settled(p);
     assert_true(ahead > 0 && ahead < 16384 - 1);
     fl_prefault_note(p, 1); /* a step too small to wake the thread */
-    assert_int_equal(settle_at(p, ahead), ahead);
+    assert_int_equal(settled(p), ahead);
     fl_prefault_note(p, ahead); /* LMDB used them all: the same run again, after them */
-    assert_int_equal(settle_at(p, 2 * ahead), 2 * ahead);
+    assert_int_equal(settled(p), 2 * ahead);
     fl_prefault_note(p, 16000); /* near the end: only what is left */
-    assert_int_equal(settle_at(p, 2 * ahead + (16384 - 16001)), 2 * ahead + (16384 - 16001));
+    assert_int_equal(settled(p), 2 * ahead + (16384 - 16001));
     fl_prefault_stop(p);
     map_check_unchanged(&m);
     map_close(&m);
@@ -168,7 +155,7 @@ static void test_pause_and_remap(void **state)
     m.addr = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, m.fd, 0);
     assert_true(m.addr != MAP_FAILED);
     fl_prefault_map(p, m.addr, m.size, 8000);
-    assert_int_equal(settle_at(p, before + (8192 - 8001)), before + (8192 - 8001));
+    assert_int_equal(settled(p), before + (8192 - 8001));
     fl_prefault_stop(p);
     map_check_unchanged(&m);
     map_close(&m);
@@ -189,7 +176,7 @@ static void test_list(void **state)
     assert_non_null(l);
     l[0] = 3, l[1] = 4, l[2] = 5, l[3] = 100, l[4] = 600, l[5] = 1u << 30;
     fl_prefault_list(p, l, 6);
-    assert_int_equal(settle_at(p, 4), 4);
+    assert_int_equal(settled(p), 4);
     fl_prefault_pause(p);
     l = malloc(300 * sizeof *l);
     assert_non_null(l);
@@ -200,26 +187,19 @@ static void test_list(void **state)
     nanosleep(&ts, NULL);
     assert_int_equal(fl_prefault_pages(p), 4); /* paused */
     fl_prefault_map(p, m.addr, m.size, 511);
-    assert_int_equal(settle_at(p, 304), 304);
+    assert_int_equal(settled(p), 304);
     fl_prefault_list(NULL, malloc(8), 1); /* no thread: the list is freed, nothing else */
     fl_prefault_stop(p);
     map_check_unchanged(&m);
     map_close(&m);
 }
 
-/* The store's count in stats once it stops moving (at most 10 s). */
+/* The store's count in stats once its thread has nothing left to do (at most 10 s). */
 static uint64_t store_settled(struct fl_store *s)
 {
-    uint64_t last = tu_stat_u64(s, "pages_prefaulted");
-
-    for (int i = 0, still = 0; i < 1000 && still < 10; i++) {
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        uint64_t now = tu_stat_u64(s, "pages_prefaulted");
-        still = now == last ? still + 1 : 0;
-        last = now;
-    }
-    return last;
+    assert_non_null(s->pf);
+    settled(s->pf);
+    return tu_stat_u64(s, "pages_prefaulted");
 }
 
 /* A store readies its pages as it grows, and says so in stats; a rebuild hands over the pages
