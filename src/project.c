@@ -488,10 +488,10 @@ static int row_pk(struct apply *a, const struct fl_row *r, struct pk *pk)
     return 0;
 }
 
-/* tenant_no table col xxh3(value) flow_no pk: an index key. Returns its length, or 0. */
 /* The longest index key: an artifact_ref at FL_ID_KEY_MAX in a patch's or a scan's pk. */
 _Static_assert(26 + 8 + 4 + FL_ID_KEY_MAX + 2 <= KEY_MAX, "FL_ID_KEY_MAX fits no index key");
 
+/* tenant_no table col xxh3(value) flow_no pk: an index key. Returns its length, or 0. */
 static size_t idx_key(uint8_t kb[KEY_MAX], uint64_t tenant_no, int table, int col,
                       const struct fl_cell *c, uint64_t flow_no, const struct pk *pk)
 {
@@ -1089,12 +1089,11 @@ static int check_child(struct apply *a)
         if (a->child_exists) {
             const struct fl_cell *cur = &a->child_old.c[FC_SA_STATUS];
             const struct fl_cell *art = &c->c[FC_SA_ARTIFACT];
-            if (scan_rank(cur) == 2)
-                return fl_error_set(a->err, FL_EINVALID_TRANSITION,
-                                    "the scan of \"%.*s\" for run \"%.*s\" iteration %lld is "
-                                    "already %.*s, which is final",
-                                    (int)art->len, art->s, (int)c->c[0].len, c->c[0].s,
-                                    (long long)c->c[1].i, (int)cur->len, cur->s);
+            if (scan_rank(cur) == 2) {
+                char what[FL_ID_MAX + 32]; /* its artifact_ref is part of the scan's key */
+                snprintf(what, sizeof what, "the scan of \"%.*s\"", (int)art->len, art->s);
+                return final_error(a, what, cur);
+            }
             if (scan_rank(&next) < scan_rank(cur))
                 return fl_error_set(a->err, FL_EINVALID_TRANSITION,
                                     "scan status moves forward only (PENDING < SCANNING < "

@@ -18,16 +18,12 @@ static const char *const human_reasons[] = {"sast_blocked", "validation_failed",
                                             NULL};
 static const char *const human_resolutions[] = {"RESOLVED", "IGNORED", NULL};
 
+/* The table is laid out by hand, an event a few lines: clang-format keeps out. */
+/* clang-format off */
 /* Names are string literals, so their lengths are sizeof - 1. */
 #define NAME(n) n, sizeof n - 1
-#define ID(n, req)                                                                                 \
-    {                                                                                              \
-        NAME(n), FL_FK_ID, req, NULL, 0, 0, 0                                                      \
-    }
-#define KEYID(n, req)                                                                              \
-    {                                                                                              \
-        NAME(n), FL_FK_ID, req, NULL, 0, 0, FL_ID_KEY_MAX                                          \
-    }
+#define ID(n, req) {NAME(n), FL_FK_ID, req, NULL, 0, 0, 0}
+#define KEYID(n, req) {NAME(n), FL_FK_ID, req, NULL, 0, 0, FL_ID_KEY_MAX}
 #define TEXT(n, req) {NAME(n), FL_FK_TEXT, req, NULL, 0, 0}
 #define STEP(n, req) {NAME(n), FL_FK_STEP, req, NULL, 0, 0}
 #define JSON(n, req) {NAME(n), FL_FK_JSON, req, NULL, 0, 0}
@@ -36,71 +32,42 @@ static const char *const human_resolutions[] = {"RESOLVED", "IGNORED", NULL};
 #define ITER INT("iteration_num", 1, 1, INT32_MAX)
 
 const struct fl_event_def fl_event_defs[FL_EV_COUNT] = {
-    [FL_EV_FLOW_REGISTERED] = {NAME("flow_registered"),
-                               0,
-                               7,
-                               {ID("flow_id", 1), TEXT("flow_name", 1), TEXT("server", 0),
-                                TEXT("nifi_xml_path", 0), TEXT("description", 0),
-                                ENUM("priority", 0, priorities), TEXT("owner", 0)}},
-    [FL_EV_FLOW_UPDATED] = {NAME("flow_updated"),
-                            0,
-                            7,
-                            {ID("flow_id", 1), TEXT("flow_name", 0), TEXT("server", 0),
-                             TEXT("nifi_xml_path", 0), TEXT("description", 0),
-                             ENUM("priority", 0, priorities), TEXT("owner", 0)}},
-    [FL_EV_FLOW_STATUS] = {NAME("flow_status"),
-                           0,
-                           2,
-                           {ID("flow_id", 1), ENUM("migration_status", 1, flow_statuses)}},
-    [FL_EV_RUN_STARTED] = {NAME("run_started"),
-                           0,
-                           6,
-                           {ID("run_id", 1), ID("flow_id", 1), ID("job_id", 0), ID("job_run_id", 0),
-                            ENUM("status", 0, run_start_statuses), TEXT("triggered_by", 0)}},
-    [FL_EV_RUN_STATUS] = {NAME("run_status"),
-                          1,
-                          9,
-                          {ID("run_id", 1), ENUM("status", 1, run_statuses), ID("job_id", 0),
-                           ID("job_run_id", 0), TEXT("status_message", 0), TEXT("error_message", 0),
-                           INT("progress_percentage", 0, 0, 100),
-                           INT("validation_percentage", 0, 0, 100),
-                           ENUM("flow_status", 0, flow_statuses)}},
-    [FL_EV_ITERATION_STEP] = {NAME("iteration_step"),
-                              1,
-                              6,
-                              {ID("run_id", 1), ITER, STEP("step", 1),
-                               ENUM("step_status", 1, step_statuses), TEXT("summary", 0),
-                               TEXT("error", 0)}},
-    [FL_EV_PATCH] = {NAME("patch"),
-                     1,
-                     5,
-                     {ID("run_id", 1), ITER, KEYID("artifact_ref", 1), TEXT("patch_summary", 0),
-                      TEXT("diff_ref", 0)}},
-    [FL_EV_SCAN_VERDICT] = {NAME("scan_verdict"),
-                            1,
-                            5,
-                            {ID("run_id", 1), ITER, KEYID("artifact_ref", 1),
-                             ENUM("scan_status", 1, scan_statuses), JSON("findings_json", 0)}},
-    [FL_EV_EXEC_RESULT] = {NAME("exec_result"),
-                           1,
-                           7,
-                           {ID("run_id", 1), ITER, ENUM("job_type", 1, job_types),
-                            ENUM("status", 1, exec_statuses), INT("runtime_s", 0, 0, INT64_MAX),
-                            TEXT("error", 0), TEXT("logs_ref", 0)}},
-    [FL_EV_HUMAN_REQUEST] = {NAME("human_request"),
-                             1,
-                             4,
-                             {ID("run_id", 1), ITER, ENUM("reason", 1, human_reasons),
-                              TEXT("instructions", 0)}},
-    [FL_EV_HUMAN_RESOLUTION] = {NAME("human_resolution"),
-                                1,
-                                3,
-                                {ID("run_id", 1), ITER, ENUM("status", 1, human_resolutions)}},
-    [FL_EV_FLOW_ROLLBACK] = {NAME("flow_rollback"),
-                             0,
-                             3,
-                             {ID("flow_id", 1), INT("to_seq", 1, 1, INT64_MAX), TEXT("reason", 1)}},
+    [FL_EV_FLOW_REGISTERED] = {NAME("flow_registered"), 0, 7,
+        {ID("flow_id", 1), TEXT("flow_name", 1), TEXT("server", 0), TEXT("nifi_xml_path", 0),
+         TEXT("description", 0), ENUM("priority", 0, priorities), TEXT("owner", 0)}},
+    [FL_EV_FLOW_UPDATED] = {NAME("flow_updated"), 0, 7,
+        {ID("flow_id", 1), TEXT("flow_name", 0), TEXT("server", 0), TEXT("nifi_xml_path", 0),
+         TEXT("description", 0), ENUM("priority", 0, priorities), TEXT("owner", 0)}},
+    [FL_EV_FLOW_STATUS] = {NAME("flow_status"), 0, 2,
+        {ID("flow_id", 1), ENUM("migration_status", 1, flow_statuses)}},
+    [FL_EV_RUN_STARTED] = {NAME("run_started"), 0, 6,
+        {ID("run_id", 1), ID("flow_id", 1), ID("job_id", 0), ID("job_run_id", 0),
+         ENUM("status", 0, run_start_statuses), TEXT("triggered_by", 0)}},
+    [FL_EV_RUN_STATUS] = {NAME("run_status"), 1, 9,
+        {ID("run_id", 1), ENUM("status", 1, run_statuses), ID("job_id", 0), ID("job_run_id", 0),
+         TEXT("status_message", 0), TEXT("error_message", 0),
+         INT("progress_percentage", 0, 0, 100), INT("validation_percentage", 0, 0, 100),
+         ENUM("flow_status", 0, flow_statuses)}},
+    [FL_EV_ITERATION_STEP] = {NAME("iteration_step"), 1, 6,
+        {ID("run_id", 1), ITER, STEP("step", 1),
+         ENUM("step_status", 1, step_statuses), TEXT("summary", 0), TEXT("error", 0)}},
+    [FL_EV_PATCH] = {NAME("patch"), 1, 5,
+        {ID("run_id", 1), ITER, KEYID("artifact_ref", 1), TEXT("patch_summary", 0),
+         TEXT("diff_ref", 0)}},
+    [FL_EV_SCAN_VERDICT] = {NAME("scan_verdict"), 1, 5,
+        {ID("run_id", 1), ITER, KEYID("artifact_ref", 1), ENUM("scan_status", 1, scan_statuses),
+         JSON("findings_json", 0)}},
+    [FL_EV_EXEC_RESULT] = {NAME("exec_result"), 1, 7,
+        {ID("run_id", 1), ITER, ENUM("job_type", 1, job_types), ENUM("status", 1, exec_statuses),
+         INT("runtime_s", 0, 0, INT64_MAX), TEXT("error", 0), TEXT("logs_ref", 0)}},
+    [FL_EV_HUMAN_REQUEST] = {NAME("human_request"), 1, 4,
+        {ID("run_id", 1), ITER, ENUM("reason", 1, human_reasons), TEXT("instructions", 0)}},
+    [FL_EV_HUMAN_RESOLUTION] = {NAME("human_resolution"), 1, 3,
+        {ID("run_id", 1), ITER, ENUM("status", 1, human_resolutions)}},
+    [FL_EV_FLOW_ROLLBACK] = {NAME("flow_rollback"), 0, 3,
+        {ID("flow_id", 1), INT("to_seq", 1, 1, INT64_MAX), TEXT("reason", 1)}},
 };
+/* clang-format on */
 
 #define S(n) {n, FL_CT_STR}
 #define I(n) {n, FL_CT_INT}

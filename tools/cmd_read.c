@@ -115,8 +115,8 @@ static int log_opt(void *st, int ch, const char *arg)
 {
     struct logopts *o = st;
 
-    switch (ch) {
     /* --from 0 is the start of the log, as 1 is; --limit 0 is no limit (the protocol's). */
+    switch (ch) {
     case OPT_FROM:
         return parse_u64(arg, &o->q.from);
     case OPT_LIMIT:
