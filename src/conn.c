@@ -72,6 +72,20 @@ static size_t conn_out_len(const struct conn *c)
     return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
+/* Reply bytes the peer has not received yet: our output buffer plus the kernel's send queue
+ * (unsent and unacknowledged bytes, SIOCOUTQ). The output buffer alone says little: a loopback
+ * socket's send buffer grows to megabytes, so a whole reply leaves it at once while the client
+ * may take seconds to read it. */
+static size_t conn_unsent(const struct conn *c)
+{
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    int queued = 0;
+
+    if (fd < 0 || ioctl(fd, TIOCOUTQ, &queued) != 0 || queued < 0)
+        queued = 0;
+    return conn_out_len(c) + (size_t)queued;
+}
+
 /* Milliseconds on a clock that never jumps, for the idle rule. */
 static int64_t conn_now_ms(void)
 {
@@ -439,6 +453,8 @@ static void conn_linger(struct conn *c)
     evutil_socket_t fd = bufferevent_getfd(c->bev);
 
     c->lingering = 1;
+    c->linger_ms = conn_now_ms();
+    c->linger_left = conn_unsent(c);
     if (c->eof || fd < 0 || shutdown(fd, SHUT_WR) != 0) {
         conn_free(c);
         return;
@@ -450,6 +466,27 @@ static void conn_linger(struct conn *c)
         conn_free(c);
     else
         c->reading = 1;
+}
+
+/* The linger's wait ran out with nothing read: go, unless the peer has still not received all
+ * we sent. Closing then would make the kernel answer the peer's next bytes (a request sent
+ * before it saw our goodbye) with RST and drop the replies still queued, so a client that
+ * reads slowly would lose acknowledgements of committed appends. Wait on while it keeps
+ * taking bytes, and give up on it after CONN_CLOSE_TIMEOUT_S in which it took none, as the
+ * write timeout of CLOSING does. */
+static void conn_linger_timeout(struct conn *c)
+{
+    struct timeval look = {0, CONN_LINGER_LOOK_MS * 1000};
+    size_t left = conn_unsent(c);
+    int64_t now = conn_now_ms();
+
+    if (left < c->linger_left) {
+        c->linger_left = left;
+        c->linger_ms = now;
+    }
+    if (left == 0 || now - c->linger_ms >= (int64_t)CONN_CLOSE_TIMEOUT_S * 1000 ||
+        event_add(c->rev, &look) != 0)
+        conn_free(c);
 }
 
 /* Close c if it is closing and owes nothing more: no append waiting, nothing left to write. */
@@ -542,8 +579,8 @@ static void conn_recv_cb(evutil_socket_t fd, short what, void *arg)
     ssize_t n;
 
     (void)fd;
-    if (what & EV_TIMEOUT) { /* only conn_linger sets a timeout */
-        conn_free(c);
+    if (what & EV_TIMEOUT) { /* only a lingering connection has a timeout here */
+        conn_linger_timeout(c);
         return;
     }
     /* Read again while a read filled its chunk: more is likely waiting. */
@@ -630,20 +667,6 @@ static void conn_timer_arm(struct conn *c, int64_t ms)
     tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     if (evtimer_add(c->timer, &tv) != 0)
         fl_warn("conn %llu: cannot schedule its timeout", (unsigned long long)c->id);
-}
-
-/* Reply bytes the peer has not received yet: our output buffer plus the kernel's send queue
- * (unsent and unacknowledged bytes, SIOCOUTQ). The output buffer alone says little: a loopback
- * socket's send buffer grows to megabytes, so a whole reply leaves it at once while the client
- * may take seconds to read it. */
-static size_t conn_unsent(const struct conn *c)
-{
-    evutil_socket_t fd = bufferevent_getfd(c->bev);
-    int queued = 0;
-
-    if (fd < 0 || ioctl(fd, TIOCOUTQ, &queued) != 0 || queued < 0)
-        queued = 0;
-    return conn_out_len(c) + (size_t)queued;
 }
 
 /* Close a READY connection idle for --idle-timeout (conn.h says what idle means). The peer

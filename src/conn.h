@@ -13,9 +13,11 @@
  * subscription (subscribers are never idle); a client whose replies wait unread is idle too,
  * and is told so. In CLOSING no more requests are
  * served; once its pending appends have been answered and its output written, the connection
- * lingers: it sends FIN and discards input until the peer's EOF (or CONN_LINGER_S), because
- * closing a socket with unread input makes the kernel send RST and drop replies not yet
- * delivered.
+ * lingers: it sends FIN and discards input until the peer's EOF, because closing a socket with
+ * unread input makes the kernel send RST and drop replies not yet delivered. Without an EOF it
+ * goes CONN_LINGER_S after the last input, once the peer has received every byte sent (not
+ * before: the peer's next bytes would get RST too), or after CONN_CLOSE_TIMEOUT_S in which the
+ * peer took none of them.
  *
  * Lifetime rule: only the top-level entry points (libevent callbacks, commit callbacks,
  * shutdown) may free a connection, through conn_maybe_free as their last action on it. */
@@ -46,6 +48,7 @@ enum conn_state { CONN_HELLO, CONN_READY, CONN_CLOSING };
 #define CONN_HELLO_MAX_FRAME (64u * 1024) /* before authentication, frames stay small */
 #define CONN_CLOSE_TIMEOUT_S 10
 #define CONN_LINGER_S 2 /* after our FIN, how long to discard what the peer still sends */
+#define CONN_LINGER_LOOK_MS 250 /* past that, how often to look whether the peer has our bytes */
 #define CONN_MAX_SUBS 64
 
 struct conn {
@@ -68,6 +71,8 @@ struct conn {
     int eof;       /* the peer finished sending */
     int blocked;   /* a subscription stopped on a full output and waits for it to drain */
     int lingering; /* everything was written and FIN sent; discarding input until EOF */
+    int64_t linger_ms;  /* when lingering began, or the peer last took bytes since (monotonic) */
+    size_t linger_left; /* our bytes the peer had not received then (conn_unsent) */
     int in_job;    /* its verify or backup runs on the job thread; answered before the close */
 
     struct event *timer; /* the hello deadline, then the idle check */

@@ -467,6 +467,47 @@ static void test_bad_frames(void **state)
     close(other);
 }
 
+/* A client that reads slowly still gets every reply owed before a close, even when it sends
+ * something after the server has said goodbye: the server lingers while its last replies wait
+ * in its send queue for the peer, not a fixed 2 s. (A socket closed with replies still queued
+ * answers the peer's next bytes with RST, and the kernel drops the replies.) */
+static void test_slow_reader_after_close(void **state)
+{
+    enum { N = 60 };
+    static const uint8_t zero[] = {0, 0, 0, 0}; /* a fatal frame: the server closes after it */
+    static const uint8_t ping[] = {0, 0, 0, 1, 0x80};
+    int w = session(TOK_WRITER, NULL), fd;
+    long long first = 0, last = 0;
+    json_t *j;
+
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        char ev[512];
+        snprintf(ev, sizeof ev,
+                 "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"slow-after-close-%d\","
+                 "\"flow_name\":\"n\",\"description\":\"%0300d\"}}",
+                 i, i);
+        last = append1(w, i + 1, ev);
+        if (!first)
+            first = last;
+    }
+    close(w);
+    fd = session_rcvbuf(TOK_READER, NULL, 4096);
+    send_json(fd, "{\"id\":1,\"op\":\"log\",\"from\":%lld,\"limit\":%d}", first, N);
+    send_all(fd, zero, sizeof zero);
+    usleep(3500 * 1000); /* past the 2 s the server used to linger for */
+    if (send(fd, ping, sizeof ping, MSG_NOSIGNAL) < 0)
+        fail_msg("send after the close: %s", strerror(errno));
+    usleep(100 * 1000);
+    j = expect_ok(fd, 1);
+    assert_int_equal(json_array_size(tu_get(j, "result/events")), N);
+    assert_int_equal(tu_int(j, "result/next"), last + 1);
+    json_decref(j);
+    json_decref(expect_error(fd, -1, "bad_request"));
+    expect_eof(fd);
+    close(fd);
+}
+
 static void test_bad_requests(void **state)
 {
     int fd = session(TOK_WRITER, NULL);
@@ -1084,6 +1125,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hello_required),
         cmocka_unit_test(test_bad_frames),
+        cmocka_unit_test(test_slow_reader_after_close),
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_batch_limits),
         cmocka_unit_test(test_roles_and_tenants),
