@@ -477,7 +477,8 @@ static void conn_linger(struct conn *c)
 static void conn_linger_timeout(struct conn *c)
 {
     struct timeval look = {0, CONN_LINGER_LOOK_MS * 1000};
-    size_t left = conn_unsent(c);
+    size_t left = c->tcp ? conn_unsent(c) : 0; /* a Unix socket never resets: what was sent
+                                                   stays readable after the close */
     int64_t now = conn_now_ms();
 
     if (left < c->linger_left) {
@@ -750,6 +751,7 @@ int conn_new(struct server *srv, evutil_socket_t fd, const struct sockaddr *sa, 
     msgpack_packer_init(&c->pk, &c->sb, msgpack_sbuffer_write);
     conn_describe(c, sa, salen);
     conn_tune_socket(fd, sa ? sa->sa_family : AF_UNIX);
+    c->tcp = sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6);
     c->active_ms = conn_now_ms();
     /* The bufferevent writes; reading is conn_recv's, on an event of its own (the bufferevent's
      * reading stays disabled, as it starts). */

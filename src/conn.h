@@ -16,8 +16,8 @@
  * lingers: it sends FIN and discards input until the peer's EOF, because closing a socket with
  * unread input makes the kernel send RST and drop replies not yet delivered. Without an EOF it
  * goes CONN_LINGER_S after the last input, once the peer has received every byte sent (not
- * before: the peer's next bytes would get RST too), or after CONN_CLOSE_TIMEOUT_S in which the
- * peer took none of them.
+ * before: the peer's next bytes would get RST too; a Unix socket never resets, so it goes then),
+ * or after CONN_CLOSE_TIMEOUT_S in which the peer took none of them.
  *
  * Lifetime rule: only the top-level entry points (libevent callbacks, commit callbacks,
  * shutdown) may free a connection, through conn_maybe_free as their last action on it. */
@@ -70,6 +70,7 @@ struct conn {
     int paused;    /* reading stopped because output is above --max-output */
     int eof;       /* the peer finished sending */
     int blocked;   /* a subscription stopped on a full output and waits for it to drain */
+    int tcp;       /* a TCP connection (else a Unix socket's) */
     int lingering; /* everything was written and FIN sent; discarding input until EOF */
     int64_t linger_ms;  /* when lingering began, or the peer last took bytes since (monotonic) */
     size_t linger_left; /* our bytes the peer had not received then (conn_unsent) */
