@@ -351,6 +351,67 @@ static void test_expected_version(void **state)
     /* in a batch each event sees the versions left by the events before it */
     ok(f->s, "[{\"type\":\"flow_registered\",\"expected_version\":0,\"data\":{\"flow_id\":\"f2\",\"flow_name\":\"n\"}},"
              "{\"type\":\"flow_status\",\"expected_version\":1,\"data\":{\"flow_id\":\"f2\",\"migration_status\":\"DONE\"}}]");
+    /* PROTOCOL.md 4 "Events": a run-level event of a missing run addresses no known flow, whose
+     * version is 0; nil is absent */
+    assert_int_equal(tu_append(f->s, T,
+                               "{\"type\":\"run_status\",\"expected_version\":4,\"data\":{\"run_"
+                               "id\":\"nope\",\"status\":\"RUNNING\"}}",
+                               NULL, 0, &e),
+                     FL_ECONFLICT);
+    assert_int_equal(e.version, 0);
+    expect_err(f->s,
+               "{\"type\":\"run_status\",\"expected_version\":0,\"data\":{\"run_id\":\"nope\","
+               "\"status\":\"RUNNING\"}}",
+               FL_ENOT_FOUND);
+    ok(f->s, "{\"type\":\"flow_status\",\"expected_version\":null,\"event_id\":null,\"data\":{"
+             "\"flow_id\":\"f2\",\"migration_status\":\"DONE\"}}");
+    /* the flow before the run: a used run_id with a missing flow is not_found */
+    expect_err(f->s, "{\"type\":\"run_started\",\"data\":{\"run_id\":\"r\",\"flow_id\":\"zz\"}}",
+               FL_ENOT_FOUND);
+    /* to_seq 0 is a form error, before expected_version; out of the flow's range, after it */
+    expect_err(f->s,
+               "{\"type\":\"flow_rollback\",\"expected_version\":99,\"data\":{\"flow_id\":\"f1\","
+               "\"to_seq\":0,\"reason\":\"x\"}}",
+               FL_EBAD_REQUEST);
+    expect_err(f->s,
+               "{\"type\":\"flow_rollback\",\"expected_version\":99,\"data\":{\"flow_id\":\"f1\","
+               "\"to_seq\":999,\"reason\":\"x\"}}",
+               FL_ECONFLICT);
+    expect_err(f->s,
+               "{\"type\":\"flow_rollback\",\"data\":{\"flow_id\":\"f1\",\"to_seq\":999,\"reason\":"
+               "\"x\"}}",
+               FL_EBAD_REQUEST);
+}
+
+/* An event that changes an existing row sets the columns it gives; absent or nil ones keep their
+ * value (PROTOCOL.md 4 "Events"). */
+static void test_absent_fields_keep(void **state)
+{
+    struct tu_fx *f = *state;
+
+    ok(f->s, "{\"type\":\"flow_registered\",\"data\":{\"flow_id\":\"k\",\"flow_name\":\"n\","
+             "\"owner\":\"o\",\"server\":\"s\"}}");
+    ok(f->s,
+       "{\"type\":\"flow_updated\",\"data\":{\"flow_id\":\"k\",\"owner\":null,\"server\":\"s2\"}}");
+    ok(f->s, START("kr", "k"));
+    ok(f->s, "{\"type\":\"run_status\",\"data\":{\"run_id\":\"kr\",\"status\":\"RUNNING\",\"status_"
+             "message\":\"m\",\"progress_percentage\":40}}");
+    ok(f->s, "{\"type\":\"run_status\",\"data\":{\"run_id\":\"kr\",\"status\":\"RUNNING\",\"status_"
+             "message\":null}}");
+    ok(f->s, "{\"type\":\"iteration_step\",\"data\":{\"run_id\":\"kr\",\"iteration_num\":1,"
+             "\"step\":\"a\",\"step_status\":\"RUNNING\",\"summary\":\"s1\",\"error\":\"e1\"}}");
+    ok(f->s, "{\"type\":\"iteration_step\",\"data\":{\"run_id\":\"kr\",\"iteration_num\":1,"
+             "\"step\":\"b\",\"step_status\":\"COMPLETED\",\"error\":null}}");
+    json_t *st = tu_state(f->s, T, "k", 0, NULL);
+    assert_string_equal(tu_str(st, "migration_flows/0/owner"), "o");
+    assert_string_equal(tu_str(st, "migration_flows/0/server"), "s2");
+    assert_string_equal(tu_str(st, "attempt_history/0/status_message"), "m");
+    assert_int_equal(tu_int(st, "attempt_history/0/progress_percentage"), 40);
+    assert_string_equal(tu_str(st, "migration_iterations/0/step"), "b");
+    assert_string_equal(tu_str(st, "migration_iterations/0/step_status"), "COMPLETED");
+    assert_string_equal(tu_str(st, "migration_iterations/0/summary"), "s1");
+    assert_string_equal(tu_str(st, "migration_iterations/0/error"), "e1");
+    json_decref(st);
 }
 
 static void test_batches(void **state)
@@ -1526,6 +1587,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_child_tables, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_form_errors, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, tu_fx_setup, tu_fx_teardown),
+        cmocka_unit_test_setup_teardown(test_absent_fields_keep, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_expected_version, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_batches, tu_fx_setup, tu_fx_teardown),
         cmocka_unit_test_setup_teardown(test_batch_first_bad_event, tu_fx_setup, tu_fx_teardown),
