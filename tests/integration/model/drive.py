@@ -418,7 +418,10 @@ class Driver:
                     changed = True
                     break
             if not changed:
-                ev["data"][M.SCHEMA[ev["type"]][0][0]] += "-x"
+                # the original may lack its first field (a malformed event sent again)
+                f0 = M.SCHEMA[ev["type"]][0][0]
+                v0 = ev["data"].get(f0)
+                ev["data"][f0] = v0 + "-x" if isinstance(v0, str) else "x"
             kind = "changed_data"
         else:
             ev["type"] = "flow_status" if ev["type"] != "flow_status" else "flow_updated"
