@@ -80,6 +80,10 @@ int client_err(struct ctx *x);
 json_t *to_json(struct ctx *x, const msgpack_object *o, enum fjson_time tf);
 /* Print a JSON result: one line with --json, else with put_human. */
 int put_result(struct ctx *x, const msgpack_object *res, void (*put_human)(json_t *));
+/* A JSON value as text for people: a string bare (a NUL byte as \u0000, other control
+ * characters as spaces), null as "-", anything else as compact JSON. Caller frees; NULL when
+ * out of memory. */
+char *cli_text(const json_t *v);
 /* Print rows (JSON objects) as an aligned table of the given columns (NULL: the first row's). */
 void put_table(json_t *rows, const char *const *cols, size_t ncols, const char *indent);
 /* Print an object as "key: value" lines, keys aligned. */

@@ -119,16 +119,30 @@ int put_result(struct ctx *x, const msgpack_object *res, void (*put_human)(json_
 
 /* ---- tables for people ---- */
 
-/* A JSON value as a table cell: strings bare, null as "-", the rest as compact JSON. */
-static char *cell_text(const json_t *v)
+/* A JSON value as text for people (cli.h). A string is copied byte by byte, not as a C string:
+ * an id may hold a NUL, which would otherwise end it early and show another id. */
+char *cli_text(const json_t *v)
 {
     if (!v || json_is_null(v))
         return strdup("-");
     if (json_is_string(v)) {
-        char *t = strndup(json_string_value(v), json_string_length(v));
-        for (char *p = t; p && *p; p++)
-            if ((unsigned char)*p < 0x20)
-                *p = ' '; /* a newline would break the table's rows */
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v), nuls = 0;
+        for (size_t i = 0; i < n; i++)
+            nuls += s[i] == '\0';
+        char *t = malloc(n + 5 * nuls + 1), *p = t;
+        if (!t)
+            return NULL;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c == 0) {
+                memcpy(p, "\\u0000", 6); /* as the JSON output writes it */
+                p += 6;
+            } else {
+                *p++ = c < 0x20 ? ' ' : (char)c; /* a newline would break the table's rows */
+            }
+        }
+        *p = '\0';
         return t;
     }
     return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -172,7 +186,7 @@ static size_t col_width(const char *name, json_t *rows, const char *key)
     json_t *row;
 
     json_array_foreach(rows, i, row) {
-        char *t = cell_text(json_object_get(row, key));
+        char *t = cli_text(json_object_get(row, key));
         size_t tw = t ? text_width(t) : 0;
         if (tw > w)
             w = tw;
@@ -212,7 +226,7 @@ void put_table(json_t *rows, const char *const *cols, size_t ncols, const char *
     json_array_foreach(rows, i, row) {
         fputs(indent, stdout);
         for (size_t c = 0; c < n; c++) {
-            char *t = cell_text(json_object_get(row, keys[c]));
+            char *t = cli_text(json_object_get(row, keys[c]));
             put_cell(t ? t : "?", widths[c], c + 1 == n);
             free(t);
         }
@@ -243,7 +257,7 @@ void put_fields(json_t *obj, const char *indent)
             printf("%s%-*s  %.3f\n", indent, (int)w, k, json_real_value(v));
             continue;
         }
-        char *t = cell_text(v);
+        char *t = cli_text(v);
         printf("%s%-*s  %s\n", indent, (int)w, k, t ? t : "?");
         free(t);
     }

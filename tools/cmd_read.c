@@ -33,16 +33,16 @@ static json_t *event_json(struct ctx *x, const msgpack_object *ev, enum fjson_ti
 static void put_event_human(json_t *ev)
 {
     json_t *data = json_object_get(ev, "data");
-    const char *subject = json_string_value(json_object_get(data, "run_id"));
+    json_t *run = json_object_get(data, "run_id");
+    char *subject = cli_text(json_is_string(run) ? run : json_object_get(data, "flow_id"));
     char *d = json_dumps(data, JSON_COMPACT);
 
-    if (!subject)
-        subject = json_string_value(json_object_get(data, "flow_id"));
     printf("%8" JSON_INTEGER_FORMAT "  %s  %-17s %-28s %s\n",
            json_integer_value(json_object_get(ev, "seq")),
            json_string_value(json_object_get(ev, "ts")) ? json_string_value(json_object_get(ev, "ts")) : "-",
            json_string_value(json_object_get(ev, "type")) ? json_string_value(json_object_get(ev, "type")) : "?",
            subject ? subject : "-", d ? d : "{}");
+    free(subject);
     free(d);
 }
 
@@ -226,11 +226,12 @@ static void put_state_human(json_t *st)
                                             "started_at", "completed_at", "duration_seconds",
                                             "iterations", "generated_notebooks"};
     json_t *flows = json_object_get(st, "migration_flows");
+    char *id = cli_text(json_object_get(st, "flow_id"));
 
     printf("flow %s  as of seq %" JSON_INTEGER_FORMAT "  version %" JSON_INTEGER_FORMAT "\n",
-           json_string_value(json_object_get(st, "flow_id")),
-           json_integer_value(json_object_get(st, "as_of_seq")),
+           id ? id : "?", json_integer_value(json_object_get(st, "as_of_seq")),
            json_integer_value(json_object_get(st, "version")));
+    free(id);
     printf("\nmigration_flows\n");
     if (json_array_size(flows) == 0)
         printf("  (no rows)\n");
@@ -295,9 +296,11 @@ static void put_history_human(json_t *h)
                                        "started_at",       "completed_at",
                                        "duration_seconds", "iterations", "generated_notebooks",
                                        "error_message"};
-    printf("flow %s: %" JSON_INTEGER_FORMAT " attempt(s)\n",
-           json_string_value(json_object_get(h, "flow_id")),
+    char *id = cli_text(json_object_get(h, "flow_id"));
+
+    printf("flow %s: %" JSON_INTEGER_FORMAT " attempt(s)\n", id ? id : "?",
            json_integer_value(json_object_get(h, "count")));
+    free(id);
     put_table(json_object_get(h, "history"), cols, 9, "  ");
 }
 

@@ -4,7 +4,7 @@
 # a time), history ordering, table filters and paging, verify, stats, ping, help, exit codes.
 . "$top_srcdir/tests/integration/lib.sh"
 
-plan 61
+plan 62
 start_server main --unix "$WORK/main.sock" || exit 1
 DATA=$WORK/main/data
 DEMO=$top_srcdir/tools/demo-data.jsonl
@@ -216,6 +216,13 @@ expect_json "the same event in another order, without the null: a duplicate" "$o
 seq=$(fl append <<<'{"type": "flow_updated", "data": {"flow_id": "abc-123", "description": "a\u0000b"}}' | pyj "d['seq']")
 out=$(fl log --from "$seq" --limit 1)
 expect_json "a NUL inside a string is appended and read back" "$out" "L[0]['data']['description'] == 'a\x00b'"
+# For people too: an id holding a NUL is printed whole, the NUL as \u0000 (a C string would end
+# at it and show another id).
+seq=$(fl append <<<'{"type": "flow_registered", "data": {"flow_id": "nul\u0000id", "flow_name": "n"}}' | pyj "d['seq']")
+o=$("$FLOWLOG" --server "$SRV_ADDR" --data "$DATA" log --from "$seq" --limit 1)
+t=$("$FLOWLOG" --server "$SRV_ADDR" --data "$DATA" table migration_flows --where flow_name=n)
+both_show_nul_id() { grep -qF 'nul\u0000id' <<<"$1" && grep -qF 'nul\u0000id' <<<"$2"; }
+check "log and table for people show an id with a NUL whole (nul\\u0000id)" both_show_nul_id "$o" "$t"
 # An error message quoting bytes that are not UTF-8 is still UTF-8 (each stray byte a '?'), so
 # that clients can decode it: here a flow_id given on the command line.
 out=$(fl state $'f\xff\xfe'); st=$?
