@@ -138,6 +138,18 @@ def parse_ts(s):
     return (d - datetime.datetime(1970, 1, 1)) // datetime.timedelta(microseconds=1)
 
 
+
+def upsert(old, keeps, cols, d, optional, **fixed):
+    """The row an upsert leaves: the old one (or all nulls) with the key and required columns
+    set, and each optional column set from d when given (or always, when absent ones do not
+    keep their value)."""
+    row = old if (old is not None and keeps) else {c: None for c in cols}
+    row.update(fixed)
+    for c in optional:
+        if d.get(c) is not None or not keeps:
+            row[c] = d.get(c)
+    return row
+
 class Err(Exception):
     def __init__(self, code, field=None, version=None):
         super().__init__(code)
@@ -405,22 +417,15 @@ class Model:
             old = P["iter"].get(key)
             if old is not None and old["step_status"] in STEP_FINAL:
                 raise Err("invalid_transition")
-            row = old if (old is not None and keeps) else {c: None for c in ITER_COLS}
-            row.update(run_id=key[0], iteration_num=key[1], step=d["step"],
-                       step_status=d["step_status"], ts=ts)
-            for c in ("summary", "error"):
-                if d.get(c) is not None or not keeps:
-                    row[c] = d.get(c)
-            P["iter"][key] = row
+            P["iter"][key] = upsert(old, keeps, ITER_COLS, d, ("summary", "error"),
+                                    run_id=key[0], iteration_num=key[1], step=d["step"],
+                                    step_status=d["step_status"], ts=ts)
         elif t == "patch":
             key = (d["run_id"], d["iteration_num"], d["artifact_ref"])
             old = P["patch"].get(key)
-            row = old if (old is not None and keeps) else {c: None for c in PATCH_COLS}
-            row.update(run_id=key[0], iteration_num=key[1], artifact_ref=key[2], ts=ts)
-            for c in ("patch_summary", "diff_ref"):
-                if d.get(c) is not None or not keeps:
-                    row[c] = d.get(c)
-            P["patch"][key] = row
+            P["patch"][key] = upsert(old, keeps, PATCH_COLS, d, ("patch_summary", "diff_ref"),
+                                     run_id=key[0], iteration_num=key[1], artifact_ref=key[2],
+                                     ts=ts)
         elif t == "scan_verdict":
             key = (d["run_id"], d["iteration_num"], d["artifact_ref"])
             old = P["sast"].get(key)
@@ -429,12 +434,9 @@ class Model:
                     raise Err("invalid_transition")
                 if SCAN_RANK[d["scan_status"]] < SCAN_RANK[old["scan_status"]]:
                     raise Err("invalid_transition")
-            row = old if (old is not None and keeps) else {c: None for c in SAST_COLS}
-            row.update(run_id=key[0], iteration_num=key[1], artifact_ref=key[2],
-                       scan_status=d["scan_status"], ts=ts)
-            if d.get("findings_json") is not None or not keeps:
-                row["findings_json"] = d.get("findings_json")
-            P["sast"][key] = row
+            P["sast"][key] = upsert(old, keeps, SAST_COLS, d, ("findings_json",),
+                                    run_id=key[0], iteration_num=key[1], artifact_ref=key[2],
+                                    scan_status=d["scan_status"], ts=ts)
         elif t == "exec_result":
             key = (d["run_id"], d["iteration_num"], d["job_type"])
             if key in P["exec"]:
