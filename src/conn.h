@@ -15,9 +15,10 @@
  * served; once its pending appends have been answered and its output written, the connection
  * lingers: it sends FIN and discards input until the peer's EOF, because closing a socket with
  * unread input makes the kernel send RST and drop replies not yet delivered. Without an EOF it
- * goes CONN_LINGER_S after the last input, once the peer has received every byte sent (not
- * before: the peer's next bytes would get RST too; a Unix socket never resets, so it goes then),
- * or after CONN_CLOSE_TIMEOUT_S in which the peer took none of them.
+ * goes CONN_LINGER_S after the last input if the peer has received every byte sent; if not
+ * (the peer's next bytes would get RST and those replies be dropped), it looks again every
+ * CONN_LINGER_LOOK_MS and goes once the peer has them, or after CONN_CLOSE_TIMEOUT_S in which
+ * the peer took none of them. A Unix socket never resets: it goes after CONN_LINGER_S.
  *
  * Lifetime rule: only the top-level entry points (libevent callbacks, commit callbacks,
  * shutdown) may free a connection, through conn_maybe_free as their last action on it. */
